@@ -1,0 +1,1 @@
+"""visionkit built-in plugin (placeholder until implemented)."""

@@ -1,0 +1,101 @@
+"""Every hook a visionkit plugin can implement.
+
+There is one hook per component kind. Each receives a ``register`` callback and calls it
+once per component it adds::
+
+    register(name, factory, *, params=ParamsDataclass, aliases=("other-name",), description="...")
+
+``name`` is the component's config name (lower-case, dashes); ``params`` a dataclass whose
+fields are the component's config keys (validated by the host before ``factory`` is called);
+``factory`` builds the component from a params instance, with the keyword arguments listed
+per kind below. The host owns names: a name or alias registered twice for the same kind is
+reported as a clash for the second plugin. All hooks are called once per plugin at load time;
+none of them stops at a first result.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import pluggy
+
+PROJECT = "visionkit"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class Register(Protocol):
+    """The callback a registration hook receives."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: object,
+        *,
+        params: type | None = None,
+        aliases: tuple[str, ...] | list[str] = (),
+        description: str = "",
+    ) -> None: ...
+
+
+@hookspec
+def register_proposers(register: Register) -> None:
+    """Register region-proposal generators.
+
+    ``factory(params) -> Proposer``: an object with ``propose(image) -> Proposals`` where
+    ``image`` is a ``uint8`` RGB tensor ``[3, H, W]`` and the proposals are ranked, best first,
+    boxes ``xyxy`` float32 in absolute pixels (see :class:`visionkit.components.Proposer`).
+    """
+
+
+@hookspec
+def register_backbones(register: Register) -> None:
+    """Register feature extractors.
+
+    ``factory(params) -> torch.nn.Module`` whose ``forward(x)`` takes float images
+    ``[B, 3, H, W]`` (normalised by the head) and returns an ``OrderedDict[str, Tensor]`` of
+    feature maps; the module declares ``out_channels: int`` and ``feature_names: list[str]``
+    (see :class:`visionkit.components.Backbone`).
+    """
+
+
+@hookspec
+def register_heads(register: Register) -> None:
+    """Register detector heads (a head builds the whole detector).
+
+    ``factory(params, *, backbone, output_layer, proposer, num_classes) -> torch.nn.Module``
+    where ``backbone`` is a built backbone module, ``output_layer`` a callable
+    ``(in_features, num_classes) -> nn.Module`` or ``None`` for the head's default,
+    ``proposer`` a built proposer or ``None``, and ``num_classes`` counts the background.
+    The detector follows :class:`visionkit.components.Detector`.
+    """
+
+
+@hookspec
+def register_output_layers(register: Register) -> None:
+    """Register output layers: maps from pooled region features to class scores and/or box deltas.
+
+    ``factory(params, *, in_features, num_classes) -> torch.nn.Module``; ``num_classes``
+    includes the background class (see :class:`visionkit.components.OutputLayer`).
+    """
+
+
+@hookspec
+def register_sources(register: Register) -> None:
+    """Register frame sources (files, folders, globs, lists, videos, cameras, streams...).
+
+    ``factory(params) -> Source``: an object with ``accepts(uri) -> bool`` and
+    ``frames(uri) -> Iterator[Frame | BadItem]`` (see :class:`visionkit.components.Source`).
+    The host gives each input to the first source that accepts it.
+    """
+
+
+@hookspec
+def register_sinks(register: Register) -> None:
+    """Register outputs for predictions (annotated images or video, COCO JSON, JSON lines...).
+
+    ``factory(params, *, out_dir, class_names) -> Sink``: an object with
+    ``write(frame, result)`` and ``close() -> list[Path]`` (see :class:`visionkit.components.Sink`).
+    Files are written atomically.
+    """
