@@ -16,6 +16,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union
 
+import yaml
+
 from visionkit.errors import ConfigError
 
 __all__ = ["parse_params", "params_to_dict", "describe_params", "NoParams"]
@@ -48,6 +50,15 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _scalar(text: str) -> Any:
+    """A piece of a comma-separated ``--set`` value, read as a YAML scalar (``50`` -> 50)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (int, float, str, bool)) else text
+
+
 def _coerce(value: Any, tp: Any) -> Any:
     """Convert ``value`` to ``tp`` or raise ``TypeError`` (strings from ``--set`` are parsed)."""
     origin = typing.get_origin(tp)
@@ -71,7 +82,7 @@ def _coerce(value: Any, tp: Any) -> Any:
         raise TypeError
     if origin in (list, tuple):
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+            value = [_scalar(v.strip()) for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise TypeError
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]

@@ -1,0 +1,246 @@
+"""The plugin host: every hook, isolation of broken plugins, allow/deny lists, name clashes."""
+
+from __future__ import annotations
+
+import re
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+import visionkit
+from visionkit import hookspecs
+from visionkit.components import HOOKS
+from visionkit.errors import UnknownComponentError
+from visionkit.pipeline import Runner, build_sinks, open_inputs
+from visionkit.plugins import BUILTIN_PLUGINS, Host
+from visionkit.types import BadItem, Detections, Frame, FrameMeta, Proposals
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class ConstParams:
+    value: int = 7
+
+
+class CheckerSource:
+    """Yields two synthetic frames for uris of the form 'checker:N'."""
+
+    def __init__(self, params):
+        self.params = params
+
+    def accepts(self, uri):
+        return uri.startswith("checker:")
+
+    def frames(self, uri):
+        n = int(uri.split(":")[1])
+        for i in range(2):
+            img = torch.zeros((3, n, n), dtype=torch.uint8)
+            img[:, ::2, ::2] = 255
+            yield Frame(img, FrameMeta(source=uri, frame_index=i, width=n, height=n))
+        yield BadItem(uri, "third frame is broken on purpose")
+
+
+class ListSink:
+    def __init__(self, params, *, out_dir, class_names):
+        self.out_dir, self.class_names, self.seen = out_dir, class_names, []
+
+    def write(self, frame, result):
+        self.seen.append((frame.meta.index, len(result)))
+
+    def close(self):
+        return [self.out_dir / "list.txt"]
+
+
+class WholeImageProposer:
+    def __init__(self, params):
+        self.params = params
+
+    def propose(self, image):
+        h, w = image.shape[1:]
+        return Proposals(torch.tensor([[0.0, 0.0, w, h]]), torch.tensor([1.0]))
+
+
+class EveryHookPlugin:
+    """A throw-away plugin implementing every hook (registered as an object, like conftest plugins)."""
+
+    @visionkit.hookimpl
+    def register_proposers(self, register):
+        register("whole-image", WholeImageProposer, params=ConstParams, aliases=["whole"])
+
+    @visionkit.hookimpl
+    def register_backbones(self, register):
+        def make(params):
+            m = torch.nn.Conv2d(3, params.value, 3)
+            m.out_channels, m.feature_names = params.value, ["0"]
+            return m
+
+        register("tiny-conv", make, params=ConstParams)
+
+    @visionkit.hookimpl
+    def register_heads(self, register):
+        def make(params, *, backbone, output_layer, proposer, num_classes):
+            return types.SimpleNamespace(backbone=backbone, output=output_layer(backbone.out_channels, num_classes),
+                                         proposer=proposer)
+
+        register("test-head", make)
+
+    @visionkit.hookimpl
+    def register_output_layers(self, register):
+        register("test-linear", lambda p, *, in_features, num_classes: torch.nn.Linear(in_features, num_classes))
+
+    @visionkit.hookimpl
+    def register_sources(self, register):
+        register("checker", CheckerSource)
+
+    @visionkit.hookimpl
+    def register_sinks(self, register):
+        register("list", ListSink)
+
+
+def test_every_hookspec_is_a_component_kind_and_documented():
+    specs = {n for n in dir(hookspecs) if n.startswith("register_") and callable(getattr(hookspecs, n))}
+    assert specs == set(HOOKS.values())
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in specs:
+        assert getattr(hookspecs, name).__doc__.strip(), name
+        assert name in readme, f"README's plugin guide does not document {name}"
+
+
+def test_throwaway_plugin_uses_every_hook(tmp_path):
+    host = Host(builtins=False, entry_points=False)
+    info = host.add(EveryHookPlugin(), name="every-hook")
+    try:
+        assert info.error is None
+        assert sorted(info.hooks) == sorted(HOOKS.values())
+        assert info.components == {
+            "proposer": ["whole-image"], "backbone": ["tiny-conv"], "head": ["test-head"],
+            "output_layer": ["test-linear"], "source": ["checker"], "sink": ["list"],
+        }
+        reg = host.registry
+        assert reg.get("proposer", "whole") is reg.get("proposer", "whole-image")  # alias
+        backbone = reg.build("backbone", "tiny-conv", {"value": 4})
+        assert backbone.out_channels == 4
+        out_spec = reg.get("output_layer", "test-linear")
+        det = reg.build("head", "test-head", {}, backbone=backbone, proposer=None, num_classes=3,
+                        output_layer=lambda i, k: out_spec.factory(out_spec.parse({}), in_features=i, num_classes=k))
+        assert det.output.out_features == 3 and det.output.in_features == 4
+
+        # a source and a sink from the plugin, driven by the real pipeline runner
+        config = {"sources": {}, "sinks": {"list": {}}}
+        sinks = build_sinks(config, host, tmp_path, {1: "thing"})
+        proposer = reg.build("proposer", "whole-image", {})
+        summary = Runner(lambda fs: [proposer.propose(f.image) for f in fs], sinks, batch_size=2).run(
+            open_inputs(["checker:6", "checker:4"], config, host))
+        assert summary.items == 4
+        assert [b.error for b in summary.bad] == ["third frame is broken on purpose"] * 2
+        assert sinks[0].seen == [(0, 1), (1, 1), (2, 1), (3, 1)]
+        assert summary.outputs == [tmp_path / "list.txt"]
+    finally:
+        host.remove("every-hook")
+    assert host.registry.names("sink") == []
+
+
+def test_broken_plugin_is_reported_and_others_still_load(monkeypatch):
+    good = types.ModuleType("good_plugin")
+
+    @visionkit.hookimpl
+    def register_sinks(register):
+        register("good-sink", ListSink)
+
+    good.register_sinks = register_sinks
+
+    bad = types.ModuleType("bad_plugin")
+
+    @visionkit.hookimpl
+    def register_heads(register):
+        register("half-registered", lambda p, **kw: None)
+        raise RuntimeError("model zoo unreachable\nsecond line")
+
+    bad.register_heads = register_heads
+    host = Host(builtins=False, entry_points=False)
+    host.add(bad, name="bad")
+    host.add(good, name="good")
+    assert host.plugins["bad"].error == "RuntimeError: model zoo unreachable"
+    assert host.plugins["bad"].components == {}
+    assert host.registry.names("head") == []  # its partial registration was rolled back
+    assert host.registry.names("sink") == ["good-sink"]
+    with pytest.raises(UnknownComponentError) as err:
+        host.registry.get("head", "half-registered")
+    assert "plugins that failed to load: bad: RuntimeError: model zoo unreachable" in str(err.value)
+
+
+def test_misspelt_hook_fails_loudly_for_that_plugin_only():
+    typo = types.ModuleType("typo_plugin")
+
+    @visionkit.hookimpl
+    def register_head(register):  # missing 's'
+        pass
+
+    typo.register_head = register_head
+    host = Host(builtins=False, entry_points=False)
+    info = host.add(typo, name="typo")
+    assert info.error and "register_head" in info.error
+    assert not host.pm.has_plugin("typo")
+
+
+def test_name_clash_is_reported_for_the_second_plugin():
+    host = Host(builtins=False, entry_points=False)
+    host.add(EveryHookPlugin(), name="first")
+    info = host.add(EveryHookPlugin(), name="second")
+    assert info.error is not None
+    assert re.search(r"clashes with the one from plugin 'first'", info.error)
+    assert host.registry.get("sink", "list").plugin == "first"
+
+
+def test_unknown_component_lists_available_and_closest(host):
+    with pytest.raises(UnknownComponentError) as err:
+        host.registry.get("sink", "jsonlines")
+    msg = str(err.value)
+    assert msg.startswith("unknown sink 'jsonlines'")
+    assert "available:" in msg and "jsonl" in msg
+    assert "did you mean" in msg
+
+
+def test_builtins_all_load_cleanly(host):
+    for name in BUILTIN_PLUGINS:
+        info = host.plugins[name]
+        assert info.builtin and info.error is None, (name, info.error)
+        assert info.components, f"built-in plugin {name} registers nothing"
+
+
+def test_allow_and_deny_lists(monkeypatch):
+    only = Host(allow=["visionkit_io"], entry_points=False)
+    assert list(only.plugins) == ["visionkit_io"]
+    denied = Host(deny=["visionkit_io"], entry_points=False)
+    assert "visionkit_io" not in denied.plugins
+    monkeypatch.setenv("VISIONKIT_DISABLE_PLUGINS", "visionkit_selective_search, visionkit_faster_rcnn")
+    env = Host(entry_points=False)
+    assert "visionkit_selective_search" not in env.plugins and "visionkit_faster_rcnn" not in env.plugins
+    monkeypatch.setenv("VISIONKIT_PLUGINS", "visionkit_faster_rcnn")
+    monkeypatch.delenv("VISIONKIT_DISABLE_PLUGINS")
+    assert list(Host(entry_points=False).plugins) == ["visionkit_faster_rcnn"]
+
+
+def test_entry_point_autoload_is_off_in_tests():
+    import os
+
+    assert os.environ["VISIONKIT_DISABLE_PLUGIN_AUTOLOAD"] == "1"
+    assert all(p.builtin for p in Host().plugins.values())
+
+
+def test_detections_validate_shapes():
+    with pytest.raises(ValueError, match=r"boxes must be \(N, 4\) xyxy, got \(3, 5\)"):
+        Detections(torch.zeros(3, 5), torch.zeros(3), torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"scores must be \(2,\) to match 2 boxes, got \(3,\)"):
+        Detections(torch.zeros(2, 4), torch.zeros(3), torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="labels must be torch.int64"):
+        Detections(torch.zeros(2, 4), torch.zeros(2), torch.zeros(2))
+    d = Detections(torch.arange(8.0).view(2, 4), torch.tensor([0.9, 0.1]), torch.tensor([1, 2]))
+    assert len(d[d.scores > 0.5]) == 1 and d[1].labels.tolist() == [2]
+    assert len(Detections.empty()) == 0
+    with pytest.raises(ValueError, match=r"uint8 tensor \[3, H, W\]"):
+        Frame(torch.zeros(1, 4, 4, dtype=torch.uint8), FrameMeta("x"))

@@ -1,0 +1,180 @@
+"""Pipeline configs: YAML files that name components and give their parameters.
+
+A config is a mapping with these top-level keys (all optional)::
+
+    head:         {name: faster-rcnn, min_size: 800, ...}   # a component section: name + params
+    backbone:     {name: resnet50-fpn, trainable_layers: 3}
+    output_layer: null                                       # null = the head's default
+    proposer:     null                                       # {name: selective-search, mode: fast}
+    num_classes:  91                                         # including the background
+    classes:      null                                       # list of names for ids 1..N, or null
+    weights:      null                                       # torchvision weights name, file, or null
+    device:       auto                                       # auto | cpu | cuda | cuda:N
+    precision:    fp32                                       # fp32 | fp16 | bf16
+    batch_size:   2
+    score_threshold: 0.5
+    sources: {video: {stride: 1}}                            # source name -> params
+    sinks:   {annotated-images: {}, jsonl: {}}               # sink name -> params
+
+``--set a.b=value`` overrides any key; the value is parsed as YAML (``0.3``, ``true``,
+``[a, b]``, ``null``). Each component validates its own section, so a wrong key names the
+component, the key and the valid keys.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from visionkit.errors import ConfigError, UsageError
+from visionkit.params import closest
+
+__all__ = [
+    "COMPONENT_KEYS", "TOP_LEVEL_KEYS", "DEFAULT_CONFIG", "load_config", "apply_overrides",
+    "merge", "component_section", "resolve_config",
+]
+
+#: config keys that hold one component section ({name: ..., params...}) and their kind
+COMPONENT_KEYS: dict[str, str] = {
+    "head": "head", "backbone": "backbone", "output_layer": "output_layer", "proposer": "proposer",
+}
+#: config keys that map component names to params (several components of one kind)
+MULTI_KEYS: dict[str, str] = {"sources": "source", "sinks": "sink"}
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "head": {"name": "faster-rcnn"},
+    "backbone": {"name": "resnet50-fpn"},
+    "output_layer": None,
+    "proposer": None,
+    "num_classes": 91,
+    "classes": None,
+    "weights": None,
+    "device": "auto",
+    "precision": "fp32",
+    "batch_size": 2,
+    "score_threshold": 0.5,
+    "sources": {},
+    "sinks": {"annotated-images": {}, "annotated-video": {}, "jsonl": {}},
+}
+
+_SCALARS: dict[str, tuple[type, ...]] = {
+    "num_classes": (int,), "weights": (str,), "device": (str,), "precision": (str,),
+    "batch_size": (int,), "score_threshold": (int, float), "classes": (list, str),
+}
+TOP_LEVEL_KEYS: tuple[str, ...] = tuple(DEFAULT_CONFIG)
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def merge(base: Mapping[str, Any], *overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Deep-merge mappings, later ones winning; a component section whose ``name`` changes is replaced."""
+    out = copy.deepcopy(dict(base))
+    for over in overrides:
+        for key, value in (over or {}).items():
+            cur = out.get(key)
+            same_component = not (
+                isinstance(cur, Mapping) and isinstance(value, Mapping)
+                and "name" in value and value.get("name") != cur.get("name")
+            )
+            if isinstance(cur, Mapping) and isinstance(value, Mapping) and same_component:
+                out[key] = merge(cur, value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(path: str | Path | None) -> dict[str, Any]:
+    """Read a YAML config file (``None`` gives an empty mapping). Errors name the file and line."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"malformed YAML in {path}{where}: {problem}; fix the syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config {path} must be a mapping of keys to values, got {type(data).__name__}")
+    return dict(data)
+
+
+def apply_overrides(config: Mapping[str, Any], sets: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML)."""
+    out = copy.deepcopy(dict(config))
+    for item in sets:
+        if "=" not in item:
+            raise UsageError(f"--set '{item}' must look like key.path=value (e.g. --set head.min_size=600)")
+        path, raw = item.split("=", 1)
+        keys = [k.strip() for k in path.split(".")]
+        if not all(keys):
+            raise UsageError(f"--set '{item}': empty key in '{path}'")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for i, key in enumerate(keys[:-1]):
+            nxt = node.get(key)
+            if nxt is None:
+                nxt = node[key] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set '{item}': '{'.'.join(keys[: i + 1])}' is {nxt!r}, not a section")
+            node = nxt
+        node[keys[-1]] = value
+    return out
+
+
+def check_top_level(config: Mapping[str, Any]) -> None:
+    """Reject unknown top-level keys and wrongly typed scalars."""
+    for key, value in config.items():
+        if key not in DEFAULT_CONFIG:
+            hint = closest(key, TOP_LEVEL_KEYS)
+            did = f" (did you mean '{hint}'?)" if hint else ""
+            raise ConfigError(f"config: unknown key '{key}'{did}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
+        if key in COMPONENT_KEYS and value is not None:
+            if isinstance(value, str):
+                continue  # shorthand: head: faster-rcnn
+            if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
+                raise ConfigError(f"config: '{key}' must be null, a component name, or a mapping with 'name'")
+        if key in MULTI_KEYS and value is not None and not isinstance(value, Mapping):
+            raise ConfigError(f"config: '{key}' must map {MULTI_KEYS[key]} names to their parameters")
+        if key in _SCALARS and value is not None:
+            types = _SCALARS[key]
+            if isinstance(value, bool) or not isinstance(value, types):
+                expected = " or ".join(t.__name__ for t in types)
+                raise ConfigError(f"config: '{key}' expects {expected}, got {value!r}")
+    if config.get("precision") not in (None, *PRECISIONS):
+        raise ConfigError(f"config: 'precision' must be one of {', '.join(PRECISIONS)}, got {config['precision']!r}")
+    if config.get("batch_size") is not None and config["batch_size"] < 1:
+        raise ConfigError(f"config: 'batch_size' must be >= 1, got {config['batch_size']}")
+
+
+def component_section(value: Any) -> tuple[str, dict[str, Any]] | None:
+    """``{name: x, a: 1}`` -> ``("x", {"a": 1})``; a bare string is a name with no params."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value, {}
+    params = dict(value)
+    return str(params.pop("name")), params
+
+
+def resolve_config(
+    *layers: Mapping[str, Any] | None, sets: Iterable[str] = (), base: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``base`` (default :data:`DEFAULT_CONFIG`) merged with ``layers`` then ``--set`` overrides, checked."""
+    config = merge(DEFAULT_CONFIG if base is None else base, *layers)
+    config = apply_overrides(config, sets)
+    check_top_level(config)
+    return config

@@ -1,0 +1,297 @@
+"""YOLO (Ultralytics / darknet) datasets: normalised ``.txt`` labels + class names.
+
+Label format, one object per line: ``class cx cy w h``, centre and size normalised to [0, 1]
+by the image width and height (a polygon ``class x1 y1 x2 y2 ...`` is also accepted; its
+bounds become the box). The reader converts to xyxy float32 absolute pixels using the image
+size read from the image header.
+
+Layouts understood:
+
+* a data YAML (``path``, ``train``, ``val``, ``test``, ``names``) like Ultralytics' coco128.yaml.
+  ``path`` is used when it exists, else the YAML's folder. Split entries may be a folder, a
+  ``.txt`` list of images, or a list of them. With ``split=None`` the images of all splits are
+  read once each;
+* a folder holding such a YAML, or ``images/`` + ``labels/`` (labels found by replacing the
+  last ``images`` path component with ``labels``), or images and ``.txt`` side by side; names
+  then come from ``classes.txt``, ``obj.names``, ``names.txt`` or ``*.names``.
+
+Category ids: ``category_ids="auto"`` (default) maps COCO's 80 classes (names in the standard
+order) to COCO's category ids 1..90 with :data:`visionkit.data.categories.COCO80_TO_91`
+(YOLO 0 person -> 1, 79 toothbrush -> 90); any other class list keeps the YOLO ids 0..K-1.
+``"coco"`` forces the mapping (the names must be COCO's), ``"index"`` keeps the YOLO ids.
+
+Images without a label file are background images (kept, zero boxes, reported as
+``image_without_labels``); label files without an image are reported as
+``label_without_image`` and skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from visionkit.data.categories import COCO80_TO_91, is_coco80_names
+from visionkit.data.dataset import DetectionDataset, ImageRecord, Problem, natural_key, read_image_header
+from visionkit.errors import InputError
+
+__all__ = ["load_yolo", "is_yolo_folder", "read_yolo_names", "parse_yolo_labels", "label_path_for"]
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+NAMES_FILES = ("classes.txt", "obj.names", "names.txt")
+
+
+def _is_image(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+
+
+def label_path_for(image: Path) -> Path:
+    """The label file of ``image``: the last ``images`` component replaced by ``labels``, suffix ``.txt``."""
+    parts = list(image.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return Path(*parts).with_suffix(".txt")
+    return image.with_suffix(".txt")
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InputError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a YOLO data YAML must be a mapping with 'names', got {type(data).__name__}")
+    return data
+
+
+def _names_from(value: Any, where: Path) -> dict[int, str]:
+    if isinstance(value, list):
+        return {i: str(n) for i, n in enumerate(value)}
+    if isinstance(value, dict):
+        try:
+            return {int(k): str(v) for k, v in value.items()}
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: 'names' keys must be integer class ids") from None
+    raise InputError(f"{where}: 'names' must be a list or a mapping id -> name, got {type(value).__name__}")
+
+
+def read_yolo_names(path: Path) -> dict[int, str]:
+    """Class names from a names file (one per line) or a data YAML's ``names``."""
+    if path.suffix.lower() in (".yaml", ".yml"):
+        data = _load_yaml(path)
+        if "names" not in data:
+            raise InputError(f"{path}: no 'names' key")
+        return _names_from(data["names"], path)
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    return {i: n for i, n in enumerate(ln for ln in lines if ln)}
+
+
+def _data_yaml_in(folder: Path) -> Path | None:
+    for p in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, OSError):
+            continue
+        if isinstance(data, dict) and "names" in data:
+            return p
+    return None
+
+
+def is_yolo_folder(path: Path) -> bool:
+    """True for a folder with a data YAML, a ``labels/`` folder, or a names file next to ``.txt`` labels."""
+    if not path.is_dir():
+        return False
+    if (path / "labels").is_dir() or _data_yaml_in(path) is not None:
+        return True
+    return any((path / n).is_file() for n in NAMES_FILES) or next(path.glob("*.names"), None) is not None
+
+
+def parse_yolo_labels(path: Path, width: int, height: int, num_classes: int | None = None
+                      ) -> tuple[list[list[float]], list[int], list[Any]]:
+    """Read one label file: ``(boxes xyxy absolute pixels, class ids, polygons or None)``.
+
+    Raises :class:`InputError` naming the file and line for a line that is not
+    ``class cx cy w h`` (or a polygon), a non-integer class, or a class id outside the names.
+    """
+    boxes, classes, segs = [], [], []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text label file (not UTF-8)") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
+            raise InputError(f"{path}:{lineno}: expected 'class cx cy w h' (5 fields), got {len(fields)}: {line.strip()!r}")
+        try:
+            cls = float(fields[0])
+            values = [float(v) for v in fields[1:]]
+        except ValueError:
+            raise InputError(f"{path}:{lineno}: non-numeric field in {line.strip()!r}") from None
+        if not cls.is_integer() or cls < 0:
+            raise InputError(f"{path}:{lineno}: class id must be a non-negative integer, got {fields[0]!r}")
+        if num_classes is not None and cls >= num_classes:
+            raise InputError(f"{path}:{lineno}: class id {int(cls)} is not in the names (ids 0..{num_classes - 1})")
+        if any(v != v for v in values):
+            raise InputError(f"{path}:{lineno}: NaN coordinate in {line.strip()!r}")
+        if len(values) == 4:
+            cx, cy, w, h = values
+            boxes.append([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height])
+            segs.append(None)
+        else:
+            xs = [v * width for v in values[0::2]]
+            ys = [v * height for v in values[1::2]]
+            boxes.append([min(xs), min(ys), max(xs), max(ys)])
+            segs.append([[c for xy in zip(xs, ys) for c in xy]])
+        classes.append(int(cls))
+    return boxes, classes, segs
+
+
+def _images_of(entry: str | list[Any], root: Path, where: Path) -> list[Path]:
+    entries = entry if isinstance(entry, list) else [entry]
+    out: list[Path] = []
+    for e in entries:
+        p = Path(str(e))
+        p = p if p.is_absolute() else root / p
+        if p.is_dir():
+            out.extend(q for q in p.rglob("*") if _is_image(q))
+        elif p.is_file() and p.suffix == ".txt":
+            for line in p.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    q = Path(line.strip())
+                    out.append(q if q.is_absolute() else (p.parent / q))
+        else:
+            raise InputError(f"{where}: split entry '{e}' not found (looked for {p})")
+    return out
+
+
+def load_yolo(path: str | os.PathLike[str], split: str | None = None,
+              category_ids: Literal["auto", "coco", "index"] = "auto",
+              names: dict[int, str] | list[str] | None = None) -> DetectionDataset:
+    """Read a YOLO dataset from a data YAML or a folder (see the module docstring)."""
+    path = Path(path)
+    data_yaml: Path | None = None
+    if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
+        data_yaml = path
+    elif path.is_dir():
+        data_yaml = _data_yaml_in(path)
+    elif not path.exists():
+        raise InputError(f"{path}: not found")
+    else:
+        raise InputError(f"{path}: a YOLO dataset is a data YAML or a folder")
+
+    class_names: dict[int, str] | None = None
+    if names is not None:
+        class_names = _names_from(names, path)
+    if data_yaml is not None:
+        cfg = _load_yaml(data_yaml)
+        if class_names is None:
+            if "names" not in cfg:
+                raise InputError(f"{data_yaml}: no 'names' key")
+            class_names = _names_from(cfg["names"], data_yaml)
+        root = data_yaml.parent
+        if cfg.get("path"):
+            p = Path(str(cfg["path"]))
+            p = p if p.is_absolute() else data_yaml.parent / p
+            if p.is_dir():
+                root = p
+        splits = [s for s in ("train", "val", "test") if cfg.get(s)]
+        if split is not None:
+            if not cfg.get(split):
+                raise InputError(f"{data_yaml}: split '{split}' not defined (have: {', '.join(splits) or 'none'})")
+            splits = [split]
+        if not splits:
+            raise InputError(f"{data_yaml}: no train/val/test entry names any images")
+        seen: dict[Path, None] = {}
+        for s in splits:
+            for img in _images_of(cfg[s], root, data_yaml):
+                seen.setdefault(img.resolve(), None)
+        image_files = list(seen)
+        image_root = root
+    else:
+        folder = path
+        if class_names is None:
+            names_file = next((folder / n for n in NAMES_FILES if (folder / n).is_file()), None) or next(
+                folder.glob("*.names"), None)
+            if names_file is None:
+                raise InputError(f"{folder}: no class names found (a data YAML with 'names', classes.txt or obj.names)")
+            class_names = read_yolo_names(names_file)
+        img_dir = folder / "images" if (folder / "images").is_dir() else folder
+        if split is not None:
+            img_dir = img_dir / split
+            if not img_dir.is_dir():
+                raise InputError(f"{folder}: split folder {img_dir} not found")
+        image_files = [q.resolve() for q in img_dir.rglob("*") if _is_image(q)]
+        image_root = folder
+    image_root = image_root.resolve()
+    image_files.sort(key=lambda p: natural_key(p.as_posix()))
+    if not image_files:
+        raise InputError(f"dataset has no images: {path}")
+
+    assert class_names is not None
+    num = max(class_names) + 1 if class_names else 0
+    ordered = [class_names.get(i, str(i)) for i in range(num)]
+    if category_ids == "coco" and not is_coco80_names(ordered):
+        raise InputError(f"{path}: category_ids='coco' needs COCO's 80 class names in the standard order")
+    use_coco = category_ids == "coco" or (category_ids == "auto" and is_coco80_names(ordered))
+    to_id = (lambda c: COCO80_TO_91[c]) if use_coco else (lambda c: c)
+    classes = {to_id(i): n for i, n in class_names.items()}
+
+    stems = [p.stem for p in image_files]
+    numeric = all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems)
+    problems: list[Problem] = []
+    records = []
+    label_dirs: set[Path] = set()
+    for i, img in enumerate(image_files):
+        width, height = read_image_header(img) if img.is_file() else (0, 0)
+        try:
+            rel = img.relative_to(image_root).as_posix()
+        except ValueError:
+            rel = str(img)
+        if not img.is_file():
+            problems.append(Problem("missing_image", rel, "listed by the data YAML but not found"))
+        lbl = label_path_for(img)
+        label_dirs.add(lbl.parent)
+        boxes: list[list[float]] = []
+        cls: list[int] = []
+        segs: list[Any] = []
+        if lbl.is_file():
+            boxes, cls, segs = parse_yolo_labels(lbl, width, height, num)
+        else:
+            problems.append(Problem("image_without_labels", rel, f"no label file ({lbl.name}); kept as a background "
+                                    "image with no objects", severity="warning"))
+        records.append(ImageRecord(
+            image_id=int(img.stem) if numeric else i + 1, file_name=rel, width=width, height=height,
+            boxes=boxes, labels=[to_id(c) for c in cls],
+            segmentation=segs if any(s is not None for s in segs) else None,
+            extra={"label_file": lbl.name if lbl.is_file() else None},
+        ))
+    image_stems = {(label_path_for(p).parent, p.stem) for p in image_files}
+    for d in sorted(label_dirs):
+        if not d.is_dir():
+            continue
+        for txt in sorted(d.glob("*.txt"), key=lambda p: natural_key(p.name)):
+            if txt.name in NAMES_FILES:
+                continue
+            if (d, txt.stem) not in image_stems:
+                try:
+                    rel = txt.relative_to(image_root).as_posix()
+                except ValueError:
+                    rel = str(txt)
+                n = sum(1 for ln in txt.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip())
+                problems.append(Problem("label_without_image", rel, f"label file ({n} boxes) has no matching image; "
+                                        "skipped"))
+    info: dict[str, Any] = {"yolo_names": {i: class_names[i] for i in sorted(class_names)},
+                            "coco_ids": use_coco}
+    if data_yaml is not None:
+        info["data_yaml"] = str(data_yaml)
+    return DetectionDataset(images=records, classes=classes, image_root=image_root, source=str(path), format="yolo",
+                            problems=problems, info=info)

@@ -1,0 +1,404 @@
+"""Assemble components from a config into a runnable pipeline, and run it.
+
+Data flow: inputs -> source plugins -> frames (decoded in a background thread) -> batches
+moved to the device -> detector (``torch.inference_mode`` + optional autocast) or proposer
+-> results -> sink plugins (written in a background thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from visionkit.config import component_section
+from visionkit.errors import ConfigError, UsageError, VisionkitError
+from visionkit.plugins import Host
+from visionkit.types import BadItem, Detections, Frame, Proposals
+
+__all__ = [
+    "select_device", "autocast_context", "build_detector", "build_proposer", "build_sinks",
+    "open_inputs", "check_inputs", "Runner", "RunSummary", "next_run_dir", "class_filter",
+]
+
+Result = Detections | Proposals
+
+
+def select_device(spec: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda[:N]`` must exist."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise UsageError(f"unknown device '{spec}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"device '{spec}' requested but CUDA is not available here; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"device '{spec}' does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
+    return device
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """Autocast for ``fp16``/``bf16``; a no-op for ``fp32``."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+    if dtype is None:
+        raise UsageError(f"unknown precision '{precision}'; use fp32, fp16 or bf16")
+    if device.type == "cpu" and dtype is torch.float16:
+        raise UsageError("precision fp16 needs a GPU; use --precision bf16 or fp32 on the CPU")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def read_checkpoint_config(weights: str | None) -> dict[str, Any]:
+    """The model sections stored in a visionkit checkpoint (empty for anything else)."""
+    if not weights or not Path(weights).is_file():
+        return {}
+    try:
+        ckpt = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return {}  # load_weights reports the real problem
+    if isinstance(ckpt, Mapping) and isinstance(ckpt.get("config"), Mapping):
+        keys = ("head", "backbone", "output_layer", "num_classes", "classes")
+        return {k: v for k, v in ckpt["config"].items() if k in keys}
+    return {}
+
+
+def _class_names_from_config(config: Mapping[str, Any]) -> dict[int, str]:
+    classes = config.get("classes")
+    if isinstance(classes, str):
+        path = Path(classes)
+        if not path.is_file():
+            raise ConfigError(f"config: 'classes' file not found: {classes}; give a list of names or a file")
+        classes = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if classes:
+        return {i + 1: str(name) for i, name in enumerate(classes)}
+    return {}
+
+
+def build_detector(config: Mapping[str, Any], host: Host) -> tuple[torch.nn.Module, dict[int, str]]:
+    """Build head(backbone, output layer[, proposer]) and load ``config['weights']``.
+
+    Returns the detector (in eval mode, on the CPU) and its class names ``{category id: name}``.
+    """
+    reg = host.registry
+    head = component_section(config.get("head"))
+    if head is None:
+        raise ConfigError("config: 'head' is required to build a detector (e.g. head: {name: faster-rcnn})")
+    backbone_sec = component_section(config.get("backbone"))
+    if backbone_sec is None:
+        raise ConfigError(f"config: head '{head[0]}' needs a 'backbone' section (e.g. backbone: resnet50-fpn)")
+    head_spec = reg.get("head", head[0])
+    backbone_spec = reg.get("backbone", backbone_sec[0])
+    out_sec = component_section(config.get("output_layer"))
+    output_layer: Callable[[int, int], torch.nn.Module] | None = None
+    if out_sec is not None:
+        out_spec = reg.get("output_layer", out_sec[0])
+        out_params = out_spec.parse(out_sec[1])
+
+        def output_layer(in_features: int, num_classes: int) -> torch.nn.Module:
+            return out_spec.factory(out_params, in_features=in_features, num_classes=num_classes)
+
+    proposer = build_proposer(config, host) if config.get("proposer") else None
+    head_params = head_spec.parse(head[1])
+    backbone = backbone_spec.build(backbone_sec[1])
+    num_classes = int(config.get("num_classes") or 91)
+    detector = head_spec.factory(
+        head_params, backbone=backbone, output_layer=output_layer, proposer=proposer, num_classes=num_classes
+    )
+    class_names = _class_names_from_config(config)
+    weights = config.get("weights")
+    if weights:
+        from visionkit.weights import load_weights
+
+        meta = load_weights(detector, weights)
+        class_names = {int(k): str(v) for k, v in (meta.get("class_names") or {}).items()} or class_names
+    detector.eval()
+    return detector, class_names
+
+
+def build_proposer(config: Mapping[str, Any], host: Host) -> Any:
+    section = component_section(config.get("proposer"))
+    if section is None:
+        raise ConfigError("config: 'proposer' is required (e.g. proposer: {name: selective-search, mode: fast})")
+    return host.registry.build("proposer", section[0], section[1])
+
+
+def build_sinks(
+    config: Mapping[str, Any], host: Host, out_dir: Path, class_names: Mapping[int, str] | None,
+    only: Iterable[str] | None = None,
+) -> list[Any]:
+    """One sink per entry of ``config['sinks']`` (restricted to ``only`` when given)."""
+    wanted = set(only) if only is not None else None
+    sinks = []
+    for name, params in (config.get("sinks") or {}).items():
+        if wanted is not None and name not in wanted:
+            continue
+        if params is not None and not isinstance(params, Mapping):
+            raise ConfigError(f"config: sinks.{name} must be a mapping of parameters (or {{}}), got {params!r}")
+        sinks.append(host.registry.build("sink", name, params or {}, out_dir=out_dir, class_names=class_names))
+    return sinks
+
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_GLOB = re.compile(r"[*?\[]")
+
+
+def check_inputs(inputs: Sequence[str]) -> None:
+    """Fail early (usage error) on local paths that do not exist; URLs, camera indices and globs pass."""
+    if not inputs:
+        raise UsageError("no input given; pass image files, folders, globs, videos, a camera index or a URL")
+    for uri in inputs:
+        if _URL.match(uri) or uri.isdigit() or _GLOB.search(uri):
+            continue
+        if not Path(uri).exists():
+            raise UsageError(f"input not found: {uri}; check the path (no such file or directory)")
+
+
+def open_inputs(inputs: Sequence[str], config: Mapping[str, Any], host: Host) -> Iterator[Frame | BadItem]:
+    """Frames of every input, in order; each input goes to the first source plugin that accepts it."""
+    sources = []
+    params = config.get("sources") or {}
+    for spec in host.registry.specs("source"):
+        sources.append(spec.build(params.get(spec.name) or {}))
+    unknown = set(params) - {s.name for s in host.registry.specs("source")}
+    if unknown:
+        host.registry.get("source", sorted(unknown)[0])  # raises with suggestions
+    index = 0
+    for uri in inputs:
+        source = next((s for s in sources if s.accepts(uri)), None)
+        if source is None:
+            names = ", ".join(s.name for s in host.registry.specs("source"))
+            yield BadItem(uri, f"no source plugin reads '{uri}' (sources: {names}); check the extension or URL")
+            continue
+        try:
+            for item in source.frames(uri):
+                if isinstance(item, Frame):
+                    if item.meta.index != index:
+                        item = Frame(item.image, _with_index(item.meta, index))
+                    index += 1
+                yield item
+        except VisionkitError as exc:
+            yield BadItem(uri, str(exc))
+
+
+def _with_index(meta: Any, index: int) -> Any:
+    from dataclasses import replace
+
+    return replace(meta, index=index)
+
+
+def class_filter(classes: Sequence[str] | None, class_names: Mapping[int, str]) -> set[int] | None:
+    """Label ids to keep for ``--classes`` given as names or ids; ``None`` keeps everything."""
+    if not classes:
+        return None
+    by_name = {v.lower(): k for k, v in class_names.items()}
+    keep = set()
+    for item in classes:
+        for part in str(item).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if part.isdigit():
+                keep.add(int(part))
+            elif part.lower() in by_name:
+                keep.add(by_name[part.lower()])
+            else:
+                from visionkit.params import closest
+
+                hint = closest(part.lower(), by_name)
+                did = f" (did you mean '{class_names[by_name[hint]]}'?)" if hint else ""
+                raise UsageError(f"--classes: unknown class '{part}'{did}; give names the model knows or ids")
+    return keep
+
+
+@dataclass
+class RunSummary:
+    """What a run did: counts, failures, throughput and outputs."""
+
+    items: int = 0
+    detections: int = 0
+    seconds: float = 0.0
+    bad: list[BadItem] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)
+
+    @property
+    def items_per_second(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else 0.0
+
+
+_DONE = object()
+
+
+class Runner:
+    """Runs ``infer`` over batches of frames with decoding and writing in background threads.
+
+    ``infer(frames) -> results`` gets a list of up to ``batch_size`` frames and returns one
+    result (Detections or Proposals, on the CPU) per frame.
+    """
+
+    def __init__(self, infer: Callable[[list[Frame]], list[Result]], sinks: Sequence[Any], *,
+                 batch_size: int = 1, prefetch: int = 8) -> None:
+        self.infer = infer
+        self.sinks = list(sinks)
+        self.batch_size = max(1, int(batch_size))
+        self.prefetch = max(prefetch, 2 * self.batch_size)
+
+    def run(self, items: Iterable[Frame | BadItem],
+            on_item: Callable[[Frame | BadItem], None] | None = None) -> RunSummary:
+        summary = RunSummary()
+        frames_q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
+        write_q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for item in items:
+                    if stop.is_set():
+                        break
+                    frames_q.put(item)
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+            finally:
+                frames_q.put(_DONE)
+
+        def write() -> None:
+            while True:
+                got = write_q.get()
+                if got is _DONE:
+                    return
+                if errors:
+                    continue  # drain so the producer side never blocks
+                frame, result = got
+                try:
+                    for sink in self.sinks:
+                        sink.write(frame, result)
+                except BaseException as exc:
+                    errors.append(exc)
+
+        producer = threading.Thread(target=produce, name="visionkit-decode", daemon=True)
+        writer = threading.Thread(target=write, name="visionkit-write", daemon=True)
+        start = time.perf_counter()
+        producer.start()
+        writer.start()
+        try:
+            batch: list[Frame] = []
+            while True:
+                item = frames_q.get()
+                done = item is _DONE
+                if isinstance(item, BadItem):
+                    summary.bad.append(item)
+                    if on_item:
+                        on_item(item)
+                elif not done:
+                    batch.append(item)
+                if batch and (done or len(batch) >= self.batch_size):
+                    self._run_batch(batch, write_q, summary, on_item)
+                    batch = []
+                if errors:
+                    raise errors[0]
+                if done:
+                    break
+        finally:
+            stop.set()
+            while producer.is_alive():  # unblock a producer waiting on a full queue
+                with contextlib.suppress(queue.Empty):
+                    frames_q.get_nowait()
+                producer.join(timeout=0.05)
+            write_q.put(_DONE)
+            writer.join()
+        if errors:
+            raise errors[0]
+        for sink in self.sinks:
+            summary.outputs.extend(sink.close())
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    def _run_batch(self, batch: list[Frame], write_q: queue.Queue[Any], summary: RunSummary,
+                   on_item: Callable[[Frame | BadItem], None] | None) -> None:
+        results = self.infer(batch)
+        if len(results) != len(batch):
+            raise VisionkitError(f"the model returned {len(results)} results for {len(batch)} images")
+        for frame, result in zip(batch, results, strict=True):
+            summary.items += 1
+            summary.detections += len(result)
+            write_q.put((frame, result))
+            if on_item:
+                on_item(frame)
+
+
+def detector_infer(
+    detector: torch.nn.Module, device: torch.device, precision: str, *,
+    score_threshold: float = 0.0, keep_labels: set[int] | None = None,
+) -> Callable[[list[Frame]], list[Detections]]:
+    """An ``infer`` function for :class:`Runner` running a torchvision-style detector."""
+    detector.to(device).eval()
+    pin = device.type == "cuda"
+
+    def infer(frames: list[Frame]) -> list[Detections]:
+        images = []
+        for f in frames:
+            img = f.image.pin_memory() if pin else f.image
+            images.append(img.to(device, non_blocking=pin).float().div_(255.0))
+        with torch.inference_mode(), autocast_context(device, precision):
+            outputs = detector(images)
+        results = []
+        for out in outputs:
+            det = Detections.from_torchvision({k: v.detach().float() if k != "labels" else v for k, v in out.items()})
+            keep = det.scores >= score_threshold
+            if keep_labels is not None:
+                keep &= torch.isin(det.labels, torch.tensor(sorted(keep_labels), device=det.labels.device))
+            results.append(det[keep].cpu())
+        return results
+
+    return infer
+
+
+def proposer_infer(proposer: Any, top_n: int | None = None) -> Callable[[list[Frame]], list[Proposals]]:
+    """An ``infer`` function for :class:`Runner` running a proposer on each frame."""
+
+    def infer(frames: list[Frame]) -> list[Proposals]:
+        return [proposer.propose(f.image).top(top_n) for f in frames]
+
+    return infer
+
+
+def next_run_dir(root: str | Path, name: str = "run") -> Path:
+    """``root/run1``, ``root/run2``...: the first that does not exist yet (never overwrites a run)."""
+    root = Path(root)
+    i = 1
+    while (root / f"{name}{i}").exists():
+        i += 1
+    return root / f"{name}{i}"
+
+
+def expand_components(config: Mapping[str, Any], host: Host) -> dict[str, Any]:
+    """The config with every named component's parameters filled in with their defaults (validated)."""
+    from visionkit.config import COMPONENT_KEYS, MULTI_KEYS
+    from visionkit.params import params_to_dict
+
+    out = dict(config)
+    for key, kind in COMPONENT_KEYS.items():
+        section = component_section(config.get(key))
+        if section is not None:
+            spec = host.registry.get(kind, section[0])
+            out[key] = {"name": spec.name, **params_to_dict(spec.parse(section[1]))}
+    for key, kind in MULTI_KEYS.items():
+        expanded = {}
+        for name, params in (config.get(key) or {}).items():
+            spec = host.registry.get(kind, name)
+            expanded[name] = params_to_dict(spec.parse(params or {}))
+        out[key] = expanded
+    return out
