@@ -132,9 +132,13 @@ def config_show(
 
 
 from visionkit import cli_run  # noqa: E402  (commands live beside the app, registered here)
+from visionkit.cli_data import data_app  # noqa: E402
+from visionkit.cli_eval import eval_app  # noqa: E402
 
 app.command("detect")(cli_run.detect)
 app.command("propose")(cli_run.propose)
+app.add_typer(eval_app, name="eval")
+app.add_typer(data_app, name="data")
 
 
 def main(argv: list[str] | None = None) -> None:

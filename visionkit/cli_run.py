@@ -168,7 +168,7 @@ def propose(
 
     host = _host(ctx)
     check_inputs(source)
-    proposer_over = _cli_layer({"mode": mode, "color_spaces": color_spaces, "top_n": top, "workers": workers})
+    proposer_over = _cli_layer({"mode": mode, "color_spaces": color_spaces, "workers": workers})
     cli = {"proposer": proposer_over} if proposer_over else {}
     if top is not None:
         cli["sinks"] = {"annotated-images": {"max_proposals": top}}
@@ -180,6 +180,6 @@ def propose(
     sinks = build_sinks(resolved, host, _out_dir(out, "propose"), None)
     progress, on_item = _progress(quiet, _total(source))
     with progress:
-        summary = Runner(proposer_infer(proposer), sinks, batch_size=1).run(
+        summary = Runner(proposer_infer(proposer, top), sinks, batch_size=1).run(
             open_inputs(source, resolved, host), on_item)
     _report(summary, quiet, "proposals")

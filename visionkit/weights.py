@@ -14,7 +14,7 @@ A weights *spec* is one of
   says at once which file to put where, or to pass a local file with ``--weights``.
 
 Environment: ``VISIONKIT_OFFLINE=1`` never tries the network; ``VISIONKIT_DOWNLOAD_TIMEOUT``
-sets the socket timeout in seconds (default 10).
+sets the DNS and socket timeout in seconds (default 5).
 
 A detector can take part through three optional methods (duck-typed):
 
@@ -60,7 +60,7 @@ __all__ = [
 CHECKPOINT_FORMAT = "visionkit-checkpoint"
 #: suffixes taken to mean "this is a path", so a missing file is reported as such
 WEIGHTS_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar")
-DEFAULT_DOWNLOAD_TIMEOUT = 10.0
+DEFAULT_DOWNLOAD_TIMEOUT = 5.0
 _HASH = re.compile(r"-([a-f0-9]*)\.")
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
@@ -268,7 +268,8 @@ def _load_state(detector: nn.Module, state: Mapping[str, torch.Tensor], source: 
     if missing or unexpected or misshaped:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing key(s) ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+            more = ", ..." if len(missing) > 3 else ""
+            parts.append(f"{len(missing)} missing key(s) ({', '.join(missing[:3])}{more})")
         if unexpected:
             more = ", ..." if len(unexpected) > 3 else ""
             parts.append(f"{len(unexpected)} unexpected key(s) ({', '.join(unexpected[:3])}{more})")

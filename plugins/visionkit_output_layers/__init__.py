@@ -1,1 +1,42 @@
-"""visionkit built-in plugin (placeholder until implemented)."""
+"""Built-in plugin: output layers of region-based detectors (softmax scores, box regression, both).
+
+See :mod:`.layers`: ``softmax`` and ``box-regression`` are ``nn.Linear`` layers (state-dict
+keys ``weight``/``bias``); ``fast-rcnn-predictor`` pairs them as ``cls_score``/``bbox_pred``,
+torchvision's ``FastRCNNPredictor`` interface.
+"""
+
+from __future__ import annotations
+
+import visionkit
+from visionkit.hookspecs import Register
+
+from .layers import (
+    BoxRegression,
+    BoxRegressionParams,
+    RegionPredictor,
+    RegionPredictorParams,
+    SoftmaxClassifier,
+    SoftmaxParams,
+    build_box_regression,
+    build_region_predictor,
+    build_softmax,
+)
+
+__all__ = ["BoxRegression", "RegionPredictor", "SoftmaxClassifier"]
+
+
+@visionkit.hookimpl
+def register_output_layers(register: Register) -> None:
+    register(
+        "softmax", build_softmax, params=SoftmaxParams,
+        description="class logits over K+1 classes (nn.Linear); predict() gives softmax probabilities",
+    )
+    register(
+        "box-regression", build_box_regression, params=BoxRegressionParams,
+        description="class-specific R-CNN box deltas (nn.Linear to 4(K+1)), encode/decode/smooth-L1 loss",
+    )
+    register(
+        "fast-rcnn-predictor", build_region_predictor, params=RegionPredictorParams,
+        aliases=("softmax-box-regression",),
+        description="softmax + box-regression as cls_score/bbox_pred (torchvision's FastRCNNPredictor)",
+    )

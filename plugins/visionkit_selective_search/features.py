@@ -38,7 +38,7 @@ def _gaussian_derivative_kernels(sigma: float) -> tuple[np.ndarray, np.ndarray]:
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     g = np.exp(-(x * x) / (2 * sigma * sigma))
     g /= g.sum()
-    dg = -x / (sigma * sigma) * g
+    dg = x / (sigma * sigma) * g  # cv2 filters correlate: this gives +d/dx
     return g.astype(np.float32), dg.astype(np.float32)
 
 
@@ -69,7 +69,7 @@ def _texture_bin_kernel(gx, gy, cos, sin, out, col0):  # pragma: no cover - comp
         if m > top:
             top = m
     top = np.sqrt(top)  # the largest directional response of this channel
-    scale = TEXTURE_BINS / top if top > 0 else 0.0
+    scale = TEXTURE_BINS / top if top > 1e-3 else 0.0  # a flat channel (up to rounding) has no texture
     for p in range(n):
         for o in range(ORIENTATIONS):
             r = cos[o] * gx[p] + sin[o] * gy[p]

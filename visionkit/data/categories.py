@@ -47,4 +47,4 @@ def _norm(name: str) -> str:
 
 def is_coco80_names(names: list[str] | tuple[str, ...]) -> bool:
     """True when ``names`` are COCO's 80 class names in the standard (Ultralytics/torchvision) order."""
-    return len(names) == 80 and all(_norm(a) == b for a, b in zip(names, COCO80_NAMES))
+    return len(names) == 80 and all(_norm(a) == b for a, b in zip(names, COCO80_NAMES, strict=True))

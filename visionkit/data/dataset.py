@@ -26,7 +26,7 @@ import torch
 
 from visionkit.errors import InputError
 
-__all__ = ["ImageRecord", "DetectionDataset", "Problem", "natural_key", "read_image_header"]
+__all__ = ["ImageRecord", "DetectionDataset", "Problem", "natural_key", "read_image_header", "upright_size"]
 
 Severity = Literal["error", "warning", "info"]
 
@@ -114,7 +114,8 @@ class ImageRecord:
 
     def select(self, keep: torch.Tensor) -> ImageRecord:
         """The same image with only the objects where the bool mask ``keep`` is true."""
-        seg = None if self.segmentation is None else [s for s, k in zip(self.segmentation, keep.tolist()) if k]
+        flags = keep.tolist()
+        seg = None if self.segmentation is None else [s for s, k in zip(self.segmentation, flags, strict=True) if k]
         return replace(
             self, boxes=self.boxes[keep], labels=self.labels[keep], iscrowd=self.iscrowd[keep],
             area=self.area[keep], difficult=self.difficult[keep], truncated=self.truncated[keep],
@@ -122,7 +123,7 @@ class ImageRecord:
         )
 
     def target(self) -> dict[str, torch.Tensor]:
-        """A torchvision-style target dict: ``boxes`` (xyxy float32), ``labels``, ``image_id``, ``area``, ``iscrowd``."""
+        """A torchvision-style target: ``boxes`` (xyxy float32), ``labels``, ``image_id``, ``area``, ``iscrowd``."""
         return {
             "boxes": self.boxes, "labels": self.labels, "image_id": torch.tensor(self.image_id),
             "area": self.area.float(), "iscrowd": self.iscrowd.long(),
@@ -225,8 +226,22 @@ def natural_key(text: str) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
 
 
+def upright_size(im: Any) -> tuple[int, int]:
+    """``(width, height)`` of an open Pillow image as shown upright: swapped for EXIF orientations 5..8.
+
+    visionkit decodes images upright (:mod:`visionkit.imageio` applies EXIF orientation, as
+    Detectron2 and Ultralytics do), so annotation sizes are compared with this size.
+    """
+    w, h = int(im.width), int(im.height)
+    try:
+        orientation = im.getexif().get(0x0112)
+    except Exception:  # corrupt EXIF: reported by check_dataset, size taken as stored
+        orientation = None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
 def read_image_header(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of an image file, from its header only (no decoding).
+    """``(width, height)`` of an image file as decoded (upright), from its header only.
 
     Raises :class:`InputError` when the file is missing or not an image.
     """
@@ -234,7 +249,7 @@ def read_image_header(path: Path) -> tuple[int, int]:
 
     try:
         with Image.open(path) as im:
-            return int(im.width), int(im.height)
+            return upright_size(im)
     except FileNotFoundError:
         raise InputError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError) as exc:
@@ -245,8 +260,8 @@ def decode_image(path: str | Path) -> torch.Tensor:
     """Decode ``path`` to a uint8 RGB tensor ``[3, H, W]``.
 
     Uses :func:`visionkit.imageio.decode_image` when it exists (the project's one decoder);
-    otherwise Pillow (grayscale and palette images are converted to RGB; EXIF orientation is
-    *not* applied, so pixels match the annotations, which refer to the stored pixel grid).
+    otherwise Pillow, with the same policy (EXIF orientation applied, so the image is upright;
+    grayscale and palette images converted to RGB).
     Raises :class:`InputError` for a missing, undecodable or truncated file.
     """
     try:
@@ -256,11 +271,11 @@ def decode_image(path: str | Path) -> torch.Tensor:
     if _decode is not None:
         return _decode(path)
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+            arr = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except FileNotFoundError:
         raise InputError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:

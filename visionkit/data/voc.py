@@ -120,7 +120,8 @@ def _find_image(img_dir: Path, filename: str | None, stem: str) -> Path | None:
     return None
 
 
-def load_voc(path: str | os.PathLike[str], split: str | None = None, classes: list[str] | None = None) -> DetectionDataset:
+def load_voc(path: str | os.PathLike[str], split: str | None = None,
+             classes: list[str] | None = None) -> DetectionDataset:
     """Read a Pascal VOC folder (see the module docstring for layout, boxes and ids).
 
     ``split`` names an ``ImageSets/Main/<split>.txt`` list; ``None`` reads every XML.

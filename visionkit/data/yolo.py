@@ -130,7 +130,8 @@ def parse_yolo_labels(path: Path, width: int, height: int, num_classes: int | No
         if not fields:
             continue
         if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
-            raise InputError(f"{path}:{lineno}: expected 'class cx cy w h' (5 fields), got {len(fields)}: {line.strip()!r}")
+            raise InputError(f"{path}:{lineno}: expected 'class cx cy w h' (5 fields), got {len(fields)}: "
+                             f"{line.strip()!r}")
         try:
             cls = float(fields[0])
             values = [float(v) for v in fields[1:]]
@@ -150,7 +151,7 @@ def parse_yolo_labels(path: Path, width: int, height: int, num_classes: int | No
             xs = [v * width for v in values[0::2]]
             ys = [v * height for v in values[1::2]]
             boxes.append([min(xs), min(ys), max(xs), max(ys)])
-            segs.append([[c for xy in zip(xs, ys) for c in xy]])
+            segs.append([[c for xy in zip(xs, ys, strict=True) for c in xy]])
         classes.append(int(cls))
     return boxes, classes, segs
 
@@ -288,7 +289,7 @@ def load_yolo(path: str | os.PathLike[str], split: str | None = None,
                     rel = str(txt)
                 n = sum(1 for ln in txt.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip())
                 problems.append(Problem("label_without_image", rel, f"label file ({n} boxes) has no matching image; "
-                                        "skipped"))
+                                        "skipped", severity="warning"))
     info: dict[str, Any] = {"yolo_names": {i: class_names[i] for i in sorted(class_names)},
                             "coco_ids": use_coco}
     if data_yaml is not None:

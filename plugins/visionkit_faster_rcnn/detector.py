@@ -1,0 +1,279 @@
+"""Faster R-CNN built from a visionkit backbone and output layer(s), on torchvision's own modules.
+
+The detector *is* a torchvision ``FasterRCNN`` (transform -> backbone -> RPN -> RoI heads ->
+postprocess), assembled the way torchvision's builders assemble it for the same backbone, so
+its state-dict keys and numbers match torchvision's models and checkpoints.
+
+Calling convention (torchvision's): ``detector(images, targets=None)`` with ``images`` a list
+of float ``[3, H, W]`` tensors in ``[0, 1]``. In eval mode it returns, per image, a dict with
+``boxes`` float32 ``[N, 4]`` xyxy in absolute pixels of that image, ``scores`` float32 ``[N]``
+and ``labels`` int64 ``[N]`` (1..K; 0 is the background). In training mode ``targets`` holds
+per image ``boxes`` float32 ``[M, 4]`` xyxy pixels and ``labels`` int64 ``[M]``, and it returns
+the losses ``loss_classifier``, ``loss_box_reg``, ``loss_objectness``, ``loss_rpn_box_reg``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.detection import faster_rcnn as tv
+from torchvision.models.detection._utils import overwrite_eps
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.ops import MultiScaleRoIAlign
+from visionkit_output_layers.layers import BoxRegression, RegionPredictor, SoftmaxClassifier
+
+from visionkit.errors import ConfigError, WeightsError
+
+from .params import FasterRCNNParams
+
+__all__ = ["FasterRCNNDetector", "build_faster_rcnn", "PRETRAINED"]
+
+HEAD = "faster-rcnn"
+
+#: torchvision's Faster R-CNN weights, by the backbone they were trained with (first: DEFAULT)
+PRETRAINED: dict[str, tuple[Any, ...]] = {
+    "resnet50-fpn": (tv.FasterRCNN_ResNet50_FPN_Weights,),
+    "resnet50-fpn-v2": (tv.FasterRCNN_ResNet50_FPN_V2_Weights,),
+    "mobilenet-v3-large-fpn": (
+        tv.FasterRCNN_MobileNet_V3_Large_FPN_Weights,
+        tv.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights,  # same network, trained at 320 px
+    ),
+}
+
+_DEFAULT_SIZES = (32, 64, 128, 256, 512)
+_DEFAULT_RATIOS = (0.5, 1.0, 2.0)
+
+
+class FasterRCNNDetector(tv.FasterRCNN):
+    """torchvision's ``FasterRCNN`` plus what visionkit asks of a detector.
+
+    ``arch`` names the head and backbone (``"faster-rcnn(resnet50-fpn)"``);
+    :meth:`pretrained_weights` maps a weights name to torchvision's ``WeightsEnum`` member.
+    """
+
+    def __init__(self, backbone: nn.Module, *, backbone_arch: str, **kwargs: Any) -> None:
+        super().__init__(backbone, **kwargs)
+        self.backbone_arch = backbone_arch
+        self.arch = f"{HEAD}({backbone_arch})"
+
+    def available_pretrained_weights(self) -> list[Any]:
+        """Every torchvision weights member whose network is this one's (empty when there is none)."""
+        return [w for enum in PRETRAINED.get(self.backbone_arch, ()) for w in enum]
+
+    def pretrained_weights(self, name: str) -> Any:
+        """The torchvision ``WeightsEnum`` member for ``name`` with this detector's backbone.
+
+        ``name`` is ``"DEFAULT"``, a member name (``"COCO_V1"``) or a full name
+        (``"FasterRCNN_ResNet50_FPN_Weights.COCO_V1"``). Raises :class:`WeightsError` listing
+        the valid names otherwise.
+        """
+        enums = PRETRAINED.get(self.backbone_arch, ())
+        if not enums:
+            having = ", ".join(PRETRAINED)
+            raise WeightsError(
+                f"torchvision has no {HEAD} weights for backbone '{self.backbone_arch}' (it has them for {having}); "
+                "pass a local weights file instead"
+            )
+        text = name.strip()
+        prefix, _, member = text.rpartition(".")
+        if prefix:
+            for enum in enums:
+                if enum.__name__ == prefix and member in enum.__members__:
+                    return enum[member]
+            owner = next((a for a, es in PRETRAINED.items() if any(e.__name__ == prefix for e in es)), None)
+            if owner is not None and member:
+                raise WeightsError(
+                    f"{text} are for {HEAD} with backbone '{owner}', this detector uses '{self.backbone_arch}'"
+                )
+        elif text in enums[0].__members__:
+            return enums[0][text]
+        def members(enum: Any) -> list[str]:
+            return ["DEFAULT", *(m for m in enum.__members__ if m != "DEFAULT")]
+
+        valid = [*members(enums[0]), *(f"{e.__name__}.{m}" for e in enums for m in members(e))]
+        raise WeightsError(
+            f"unknown torchvision weights '{name}' for {HEAD} with backbone '{self.backbone_arch}'; "
+            f"valid: {', '.join(valid)}"
+        )
+
+    def after_pretrained_load(self, weights: Any) -> None:
+        """torchvision's own fix-up after loading: its ResNet-50 FPN COCO weights want BN eps 0."""
+        if weights == tv.FasterRCNN_ResNet50_FPN_Weights.COCO_V1:
+            overwrite_eps(self, 0.0)
+
+
+def _backbone_problem(backbone: nn.Module, arch: str, problem: str) -> ConfigError:
+    return ConfigError(f"head '{HEAD}' cannot use backbone '{arch}': {problem}")
+
+
+def _anchors(params: FasterRCNNParams, backbone: nn.Module, arch: str, n_maps: int) -> AnchorGenerator:
+    """One tuple of sizes and of ratios per feature map, as torchvision pairs them with the backbone."""
+    sizes: Sequence[Sequence[int]] | None = params.anchor_sizes or getattr(backbone, "default_anchor_sizes", None)
+    if sizes is None:
+        sizes = [(s,) for s in _DEFAULT_SIZES] if n_maps == len(_DEFAULT_SIZES) else [_DEFAULT_SIZES] * n_maps
+    ratios: Sequence[Sequence[float]] | None = params.aspect_ratios or getattr(backbone, "default_aspect_ratios", None)
+    if ratios is None:
+        ratios = [_DEFAULT_RATIOS] * len(sizes)
+    elif len(ratios) == 1 and len(sizes) > 1:
+        ratios = list(ratios) * len(sizes)
+    if len(sizes) != n_maps:
+        raise _backbone_problem(
+            backbone, arch,
+            f"anchor_sizes has {len(sizes)} level(s) but the backbone gives {n_maps} feature map(s); "
+            "give one list of sizes per feature map",
+        )
+    if len(ratios) != len(sizes):
+        raise ConfigError(
+            f"head '{HEAD}': aspect_ratios has {len(ratios)} level(s), anchor_sizes {len(sizes)}; give one per level"
+        )
+    counts = {len(s) * len(r) for s, r in zip(sizes, ratios, strict=True)}
+    if len(counts) != 1:
+        raise ConfigError(
+            f"head '{HEAD}': every feature map needs the same number of anchors (sizes x ratios), got {sorted(counts)}"
+        )
+    return AnchorGenerator(
+        tuple(tuple(int(s) for s in level) for level in sizes),
+        tuple(tuple(float(r) for r in level) for level in ratios),
+    )
+
+
+def _produces(module: nn.Module, in_features: int, num_classes: int) -> str:
+    """What an output layer returns: ``scores``, ``deltas`` or ``scores+deltas``."""
+    declared = getattr(module, "produces", None)
+    if declared in ("scores", "deltas", "scores+deltas"):
+        return declared
+    if hasattr(module, "cls_score") and hasattr(module, "bbox_pred"):
+        return "scores+deltas"
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(2, in_features))
+    finally:
+        module.train(was_training)
+    widths = [o.shape[-1] for o in out] if isinstance(out, (tuple, list)) else [out.shape[-1]]
+    if widths == [num_classes, 4 * num_classes]:
+        return "scores+deltas"
+    if widths == [num_classes]:
+        return "scores"
+    if widths == [4 * num_classes]:
+        return "deltas"
+    raise ConfigError(
+        f"head '{HEAD}': the output layer ({type(module).__name__}) gives widths {widths} for {num_classes} classes; "
+        f"expected scores ({num_classes}), deltas ({4 * num_classes}) or both"
+    )
+
+
+def _predictor(
+    output_layer: Callable[[int, int], nn.Module] | None, in_features: int, num_classes: int
+) -> nn.Module:
+    """``cls_score`` + ``bbox_pred``: the configured layer, completed with the defaults where it gives only one."""
+    if output_layer is None:
+        return RegionPredictor(SoftmaxClassifier(in_features, num_classes), BoxRegression(in_features, num_classes))
+    module = output_layer(in_features, num_classes)
+    kind = _produces(module, in_features, num_classes)
+    if kind == "scores+deltas":
+        return module
+    if kind == "scores":
+        return RegionPredictor(module, BoxRegression(in_features, num_classes))
+    return RegionPredictor(SoftmaxClassifier(in_features, num_classes), module)
+
+
+def build_faster_rcnn(
+    params: FasterRCNNParams,
+    *,
+    backbone: nn.Module,
+    output_layer: Callable[[int, int], nn.Module] | None = None,
+    proposer: Any = None,
+    num_classes: int,
+) -> FasterRCNNDetector:
+    """Faster R-CNN over ``backbone`` with ``num_classes`` classes (background included).
+
+    Anchors, RPN depth, box head and ``rpn_score_thresh`` follow the backbone's hints (what
+    torchvision uses with it) unless ``params`` sets them. The box predictor is
+    ``output_layer(in_features, num_classes)``, completed to scores + deltas; by default
+    softmax + box-regression.
+    """
+    arch = str(getattr(backbone, "arch", type(backbone).__name__))
+    if proposer is not None:
+        raise ConfigError(
+            f"head '{HEAD}' proposes regions with its own RPN and takes no proposer; remove the 'proposer' section"
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"head '{HEAD}': num_classes counts the background and must be >= 2, got {num_classes!r}")
+    channels = getattr(backbone, "out_channels", None)
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
+        raise _backbone_problem(
+            backbone, arch,
+            f"its out_channels must be one positive int shared by every feature map, got {channels!r}",
+        )
+    names = list(getattr(backbone, "feature_names", None) or [])
+    if not names:
+        raise _backbone_problem(backbone, arch, "it declares no feature_names")
+    roi_names = list(getattr(backbone, "roi_feature_names", None) or [n for n in names if n != "pool"] or names)
+    unknown = [n for n in roi_names if n not in names]
+    if unknown:
+        raise _backbone_problem(backbone, arch, f"roi_feature_names {unknown} are not among feature_names {names}")
+
+    hints: dict[str, Any] = dict(getattr(backbone, "detection_defaults", None) or {})
+    anchor_generator = _anchors(params, backbone, arch, len(names))
+    conv_depth = params.rpn_conv_depth or int(hints.get("rpn_conv_depth", 1))
+    rpn_head = RPNHead(channels, anchor_generator.num_anchors_per_location()[0], conv_depth=conv_depth)
+
+    resolution = params.box_roi_output_size
+    roi_pool = MultiScaleRoIAlign(
+        featmap_names=roi_names, output_size=resolution, sampling_ratio=params.box_roi_sampling_ratio
+    )
+    box_head_kind = params.box_head or hints.get("box_head", "two-mlp")
+    rep = params.box_representation_size
+    if box_head_kind == "conv-fc":  # fasterrcnn_resnet50_fpn_v2's head
+        box_head: nn.Module = tv.FastRCNNConvFCHead(
+            (channels, resolution, resolution), [256, 256, 256, 256], [rep], norm_layer=nn.BatchNorm2d
+        )
+    else:
+        box_head = tv.TwoMLPHead(channels * resolution**2, rep)
+    predictor = _predictor(output_layer, rep, num_classes)
+    box_weights = getattr(predictor, "box_weights", None) or getattr(
+        getattr(predictor, "bbox_pred", None), "box_weights", None
+    )
+    rpn_score_thresh = params.rpn_score_thresh
+    if rpn_score_thresh is None:
+        rpn_score_thresh = float(hints.get("rpn_score_thresh", 0.0))
+    min_size = tuple(params.min_size) if isinstance(params.min_size, list) else params.min_size
+
+    return FasterRCNNDetector(
+        backbone,
+        backbone_arch=arch,
+        num_classes=None,
+        min_size=min_size,
+        max_size=params.max_size,
+        image_mean=list(params.image_mean),
+        image_std=list(params.image_std),
+        rpn_anchor_generator=anchor_generator,
+        rpn_head=rpn_head,
+        rpn_pre_nms_top_n_train=params.rpn_pre_nms_top_n_train,
+        rpn_pre_nms_top_n_test=params.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_train=params.rpn_post_nms_top_n_train,
+        rpn_post_nms_top_n_test=params.rpn_post_nms_top_n_test,
+        rpn_nms_thresh=params.rpn_nms_thresh,
+        rpn_fg_iou_thresh=params.rpn_fg_iou_thresh,
+        rpn_bg_iou_thresh=params.rpn_bg_iou_thresh,
+        rpn_batch_size_per_image=params.rpn_batch_size_per_image,
+        rpn_positive_fraction=params.rpn_positive_fraction,
+        rpn_score_thresh=rpn_score_thresh,
+        box_roi_pool=roi_pool,
+        box_head=box_head,
+        box_predictor=predictor,
+        box_score_thresh=params.box_score_thresh,
+        box_nms_thresh=params.box_nms_thresh,
+        box_detections_per_img=params.box_detections_per_img,
+        box_fg_iou_thresh=params.box_fg_iou_thresh,
+        box_bg_iou_thresh=params.box_bg_iou_thresh,
+        box_batch_size_per_image=params.box_batch_size_per_image,
+        box_positive_fraction=params.box_positive_fraction,
+        bbox_reg_weights=tuple(box_weights) if box_weights is not None else None,
+    )

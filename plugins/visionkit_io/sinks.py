@@ -1,0 +1,311 @@
+"""File sinks: ``annotated-images``, ``coco-json``, ``jsonl`` and ``proposals-json``.
+
+Every file is written atomically (a temporary file beside the target, renamed when complete),
+so an interrupted run leaves no half-written output. A sink is called from one thread; when a
+run fails, ``abort()`` removes whatever a sink had in progress (``close()`` is then not called).
+Output names come from the input's file stem; two inputs with the same stem get ``stem``,
+``stem-2``, ... and a video frame is ``<stem>_<frame_index:06d>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import cv2
+
+from visionkit.atomic import atomic_open, write_bytes, write_json
+from visionkit.imageio import to_bgr_numpy
+from visionkit.types import Detections, Frame, Proposals
+from visionkit_io.draw import draw_bgr
+
+__all__ = [
+    "DrawParams", "AnnotatedImagesParams", "AnnotatedImagesSink", "CocoJsonParams", "CocoJsonSink",
+    "JsonlParams", "JsonlSink", "ProposalsJsonParams", "ProposalsJsonSink", "OutputNames",
+]
+
+
+def _check_filename(name: str) -> None:
+    if not name or Path(name).name != name:
+        raise ValueError(f"filename must be a plain file name (no folders), got {name!r}")
+
+
+@dataclass(frozen=True)
+class DrawParams:
+    """``min_score``: hide detections scoring lower; ``max_proposals``: proposals drawn (best first);
+    ``line_width``: pixels (``None``: scaled to the image); ``labels``: draw class names and scores."""
+
+    min_score: float = 0.0
+    max_proposals: int = 100
+    line_width: int | None = None
+    labels: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
+        if self.max_proposals < 0:
+            raise ValueError(f"max_proposals must be >= 0, got {self.max_proposals}")
+        if self.line_width is not None and self.line_width < 1:
+            raise ValueError(f"line_width must be >= 1 or null (automatic), got {self.line_width}")
+
+    def draw(self, frame: Frame, result: Detections | Proposals, class_names: Mapping[int, str] | None) -> Any:
+        """The frame as a BGR array with ``result`` drawn on it."""
+        return draw_bgr(to_bgr_numpy(frame.image), result, class_names=class_names, min_score=self.min_score,
+                        max_proposals=self.max_proposals, line_width=self.line_width, labels=self.labels)
+
+
+class OutputNames:
+    """Unique output stems: one per source, then one per file."""
+
+    def __init__(self) -> None:
+        self._by_source: dict[str, str] = {}
+        self._used: set[str] = set()
+
+    def source_stem(self, source: str) -> str:
+        """A stem for ``source`` (its file stem; ``cameraN``; a URL's last path part), unique per source."""
+        stem = self._by_source.get(source)
+        if stem is None:
+            stem = self._unique(_stem(source), self._by_source.values())
+            self._by_source[source] = stem
+        return stem
+
+    def file_name(self, frame: Frame, suffix: str) -> str:
+        """``<stem><suffix>`` or ``<stem>_<frame_index:06d><suffix>``, never the same twice in a run."""
+        stem = self.source_stem(frame.meta.source)
+        if frame.meta.frame_index is not None:
+            stem = f"{stem}_{frame.meta.frame_index:06d}"
+        name = self._unique(stem, self._used, suffix) + suffix
+        self._used.add(name)
+        return name
+
+    @staticmethod
+    def _unique(stem: str, taken: Any, suffix: str = "") -> str:
+        taken = set(taken)
+        candidate, n = stem, 1
+        while candidate + suffix in taken:
+            n += 1
+            candidate = f"{stem}-{n}"
+        return candidate
+
+
+def _plain(value: Any) -> Any:
+    """A tensor or numpy scalar as a plain Python number (for JSON)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _stem(source: str) -> str:
+    if source.isdigit():
+        return f"camera{source}"
+    if "://" in source:
+        parsed = urlparse(source)
+        stem = Path(parsed.path).stem or parsed.hostname or "stream"
+    else:
+        stem = Path(source).stem
+    return re.sub(r"[^\w.-]+", "_", stem).strip("._") or "frame"
+
+
+@dataclass(frozen=True)
+class AnnotatedImagesParams(DrawParams):
+    """Drawing options, plus ``jpeg_quality`` (1-100)."""
+
+    jpeg_quality: int = 90
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+
+
+class AnnotatedImagesSink:
+    """One JPEG per frame, ``out_dir/<stem>.jpg``, with boxes, class names and scores drawn."""
+
+    def __init__(self, params: AnnotatedImagesParams | None = None, *, out_dir: Path,
+                 class_names: Mapping[int, str] | None = None) -> None:
+        self.params = params or AnnotatedImagesParams()
+        self.out_dir = Path(out_dir)
+        self.class_names = class_names
+        self.names = OutputNames()
+        self.written: list[Path] = []
+
+    def write(self, frame: Frame, result: Detections | Proposals) -> None:
+        bgr = self.params.draw(frame, result, self.class_names)
+        ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.params.jpeg_quality])
+        if not ok:
+            raise RuntimeError(f"OpenCV could not encode the annotated image of {frame.meta.source}")
+        path = self.out_dir / self.names.file_name(frame, ".jpg")
+        self.written.append(write_bytes(path, encoded.tobytes()))
+
+    def close(self) -> list[Path]:
+        return list(self.written)
+
+    def abort(self) -> None:
+        """Nothing is in progress between writes (each image is written whole)."""
+
+
+@dataclass(frozen=True)
+class CocoJsonParams:
+    """``filename`` in the output folder."""
+
+    filename: str = "coco_results.json"
+
+    def __post_init__(self) -> None:
+        _check_filename(self.filename)
+
+
+class CocoJsonSink:
+    """COCO results: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``, written at close.
+
+    ``image_id`` is ``frame.meta.extra["image_id"]`` when the source sets it (datasets do),
+    else the frame's run index. Proposals are written class-agnostic with ``category_id`` 1.
+    Coordinates are rounded to 0.01 px and scores to 1e-5.
+    """
+
+    def __init__(self, params: CocoJsonParams | None = None, *, out_dir: Path,
+                 class_names: Mapping[int, str] | None = None) -> None:
+        self.params = params or CocoJsonParams()
+        self.path = Path(out_dir) / self.params.filename
+        self.results: list[dict[str, Any]] = []
+
+    def write(self, frame: Frame, result: Detections | Proposals) -> None:
+        image_id = _plain(frame.meta.extra.get("image_id", frame.meta.index))
+        boxes = result.boxes.detach().cpu().tolist()
+        scores = result.scores.detach().cpu().tolist()
+        labels = result.labels.detach().cpu().tolist() if isinstance(result, Detections) else [1] * len(boxes)
+        for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels, strict=True):
+            self.results.append({
+                "image_id": image_id, "category_id": int(label),
+                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                "score": round(score, 5),
+            })
+
+    def close(self) -> list[Path]:
+        return [write_json(self.path, self.results, indent=None)]
+
+    def abort(self) -> None:
+        self.results.clear()
+
+
+@dataclass(frozen=True)
+class JsonlParams:
+    """``filename`` in the output folder."""
+
+    filename: str = "predictions.jsonl"
+
+    def __post_init__(self) -> None:
+        _check_filename(self.filename)
+
+
+class JsonlSink:
+    """One JSON object per frame and line, streamed to a temporary file renamed at close.
+
+    ``{"source", "index", "frame_index", "timestamp", "width", "height"[, "image_id"],
+    "detections": [{"box": [x1, y1, x2, y2], "score", "label", "class_name"}]}``; for proposals
+    the list is ``"proposals": [{"box", "score"}]``, best first.
+    """
+
+    def __init__(self, params: JsonlParams | None = None, *, out_dir: Path,
+                 class_names: Mapping[int, str] | None = None) -> None:
+        self.params = params or JsonlParams()
+        self.path = Path(out_dir) / self.params.filename
+        self.class_names = class_names or {}
+        self._stack = contextlib.ExitStack()
+        self._file: Any = None
+
+    def write(self, frame: Frame, result: Detections | Proposals) -> None:
+        if self._file is None:
+            self._file = self._stack.enter_context(atomic_open(self.path, "w", encoding="utf-8"))
+        try:
+            self._file.write(json.dumps(self.record(frame, result)) + "\n")
+        except BaseException:
+            self.abort()
+            raise
+
+    def record(self, frame: Frame, result: Detections | Proposals) -> dict[str, Any]:
+        """The JSON object written for one frame."""
+        meta = frame.meta
+        record: dict[str, Any] = {
+            "source": meta.source, "index": meta.index, "frame_index": meta.frame_index,
+            "timestamp": meta.timestamp, "width": meta.width or frame.width, "height": meta.height or frame.height,
+        }
+        if "image_id" in meta.extra:
+            record["image_id"] = _plain(meta.extra["image_id"])
+        boxes = [[round(v, 2) for v in box] for box in result.boxes.detach().cpu().tolist()]
+        scores = [round(s, 5) for s in result.scores.detach().cpu().tolist()]
+        if isinstance(result, Proposals):
+            record["proposals"] = [{"box": b, "score": s} for b, s in zip(boxes, scores, strict=True)]
+        else:
+            labels = result.labels.detach().cpu().tolist()
+            record["detections"] = [
+                {"box": b, "score": s, "label": int(lab), "class_name": self.class_names.get(int(lab))}
+                for b, s, lab in zip(boxes, scores, labels, strict=True)
+            ]
+        return record
+
+    def close(self) -> list[Path]:
+        if self._file is None:
+            self._file = self._stack.enter_context(atomic_open(self.path, "w", encoding="utf-8"))
+        self._stack.close()
+        self._file = None
+        return [self.path]
+
+    def abort(self) -> None:
+        """Drop the temporary file; the target is left as it was."""
+        error = RuntimeError("sink aborted")
+        self._stack.__exit__(RuntimeError, error, None)
+        self._stack = contextlib.ExitStack()
+        self._file = None
+
+
+@dataclass(frozen=True)
+class ProposalsJsonParams:
+    """``max_proposals`` per image (``None``: all); ``subdir`` of the output folder for the files."""
+
+    max_proposals: int | None = None
+    subdir: str = "proposals"
+
+    def __post_init__(self) -> None:
+        if self.max_proposals is not None and self.max_proposals < 0:
+            raise ValueError(f"max_proposals must be >= 0 or null, got {self.max_proposals}")
+        if Path(self.subdir).is_absolute() or ".." in Path(self.subdir).parts:
+            raise ValueError(f"subdir must be a relative folder inside the output folder, got {self.subdir!r}")
+
+
+class ProposalsJsonSink:
+    """One JSON file per image, ``out_dir/proposals/<stem>.json``: the ranked proposals.
+
+    ``{"source", "frame_index", "width", "height", "boxes": [[x1, y1, x2, y2], ...], "scores": [...]}``,
+    best first (for Detections also ``"labels"``).
+    """
+
+    def __init__(self, params: ProposalsJsonParams | None = None, *, out_dir: Path,
+                 class_names: Mapping[int, str] | None = None) -> None:
+        self.params = params or ProposalsJsonParams()
+        self.folder = Path(out_dir) / self.params.subdir
+        self.names = OutputNames()
+        self.written: list[Path] = []
+
+    def write(self, frame: Frame, result: Detections | Proposals) -> None:
+        n = self.params.max_proposals
+        top = result if n is None else result[:n]
+        data: dict[str, Any] = {
+            "source": frame.meta.source, "frame_index": frame.meta.frame_index,
+            "width": frame.width, "height": frame.height,
+            "boxes": [[round(v, 2) for v in box] for box in top.boxes.detach().cpu().tolist()],
+            "scores": [round(s, 5) for s in top.scores.detach().cpu().tolist()],
+        }
+        if isinstance(top, Detections):
+            data["labels"] = top.labels.detach().cpu().tolist()
+        path = self.folder / self.names.file_name(frame, ".json")
+        self.written.append(write_json(path, data, indent=None))
+
+    def close(self) -> list[Path]:
+        return list(self.written)
+
+    def abort(self) -> None:
+        """Nothing is in progress between writes (each file is written whole)."""

@@ -1,0 +1,222 @@
+"""Still-image and camera sources: ``images`` (files, folders, globs, ``.txt`` lists) and ``camera``.
+
+Every bad input becomes a :class:`~visionkit.types.BadItem` and iteration goes on, including a
+missing path (``"no such file or directory: PATH"``), so a run over several inputs finishes
+and reports them all at the end. The one exception is a camera that cannot be opened, which
+raises :class:`~visionkit.errors.InputError` (there is nothing else to read from it).
+``FrameMeta.index`` counts frames within one ``frames(uri)`` call; the pipeline renumbers
+them across the whole run.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+
+from visionkit.errors import InputError
+from visionkit.imageio import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, decode_image, from_numpy, list_images, natural_key
+from visionkit.types import BadItem, Frame, FrameMeta
+
+__all__ = ["ImagesParams", "ImageSource", "CameraParams", "CameraSource", "is_url", "is_glob", "expand_glob"]
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_GLOB = re.compile(r"[*?\[]")
+_CAMERA = re.compile(r"^(\d+|/dev/video\d+)$")
+_SUPPORTED = ", ".join(IMAGE_EXTENSIONS)
+
+
+def is_url(uri: str) -> bool:
+    """Whether ``uri`` starts with a scheme (``rtsp://``, ``https://``...)."""
+    return bool(_URL.match(uri))
+
+
+def is_glob(uri: str) -> bool:
+    """Whether ``uri`` is a glob pattern (has ``*``, ``?`` or ``[``) rather than an existing path."""
+    return bool(_GLOB.search(uri)) and not os.path.exists(os.path.expanduser(uri))
+
+
+def expand_glob(pattern: str, extensions: tuple[str, ...]) -> list[Path]:
+    """Files matching ``pattern`` (``**`` recurses) with one of ``extensions``, natural order; hidden skipped."""
+    found = []
+    for name in glob.glob(os.path.expanduser(pattern), recursive=True):
+        path = Path(name)
+        if path.suffix.lower() in extensions and not path.name.startswith(".") and path.is_file():
+            found.append(path)
+    return sorted(found, key=lambda p: natural_key(p.as_posix()))
+
+
+@dataclass(frozen=True)
+class ImagesParams:
+    """``recursive``: also read images in the subfolders of a folder input."""
+
+    recursive: bool = False
+
+
+class ImageSource:
+    """Still images from a file, a folder, a glob pattern or a ``.txt`` list of paths.
+
+    * folder: its images in natural order (``img2`` before ``img10``); other files and hidden
+      files are skipped silently; subfolders only with ``recursive``;
+    * glob: ``*``, ``?``, ``[...]`` and ``**`` (any depth); non-image matches are skipped;
+    * ``.txt`` list: one path per line, relative to the list file; blank lines and ``#``
+      comments are skipped; a line naming a folder reads that folder;
+    * an explicitly named file that is missing, unsupported or undecodable is a ``BadItem``.
+
+    Frames have ``frame_index``, ``timestamp`` and ``fps`` set to ``None``.
+    """
+
+    name = "images"
+
+    def __init__(self, params: ImagesParams | None = None) -> None:
+        self.params = params or ImagesParams()
+
+    def accepts(self, uri: str) -> bool:
+        if is_url(uri) or _CAMERA.match(uri):
+            return False
+        path = Path(os.path.expanduser(uri))
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_EXTENSIONS or suffix == ".txt":
+            return True
+        if is_glob(uri):
+            return suffix not in VIDEO_EXTENSIONS  # "clips/*.mp4" is for the video source
+        return path.is_dir()
+
+    def frames(self, uri: str) -> Iterator[Frame | BadItem]:
+        index = 0
+        for item in self._paths(uri):
+            if isinstance(item, BadItem):
+                yield item
+                continue
+            try:
+                image = decode_image(item)
+            except InputError as exc:
+                yield BadItem(str(item), str(exc))
+                continue
+            meta = FrameMeta(source=str(item), index=index, width=int(image.shape[2]), height=int(image.shape[1]))
+            yield Frame(image, meta)
+            index += 1
+
+    def _paths(self, uri: str) -> Iterator[Path | BadItem]:
+        path = Path(os.path.expanduser(uri))
+        if path.is_dir():
+            yield from self._folder(path, uri)
+        elif path.suffix.lower() == ".txt" and path.is_file():
+            yield from self._list_file(path)
+        elif is_glob(uri):
+            matches = expand_glob(uri, IMAGE_EXTENSIONS)
+            if not matches:
+                anything = any(True for _ in glob.iglob(os.path.expanduser(uri), recursive=True))
+                what = "no images match" if anything else "no files match"
+                yield BadItem(uri, f"{what} {uri} (supported: {_SUPPORTED}); check the pattern (quote it in the shell)")
+            yield from matches
+        elif not path.exists():
+            yield BadItem(uri, f"no such file or directory: {uri}")
+        else:
+            yield path  # decode_image reports an unsupported extension with the supported list
+
+    def _folder(self, path: Path, uri: str) -> Iterator[Path | BadItem]:
+        try:
+            images = list_images(path, recursive=self.params.recursive)
+        except InputError as exc:
+            yield BadItem(uri, str(exc))
+            return
+        if not images:
+            hint = ""
+            if not self.params.recursive and list_images(path, recursive=True):
+                hint = "; its subfolders have images: set recursive: true (sources.images.recursive=true)"
+            yield BadItem(uri, f"no images in {uri} (supported: {_SUPPORTED}){hint}")
+        yield from images
+
+    def _list_file(self, path: Path) -> Iterator[Path | BadItem]:
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            yield BadItem(str(path), f"cannot read list file {path}: {exc}; it must be UTF-8 text, one path a line")
+            return
+        entries = 0
+        for line in lines:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            entries += 1
+            entry = Path(os.path.expanduser(line))
+            entry = entry if entry.is_absolute() else path.parent / entry
+            if entry.is_dir():
+                yield from self._folder(entry, str(entry))
+            elif not entry.exists():
+                yield BadItem(str(entry), f"no such file or directory: {entry} (listed in {path})")
+            else:
+                yield entry
+        if entries == 0:
+            yield BadItem(str(path), f"no paths in list file {path}; write one image path a line")
+
+
+@dataclass(frozen=True)
+class CameraParams:
+    """Requested capture ``width``/``height``/``fps`` (the driver may pick the nearest it has);
+    ``max_frames`` stops after that many frames (``None``: until interrupted)."""
+
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("width", "height", "fps", "max_frames"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ValueError(f"{key} must be positive, got {value}")
+
+
+class CameraSource:
+    """A webcam through OpenCV: ``uri`` is a device index (``0``, ``1``...) or ``/dev/videoN``.
+
+    Frames carry ``frame_index`` (count since opening), ``timestamp`` (seconds since opening,
+    wall clock) and ``fps`` (what the driver reports, ``None`` if unknown). A camera that
+    cannot be opened raises :class:`InputError`; one that stops delivering frames ends with a
+    ``BadItem``.
+    """
+
+    name = "camera"
+
+    def __init__(self, params: CameraParams | None = None) -> None:
+        self.params = params or CameraParams()
+
+    def accepts(self, uri: str) -> bool:
+        return bool(_CAMERA.match(uri))
+
+    def frames(self, uri: str) -> Iterator[Frame | BadItem]:
+        p = self.params
+        cap = cv2.VideoCapture(int(uri) if uri.isdigit() else uri)
+        try:
+            if not cap.isOpened():
+                raise InputError(f"cannot open camera {uri}: no such device, or another program is using it; "
+                                 "check the connection or try another index (0, 1, ...)")
+            for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, p.width), (cv2.CAP_PROP_FRAME_HEIGHT, p.height),
+                                (cv2.CAP_PROP_FPS, p.fps)):
+                if value is not None:
+                    cap.set(prop, float(value))
+            reported = cap.get(cv2.CAP_PROP_FPS)
+            fps = float(reported) if reported and reported > 0 else None
+            start = time.monotonic()
+            count = 0
+            while p.max_frames is None or count < p.max_frames:
+                ok, bgr = cap.read()
+                if not ok or bgr is None:
+                    yield BadItem(uri, f"camera {uri} stopped delivering frames after {count} frame(s); "
+                                       "check the connection")
+                    return
+                image = from_numpy(bgr, bgr=True)
+                yield Frame(image, FrameMeta(source=uri, index=count, frame_index=count,
+                                             timestamp=time.monotonic() - start, width=int(image.shape[2]),
+                                             height=int(image.shape[1]), fps=fps))
+                count += 1
+        finally:
+            cap.release()

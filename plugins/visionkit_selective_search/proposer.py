@@ -1,0 +1,241 @@
+"""The selective-search proposer: params, the per-image pipeline and the ranking."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+
+from visionkit.errors import InputError
+from visionkit.types import Proposals
+from visionkit_selective_search.colour_spaces import convert, get_color_space
+from visionkit_selective_search.features import (
+    COLOR_BINS,
+    TEXTURE_BINS,
+    color_bins,
+    region_histograms,
+    region_stats,
+    texture_bins,
+)
+from visionkit_selective_search.grouping import Hierarchy, hierarchical_grouping
+from visionkit_selective_search.segmentation import build_graph, segment
+from visionkit_selective_search.similarity import parse_similarity_set
+from visionkit_selective_search.strategies import MODES, Strategy, make_strategies
+
+__all__ = ["SelectiveSearchParams", "SelectiveSearch"]
+
+
+@dataclass(frozen=True)
+class SelectiveSearchParams:
+    """Config keys of the ``selective-search`` proposer.
+
+    ``mode`` picks the published strategy set (single: HSV, C+T+S+F, k=100; fast: HSV and Lab
+    × C+T+S+F and T+S+F × k 50 and 100; quality: HSV, Lab, rgI, H, I × C+T+S+F, T+S+F, F, S
+    × k 50, 100, 150, 300). ``color_spaces``, ``similarities`` and ``ks`` override the mode's
+    lists. ``min_size`` is the segmentation's minimum region size (``None``: equal to k, as
+    published). ``min_box_size`` drops boxes narrower or shorter than that many pixels of the
+    input image. ``top_n`` keeps the best ``top_n`` (``None``: all). ``workers`` threads run
+    strategies (and images of a batch) in parallel; the kernels release the GIL. ``max_side``
+    downscales larger images to that long side before the search, boxes are mapped back
+    (``0``: never). ``ranking`` is the position used in ``priority = position x random``:
+    ``level`` (the issue's and OpenCV's: 1 for initial regions, 1 + the larger part's level for
+    a merge) or ``paper`` (the IJCV text: 1 for the region covering the image, counting back
+    through the merges to the initial regions).
+    """
+
+    mode: Literal["single", "fast", "quality"] = "fast"
+    color_spaces: tuple[str, ...] | None = None
+    similarities: tuple[str, ...] | None = None
+    ks: tuple[int, ...] | None = None
+    sigma: float = 0.8
+    min_size: int | None = None
+    min_box_size: int = 20
+    top_n: int | None = None
+    seed: int = 0
+    workers: int = 1
+    max_side: int = 500
+    ranking: Literal["level", "paper"] = "level"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for key in ("color_spaces", "similarities", "ks"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if isinstance(value, (str, int)):
+                value = (value,)
+            value = tuple(value)
+            if not value:
+                raise ValueError(f"{key} must not be empty (an empty strategy list); leave it unset for the mode's")
+            object.__setattr__(self, key, value)
+        for name in self.color_spaces or ():
+            get_color_space(name)  # ValueError naming the known spaces
+        for text in self.similarities or ():
+            parse_similarity_set(text)
+        for k in self.ks or ():
+            if isinstance(k, bool) or not isinstance(k, (int, float)) or not k > 0:
+                raise ValueError(f"every k must be > 0, got {k!r}")
+        if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma) and self.sigma >= 0):
+            raise ValueError(f"sigma must be a finite number >= 0, got {self.sigma!r}")
+        if self.min_size is not None and self.min_size < 1:
+            raise ValueError(f"min_size must be >= 1 (or null for min_size = k), got {self.min_size}")
+        if self.min_box_size < 0:
+            raise ValueError(f"min_box_size must be >= 0, got {self.min_box_size}")
+        if self.top_n is not None and self.top_n < 1:
+            raise ValueError(f"top_n must be >= 1 (or null for all), got {self.top_n}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.ranking not in ("level", "paper"):
+            raise ValueError(f"ranking must be 'level' or 'paper', got {self.ranking!r}")
+        if self.max_side < 0:
+            raise ValueError(f"max_side must be >= 0 (0: never downscale), got {self.max_side}")
+
+    def strategies(self) -> list[Strategy]:
+        spaces, sims, ks = MODES[self.mode]
+        return make_strategies(self.color_spaces or spaces, self.similarities or sims, self.ks or ks)
+
+
+def to_rgb_array(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``uint8 [H, W, 3]`` from a ``[3, H, W]`` tensor; grey, RGBA, 16-bit and float inputs are tolerated."""
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[0] not in (1, 3, 4):
+        raise InputError(f"selective search expects an image tensor [3, H, W], got shape {tuple(arr.shape)}")
+    if arr.shape[0] == 1:
+        arr = np.repeat(arr, 3, axis=0)
+    elif arr.shape[0] == 4:
+        arr = arr[:3]
+    if arr.dtype == np.uint16:
+        arr = (arr >> 8).astype(np.uint8)
+    elif arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.floating):
+        arr = (np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr.transpose(1, 2, 0))
+
+
+class SelectiveSearch:
+    """Selective search (Uijlings et al., IJCV 2013) as a visionkit proposer.
+
+    ``propose(image)``: ``image`` a ``uint8`` RGB tensor ``[3, H, W]``; returns :class:`Proposals`
+    with float32 ``[N, 4]`` xyxy boxes in pixels of ``image``, best first, and scores equal
+    to the negated priority (higher is better). The same image and params always give the
+    same list.
+    """
+
+    def __init__(self, params: SelectiveSearchParams | None = None) -> None:
+        self.params = params or SelectiveSearchParams()
+        self.strategies = self.params.strategies()
+
+    def __repr__(self) -> str:
+        return f"SelectiveSearch({self.params!r})"
+
+    # -- public ---------------------------------------------------------------------------
+    def propose(self, image: torch.Tensor | np.ndarray) -> Proposals:
+        return self._propose(image, self.params.workers)
+
+    def propose_batch(self, images: Sequence[torch.Tensor | np.ndarray]) -> list[Proposals]:
+        """Proposals for several images, spread over ``workers`` threads (one image per thread)."""
+        if self.params.workers <= 1 or len(images) <= 1:
+            return [self._propose(im, 1) for im in images]
+        with ThreadPoolExecutor(self.params.workers) as pool:
+            return list(pool.map(lambda im: self._propose(im, 1), images))
+
+    def hierarchies(self, rgb: np.ndarray, workers: int = 1) -> list[Hierarchy]:
+        """One :class:`Hierarchy` per strategy for ``uint8 [H, W, 3]`` ``rgb`` (working size), in strategy order."""
+        by_space: dict[str, list[int]] = {}
+        for i, s in enumerate(self.strategies):
+            by_space.setdefault(s.color_space, []).append(i)
+        jobs = list(by_space.items())
+        out: list[Hierarchy | None] = [None] * len(self.strategies)
+
+        def run(job: tuple[str, list[int]]) -> list[tuple[int, Hierarchy]]:
+            return self._color_space_hierarchies(rgb, job[0], job[1])
+
+        if workers > 1 and len(jobs) > 1:
+            with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
+                results = list(pool.map(run, jobs))
+        else:
+            results = [run(j) for j in jobs]
+        for part in results:
+            for i, h in part:
+                out[i] = h
+        return out  # type: ignore[return-value]
+
+    # -- internals ------------------------------------------------------------------------
+    def _color_space_hierarchies(self, rgb: np.ndarray, space: str, indices: list[int]) -> list[tuple[int, Hierarchy]]:
+        p = self.params
+        img = convert(rgb, space)
+        h, w = img.shape[:2]
+        graph = build_graph(img, p.sigma)  # shared by every k
+        need_c = any(self.strategies[i].weights[0] for i in indices)
+        need_t = any(self.strategies[i].weights[1] for i in indices)
+        cbins = color_bins(img) if need_c else None  # shared by every k
+        tbins = texture_bins(img) if need_t else None
+        out = []
+        by_k: dict[int, list[int]] = {}
+        for i in indices:
+            by_k.setdefault(self.strategies[i].k, []).append(i)
+        for k, idx in by_k.items():
+            labels, n = segment(graph, k, p.min_size if p.min_size is not None else k)
+            stats = region_stats(labels, n)
+            need_ck = any(self.strategies[i].weights[0] for i in idx)
+            need_tk = any(self.strategies[i].weights[1] for i in idx)
+            hc = region_histograms(labels, n, cbins, COLOR_BINS) if need_ck and cbins is not None else None
+            ht = region_histograms(labels, n, tbins, TEXTURE_BINS) if need_tk and tbins is not None else None
+            for i in idx:
+                hier = hierarchical_grouping(
+                    stats, self.strategies[i].weights, image_size=float(h * w), color_hist=hc, texture_hist=ht
+                )
+                out.append((i, hier))
+        return out
+
+    def _propose(self, image: torch.Tensor | np.ndarray, workers: int) -> Proposals:
+        rgb = to_rgb_array(image)
+        height, width = rgb.shape[:2]
+        if height == 0 or width == 0:
+            return Proposals.empty()
+        p = self.params
+        work = rgb
+        if p.max_side and max(height, width) > p.max_side:
+            s = p.max_side / max(height, width)
+            size = (max(1, round(width * s)), max(1, round(height * s)))
+            work = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        wh, ww = work.shape[:2]
+        hierarchies = self.hierarchies(work, workers)
+        boxes = np.concatenate([h.boxes for h in hierarchies]).astype(np.int64)
+        if p.ranking == "level":
+            levels = np.concatenate([h.levels for h in hierarchies]).astype(np.float64)
+        else:  # the last merge gets 1, the one before 2, ... back to the initial regions
+            levels = np.concatenate([np.arange(len(h.boxes), 0, -1) for h in hierarchies]).astype(np.float64)
+        # priority = position in the hierarchy (1 for initial regions) x a random number; ascending
+        rng = np.random.default_rng(p.seed)
+        priority = levels * rng.random(levels.shape[0])
+        order = np.argsort(priority, kind="stable")
+        boxes, priority = boxes[order], priority[order]
+        keys = ((boxes[:, 0] * (wh + 1) + boxes[:, 1]) * (ww + 1) + boxes[:, 2]) * (wh + 1) + boxes[:, 3]
+        _, first = np.unique(keys, return_index=True)  # duplicates: keep the best-ranked copy
+        first.sort()
+        boxes, priority = boxes[first], priority[first]
+        out = boxes.astype(np.float32)
+        xs, ys = out[:, 0::2], out[:, 1::2]  # views
+        xs *= np.float32(width / ww)
+        ys *= np.float32(height / wh)
+        np.clip(xs, 0, width, out=xs)
+        np.clip(ys, 0, height, out=ys)
+        min_side = min(p.min_box_size, height, width)  # the whole-image box always survives
+        keep = np.minimum(out[:, 2] - out[:, 0], out[:, 3] - out[:, 1]) >= min_side
+        out, priority = out[keep], priority[keep]
+        if p.top_n is not None:
+            out, priority = out[: p.top_n], priority[: p.top_n]
+        return Proposals(torch.from_numpy(np.ascontiguousarray(out)), torch.from_numpy(-priority.astype(np.float32)))

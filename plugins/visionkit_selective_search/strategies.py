@@ -1,0 +1,37 @@
+"""Diversification strategies: colour space × similarity set × k, and the published modes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from visionkit_selective_search.similarity import parse_similarity_set, similarity_set_name
+
+__all__ = ["MODES", "Strategy", "make_strategies"]
+
+#: mode -> (colour spaces, similarity sets, ks), as in the authors' code (Uijlings et al., IJCV 2013)
+MODES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]] = {
+    "single": (("hsv",), ("C+T+S+F",), (100,)),
+    "fast": (("hsv", "lab"), ("C+T+S+F", "T+S+F"), (50, 100)),
+    "quality": (("hsv", "lab", "rgi", "h", "i"), ("C+T+S+F", "T+S+F", "F", "S"), (50, 100, 150, 300)),
+}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One hierarchical grouping: segment in ``color_space`` with threshold ``k``, merge by ``weights``."""
+
+    color_space: str
+    k: int
+    weights: tuple[int, int, int, int]  # (colour, texture, size, fill)
+
+    @property
+    def name(self) -> str:
+        return f"{self.color_space}/k={self.k}/{similarity_set_name(self.weights)}"
+
+
+def make_strategies(
+    color_spaces: tuple[str, ...], similarities: tuple[str, ...], ks: tuple[int, ...]
+) -> list[Strategy]:
+    """Every combination, ordered colour space, then k, then similarity set (so shared work is adjacent)."""
+    weights = [parse_similarity_set(s) for s in similarities]
+    return [Strategy(cs.strip().lower(), int(k), w) for cs in color_spaces for k in ks for w in weights]

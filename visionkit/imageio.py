@@ -1,0 +1,232 @@
+"""Decoding still images into visionkit's image convention, and small numpy <-> tensor helpers.
+
+:func:`decode_image` returns a ``uint8`` RGB tensor ``[3, H, W]`` for JPEG, PNG, BMP, TIFF and
+WebP files. OpenCV decodes (it is the fastest here: ~1.0 ms for a 450x495 JPEG against 1.3 ms
+for torchvision and 1.5 ms for Pillow); Pillow only reads headers (for the size limit) and
+confirms a suspected truncation. Conversions:
+
+* EXIF orientation is applied (the tensor is upright, as a viewer shows it);
+* grayscale, palette and 1-bit images become 3 equal channels;
+* an alpha channel is dropped (the colour under it is kept, as Pillow's ``convert("RGB")``,
+  torchvision and Ultralytics do), not composited;
+* 16-bit samples are scaled to 8 bits with rounding (``round(v * 255 / 65535)``), not truncated.
+
+Every failure is an :class:`~visionkit.errors.InputError` whose one-line message names the file
+and what to do.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from visionkit.errors import InputError
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "MAX_PIXELS", "decode_image", "decode_image_bytes",
+    "from_numpy", "to_bgr_numpy", "to_rgb_numpy", "natural_key", "list_images", "is_image_path",
+]
+
+#: still-image file extensions :func:`decode_image` reads (lower case, with the dot)
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp")
+#: video file extensions the ``video`` source reads through FFmpeg (PyAV)
+VIDEO_EXTENSIONS: tuple[str, ...] = (
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+    ".wmv", ".flv", ".3gp", ".ogv", ".gif",
+)
+#: images with more pixels than this are refused before decoding (2^28: ~16k x 16k)
+MAX_PIXELS: int = 2**28
+
+_SUPPORTED = ", ".join(IMAGE_EXTENSIONS)
+_HEADER_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "TIFF", "WEBP")
+_JPEG_EOI = b"\xff\xd9"
+_PNG_IEND = b"IEND\xaeB`\x82"
+
+
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def decode_image(path: str | os.PathLike[str]) -> torch.Tensor:
+    """Read and decode an image file into a ``uint8`` RGB tensor ``[3, H, W]``.
+
+    Raises :class:`InputError` (one line, naming ``path``) for a missing or unreadable file, an
+    unsupported extension, an empty, truncated or undecodable file, or more than
+    :data:`MAX_PIXELS` pixels.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise InputError(f"unsupported image type '{path.suffix or '(no extension)'}': {path}; "
+                         f"supported: {_SUPPORTED}")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"no such file or directory: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory, not an image; give the folder as an input instead") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}; check its permissions") from None
+    return decode_image_bytes(data, name=str(path))
+
+
+def decode_image_bytes(data: bytes, name: str = "<bytes>") -> torch.Tensor:
+    """Decode encoded image bytes (any supported format) into ``uint8`` RGB ``[3, H, W]``.
+
+    ``name`` is used in error messages. Same conversions and errors as :func:`decode_image`.
+    """
+    if len(data) == 0:
+        raise InputError(f"empty file (0 bytes): {name}; re-export or re-download it")
+    size = _header_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise InputError(f"image too large: {name} is {size[0]}x{size[1]} pixels, more than {MAX_PIXELS} "
+                         "(2^28); downscale it first")
+    _check_not_truncated(data, name)
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if array is None:
+        what = "not a supported image" if size is None else "corrupt or truncated data"
+        raise InputError(f"cannot decode {name}: {what}; re-export it as JPEG or PNG ({_SUPPORTED})")
+    if array.dtype == np.uint16:
+        # round(v * 255 / 65535) == (v * 255 + 32767) // 65535, exactly, in 32-bit integers
+        array = ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise InputError(f"unsupported sample type {array.dtype} in {name}; convert it to 8- or 16-bit integers")
+    return from_numpy(array, bgr=True)
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from the file header (Pillow, no pixel decoding); ``None`` if unrecognised.
+
+    Pillow's plugin classes are used directly so that Pillow's own decompression-bomb limit
+    (lower than :data:`MAX_PIXELS`) does not apply.
+    """
+    from PIL import Image
+
+    Image.init()
+    prefix = data[:16]
+    for fmt in _HEADER_FORMATS:
+        opener = Image.OPEN.get(fmt)
+        if opener is None:
+            continue
+        factory, accept = opener
+        accepted = True if accept is None else accept(prefix)
+        if not accepted or isinstance(accepted, str):  # a str is Pillow's "almost, but no"
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                image = factory(io.BytesIO(data), "")
+            return int(image.size[0]), int(image.size[1])
+        except Exception:  # a damaged header: let the decoder report it
+            return None
+    return None
+
+
+def _check_not_truncated(data: bytes, name: str) -> None:
+    """Raise for a JPEG without its end marker or a PNG without IEND, when Pillow confirms it.
+
+    Some JPEG writers append bytes after the end marker, so a missing marker at the very end is
+    only a suspicion; a full Pillow decode (which raises on truncation) settles it.
+    """
+    tail = data[-64:].rstrip(b"\x00\r\n ")
+    if data[:3] == b"\xff\xd8\xff":
+        suspicious, kind = not tail.endswith(_JPEG_EOI), "JPEG"
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        suspicious, kind = _PNG_IEND not in tail, "PNG"
+    else:
+        return
+    if not suspicious:
+        return
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Image.open(io.BytesIO(data)).load()
+    except Exception as exc:
+        raise InputError(f"truncated or corrupt {kind}: {name} ({_first_line(exc)}); "
+                         "re-download or re-export it") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    line = lines[0] if lines else type(exc).__name__
+    return "unrecognised data" if line.startswith("cannot identify image file") else line
+
+
+def from_numpy(array: np.ndarray, *, bgr: bool = False) -> torch.Tensor:
+    """An ``[H, W]``, ``[H, W, 1]``, ``[H, W, 3]`` or ``[H, W, 4]`` ``uint8`` array as RGB ``[3, H, W]``.
+
+    ``bgr=True`` for arrays from OpenCV (channel order B, G, R[, A]). Alpha is dropped.
+    The result is a contiguous tensor that owns its memory.
+    """
+    if array.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 array, got {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2:
+        return torch.from_numpy(np.ascontiguousarray(array)).unsqueeze(0).expand(3, -1, -1).contiguous()
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ValueError(f"expected an image array [H, W], [H, W, 3] or [H, W, 4], got {array.shape}")
+    out = np.empty((3, array.shape[0], array.shape[1]), np.uint8)
+    for c in range(3):  # one plane at a time: faster than a strided copy of the whole transpose
+        out[c] = array[:, :, 2 - c if bgr else c]
+    return torch.from_numpy(out)
+
+
+def to_rgb_numpy(image: torch.Tensor) -> np.ndarray:
+    """A ``uint8`` RGB ``[3, H, W]`` tensor as a contiguous ``[H, W, 3]`` RGB array (a copy)."""
+    _check_image(image)
+    return np.ascontiguousarray(image.detach().cpu().numpy().transpose(1, 2, 0))
+
+
+def to_bgr_numpy(image: torch.Tensor) -> np.ndarray:
+    """A ``uint8`` RGB ``[3, H, W]`` tensor as a contiguous ``[H, W, 3]`` BGR array for OpenCV (a copy)."""
+    _check_image(image)
+    return np.ascontiguousarray(image.detach().cpu().numpy()[::-1].transpose(1, 2, 0))
+
+
+def _check_image(image: torch.Tensor) -> None:
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected a uint8 RGB tensor [3, H, W], got {tuple(image.shape)} {image.dtype}")
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> list[str | int]:
+    """Sort key that orders ``img2`` before ``img10`` (digit runs compare as numbers, case-insensitive)."""
+    return [int(part) if part.isdigit() else part.lower() for part in _DIGITS.split(text)]
+
+
+def list_images(directory: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:
+    """Image files in ``directory`` (and its subfolders when ``recursive``), in natural order.
+
+    Files with other extensions and hidden files (names starting with ``.``, e.g. macOS ``._x.jpg``)
+    are skipped. Subfolders sort by their relative path, so ``a/2.jpg`` comes before ``b/1.jpg``.
+    """
+    root = Path(directory)
+
+    def walk(folder: Path) -> Iterator[Path]:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            raise InputError(f"cannot list {folder}: {exc.strerror or exc}; check its permissions") from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                if recursive:
+                    yield from walk(Path(entry.path))
+            elif is_image_path(entry.name) and entry.is_file():
+                yield Path(entry.path)
+
+    return sorted(walk(root), key=lambda p: natural_key(p.relative_to(root).as_posix()))
