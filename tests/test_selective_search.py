@@ -243,6 +243,16 @@ def test_deterministic_with_seed():
     assert sorted(map(tuple, a.boxes.tolist())) == sorted(map(tuple, c.boxes.tolist()))  # same set of boxes
 
 
+def test_paper_ranking_reorders_the_same_boxes():
+    img = _image()
+    a = SelectiveSearch(SelectiveSearchParams(mode="single", min_box_size=0)).propose(img)
+    b = SelectiveSearch(SelectiveSearchParams(mode="single", min_box_size=0, ranking="paper")).propose(img)
+    assert sorted(map(tuple, a.boxes.tolist())) == sorted(map(tuple, b.boxes.tolist()))
+    # the paper's order favours the top of the hierarchy: larger boxes come earlier
+    area = lambda p: ((p.boxes[:, 2] - p.boxes[:, 0]) * (p.boxes[:, 3] - p.boxes[:, 1]))[:10].mean()  # noqa: E731
+    assert area(b) > area(a)
+
+
 def test_workers_give_the_same_list():
     img = _image()
     params = {"mode": "fast", "ks": (100,), "seed": 1}
@@ -318,7 +328,7 @@ def test_other_image_kinds_tolerated(make):
      ({"color_spaces": []}, "must not be empty"), ({"similarities": []}, "must not be empty"),
      ({"ks": []}, "must not be empty"), ({"similarities": ["C+Q"]}, "unknown similarity"),
      ({"mode": "best"}, "mode"), ({"workers": 0}, "workers"), ({"sigma": -1.0}, "sigma"),
-     ({"top_n": 0}, "top_n")],
+     ({"top_n": 0}, "top_n"), ({"ranking": "random"}, "ranking")],
 )
 def test_invalid_params_are_config_errors(values, match):
     with pytest.raises(ConfigError, match=match) as info:

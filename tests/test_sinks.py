@@ -12,9 +12,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from visionkit.plugins import Host
-from visionkit.types import Detections, Frame, FrameMeta, Proposals
 from visionkit_io.draw import PALETTE, annotate
 from visionkit_io.sinks import (
     AnnotatedImagesParams,
@@ -26,6 +23,9 @@ from visionkit_io.sinks import (
 )
 from visionkit_io.video import VideoParams, VideoSource
 from visionkit_io.video_sink import AnnotatedVideoParams, AnnotatedVideoSink
+
+from visionkit.plugins import Host
+from visionkit.types import Detections, Frame, FrameMeta, Proposals
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NAMES = {1: "person", 3: "car"}

@@ -225,6 +225,22 @@ def test_truncated_video_yields_frames_then_a_bad_item(tmp_path, car):
     assert f"after {len(frames)} frame(s) of 377" in bad[0].error and "truncated" in bad[0].error
 
 
+def test_video_with_a_corrupt_middle_recovers_and_reports(tmp_path, car):
+    payload = bytearray(car.read_bytes())
+    n = len(payload)
+    payload[n // 3: n // 3 + n // 5] = np.random.default_rng(0).integers(0, 256, n // 5, dtype=np.uint8).tobytes()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(bytes(payload))
+    items = list(VideoSource().frames(str(broken)))
+    frames, bad = split(items)
+    assert len(bad) == 1 and items[-1] is bad[0] and "corrupt packet(s) skipped" in bad[0].error
+    indices = [f.meta.frame_index for f in frames]
+    assert indices == sorted(set(indices)) and indices[0] == 0
+    assert indices[-1] == 376  # decoding went on past the damage, to the real last frame
+    assert 150 < len(frames) < 377
+    assert frames[-1].meta.timestamp == pytest.approx(376 / 12.5)
+
+
 def test_garbage_and_missing_videos(tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())

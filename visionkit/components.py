@@ -87,3 +87,6 @@ class Sink(Protocol):
     def close(self) -> list[Path]:
         """Finish writing; returns the files written."""
         ...
+
+    # Optional: ``abort() -> None`` is called instead of ``close()`` when the run fails, to
+    # remove temporary files; targets are never left half-written either way.

@@ -311,20 +311,41 @@ class Runner:
                     raise errors[0]
                 if done:
                     break
-        finally:
-            stop.set()
-            while producer.is_alive():  # unblock a producer waiting on a full queue
-                with contextlib.suppress(queue.Empty):
-                    frames_q.get_nowait()
-                producer.join(timeout=0.05)
-            write_q.put(_DONE)
-            writer.join()
+        except BaseException:
+            self._shutdown(stop, producer, frames_q, writer, write_q)
+            self._abort_sinks()
+            raise
+        self._shutdown(stop, producer, frames_q, writer, write_q)
         if errors:
+            self._abort_sinks()
             raise errors[0]
-        for sink in self.sinks:
-            summary.outputs.extend(sink.close())
+        try:
+            for sink in self.sinks:
+                summary.outputs.extend(sink.close())
+        except BaseException:
+            self._abort_sinks()
+            raise
         summary.seconds = time.perf_counter() - start
         return summary
+
+    @staticmethod
+    def _shutdown(stop: threading.Event, producer: threading.Thread, frames_q: queue.Queue[Any],
+                  writer: threading.Thread, write_q: queue.Queue[Any]) -> None:
+        stop.set()
+        while producer.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                frames_q.get_nowait()
+            producer.join(timeout=0.05)
+        write_q.put(_DONE)
+        writer.join()
+
+    def _abort_sinks(self) -> None:
+        """A failed run: sinks drop their temporary files (targets are never half-written)."""
+        for sink in self.sinks:
+            abort = getattr(sink, "abort", None)
+            if abort is not None:
+                with contextlib.suppress(Exception):
+                    abort()
 
     def _run_batch(self, batch: list[Frame], write_q: queue.Queue[Any], summary: RunSummary,
                    on_item: Callable[[Frame | BadItem], None] | None) -> None:

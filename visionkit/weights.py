@@ -88,6 +88,8 @@ def load_weights(
     path = Path(spec).expanduser()
     if path.is_file():
         return _load_file(detector, path, map_location)
+    if path.is_dir():
+        raise WeightsError(f"weights must be a file, got the directory {path}")
     text = str(spec)
     if isinstance(spec, os.PathLike) or _looks_like_path(text):
         where = path.resolve() if path.parent.exists() else path

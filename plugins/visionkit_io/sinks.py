@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import cv2
+import numpy as np
 
 from visionkit.atomic import atomic_open, write_bytes, write_json
 from visionkit.imageio import to_bgr_numpy
@@ -54,8 +55,9 @@ class DrawParams:
         if self.line_width is not None and self.line_width < 1:
             raise ValueError(f"line_width must be >= 1 or null (automatic), got {self.line_width}")
 
-    def draw(self, frame: Frame, result: Detections | Proposals, class_names: Mapping[int, str] | None) -> Any:
-        """The frame as a BGR array with ``result`` drawn on it."""
+    def draw(self, frame: Frame, result: Detections | Proposals,
+             class_names: Mapping[int, str] | None) -> np.ndarray:
+        """The frame as a ``uint8`` BGR ``[H, W, 3]`` array with ``result`` drawn on it."""
         return draw_bgr(to_bgr_numpy(frame.image), result, class_names=class_names, min_score=self.min_score,
                         max_proposals=self.max_proposals, line_width=self.line_width, labels=self.labels)
 

@@ -1,9 +1,10 @@
 """Video files and network streams through FFmpeg (PyAV): the ``video`` and ``stream`` sources.
 
-Frames carry ``frame_index`` (the frame's position among all decoded frames of the video, so
-with ``stride=5`` the indices are 0, 5, 10, ...), ``timestamp`` (seconds since the video
-stream's start, from ``pts * time_base``), ``fps`` (the stream's average frame rate as a float)
-and ``extra["frame_rate"]`` (the same rate as an exact :class:`~fractions.Fraction`, e.g. 25/2).
+Frames carry ``frame_index`` (the frame's position in the video, in decoding order, so with
+``stride=5`` the indices are 0, 5, 10, ...; a corrupt packet that was skipped still counts),
+``timestamp`` (seconds since the video stream's start, from ``pts * time_base``), ``fps`` (the
+stream's average frame rate as a float) and ``extra["frame_rate"]`` (the same rate as an exact
+:class:`~fractions.Fraction`, e.g. 25/2).
 
 A video that cannot be opened, has no video stream, stops on a read error or ends before the
 frame count its header announces yields the frames that decoded and then one ``BadItem`` that
@@ -34,8 +35,8 @@ __all__ = [
 
 #: URL schemes the ``stream`` source opens
 STREAM_SCHEMES: tuple[str, ...] = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp")
-#: corrupt packets skipped before a video is given up
-_MAX_BAD_PACKETS = 25
+#: consecutive corrupt packets skipped before a video is given up
+_MAX_BAD_PACKETS = 300
 
 
 def _check_stride(stride: int, max_frames: int | None) -> None:
@@ -157,21 +158,23 @@ def decode_video(
         time_base = stream.time_base
         start = stream.start_time
         expected = int(stream.frames or 0)
-        decoded = kept = bad_packets = 0
+        decoded = kept = bad_packets = bad_run = 0
         last_time: float | None = None
         failure: str | None = None
         try:
             for packet in container.demux(stream):
                 try:
                     frames = packet.decode()
-                except av.InvalidDataError as exc:  # one corrupt packet: skip it and go on
+                except av.InvalidDataError as exc:  # a corrupt packet: skip it, the next keyframe recovers
                     bad_packets += 1
-                    if bad_packets > _MAX_BAD_PACKETS:
-                        failure = f"more than {_MAX_BAD_PACKETS} corrupt packets ({_reason(exc, timeout)})"
+                    bad_run += 1
+                    if bad_run > _MAX_BAD_PACKETS:
+                        failure = f"more than {_MAX_BAD_PACKETS} corrupt packets in a row ({_reason(exc, timeout)})"
                         break
                     continue
+                bad_run = 0
                 for frame in frames:
-                    index = decoded
+                    index = decoded + bad_packets  # a skipped packet was a frame: keep the real position
                     decoded += 1
                     if start is None and frame.pts is not None:
                         start = frame.pts
@@ -199,11 +202,11 @@ def decode_video(
             yield BadItem(uri, f"video stopped {where}: {failure}; the file is corrupt or the stream dropped")
         elif decoded == 0:
             yield BadItem(uri, f"no frames could be decoded from {uri}; it is corrupt, re-encode or re-download it")
+        elif bad_packets:
+            yield BadItem(uri, f"{bad_packets} corrupt packet(s) skipped in {uri}, video ended {where}; "
+                               "re-encode or re-download it for a clean read")
         elif expected and decoded < expected - 2:
             yield BadItem(uri, f"video ended {where}: the file is truncated or corrupt; re-download or re-encode it")
-        elif bad_packets:
-            yield BadItem(uri, f"{bad_packets} corrupt packet(s) skipped in {uri} ({decoded} frames decoded); "
-                               "re-encode it for a clean read")
 
 
 #: AVColorSpace values that mean BT.601 (or "unspecified", which swscale also reads as BT.601)
