@@ -8,11 +8,11 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
-from conftest import data_path
 from PIL import Image
 from torchvision.models import ResNet18_Weights, resnet18
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from tests.conftest import data_path
 from visionkit.errors import ConfigError, WeightsError
 from visionkit.plugins import Host
 from visionkit.weights import cached_weights_path

@@ -10,12 +10,12 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
-from conftest import data_path
 from PIL import Image
 from torchvision.models.detection import faster_rcnn as tv
 from torchvision.ops.misc import FrozenBatchNorm2d
 from visionkit_output_layers.layers import RegionPredictor, SoftmaxClassifier
 
+from tests.conftest import data_path
 from visionkit.errors import ConfigError, WeightsError
 from visionkit.plugins import Host
 
@@ -130,6 +130,7 @@ def test_default_predictor_has_torchvision_keys(host):
     keys = {k for k in detector.state_dict() if k.startswith("roi_heads.box_predictor.")}
     assert keys == {f"roi_heads.box_predictor.{m}.{p}" for m in ("cls_score", "bbox_pred") for p in ("weight", "bias")}
     assert predictor.cls_score.out_features == 3 and predictor.bbox_pred.out_features == 12
+    assert detector.num_classes == 3 and detector.arch == "faster-rcnn(resnet18-fpn)"
 
 
 def test_output_layer_from_the_registry(host):

@@ -51,14 +51,17 @@ _DEFAULT_RATIOS = (0.5, 1.0, 2.0)
 class FasterRCNNDetector(tv.FasterRCNN):
     """torchvision's ``FasterRCNN`` plus what visionkit asks of a detector.
 
-    ``arch`` names the head and backbone (``"faster-rcnn(resnet50-fpn)"``);
+    ``arch`` names the head and backbone (``"faster-rcnn(resnet50-fpn)"``), ``num_classes``
+    counts the background;
     :meth:`pretrained_weights` maps a weights name to torchvision's ``WeightsEnum`` member.
     """
 
-    def __init__(self, backbone: nn.Module, *, backbone_arch: str, **kwargs: Any) -> None:
+    def __init__(self, backbone: nn.Module, *, backbone_arch: str, classes: int, **kwargs: Any) -> None:
         super().__init__(backbone, **kwargs)
         self.backbone_arch = backbone_arch
         self.arch = f"{HEAD}({backbone_arch})"
+        #: classes the box predictor scores, the background included
+        self.num_classes = classes
 
     def available_pretrained_weights(self) -> list[Any]:
         """Every torchvision weights member whose network is this one's (empty when there is none)."""
@@ -248,6 +251,7 @@ def build_faster_rcnn(
     return FasterRCNNDetector(
         backbone,
         backbone_arch=arch,
+        classes=num_classes,
         num_classes=None,
         min_size=min_size,
         max_size=params.max_size,
