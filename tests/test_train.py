@@ -202,6 +202,22 @@ def test_any_plugin_detector_trains_and_nan_loss_stops_with_a_clear_error(coco, 
     assert "loss is not finite at epoch 1, step 2" in msg and "lower the learning rate (--lr" in msg
 
 
+def test_sigterm_mid_epoch_stops_cleanly_and_keeps_the_last_checkpoint(coco, toy_host, tmp_path):
+    import signal
+
+    ds = load_ds(coco)
+
+    def kill(epoch: int, step: int, losses) -> None:
+        if epoch == 1 and step == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted, match="interrupted in epoch 2"):
+        train_detector({"head": "toy", "backbone": "toy"}, ds, None, opts(epochs=3), tmp_path, host=toy_host,
+                       device="cpu", progress=False, log=None, on_step=kill)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is only there while training
+
+
 def test_checkpoint_of_another_model_is_one_clear_error(coco, toy_host, tmp_path):
     ds = load_ds(coco)
     train_detector({"head": "toy", "backbone": "toy"}, ds, None, opts(), tmp_path / "toy", host=toy_host,

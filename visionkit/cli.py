@@ -131,12 +131,14 @@ def config_show(
     typer.echo(json.dumps(full, indent=2) if as_json else yaml.safe_dump(full, sort_keys=False))
 
 
-from visionkit import cli_run  # noqa: E402  (commands live beside the app, registered here)
+# commands live in their own modules and are mounted here, after the app exists
+from visionkit import cli_eval_proposals, cli_run  # noqa: E402
 from visionkit.cli_data import data_app  # noqa: E402
 from visionkit.cli_eval import eval_app  # noqa: E402
 
 app.command("detect")(cli_run.detect)
 app.command("propose")(cli_run.propose)
+eval_app.command("proposals")(cli_eval_proposals.proposals)
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
 

@@ -107,7 +107,7 @@ def detect(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Detect objects in images, folders, videos, cameras and streams."""
-    from visionkit.config import load_config, resolve_config
+    from visionkit.config import DEFAULT_CONFIG, load_config, resolve_config
     from visionkit.pipeline import (
         Runner,
         build_detector,
@@ -131,10 +131,14 @@ def detect(
         cli["weights"] = None
     if stride is not None:
         cli["sources"] = {"video": {"stride": stride}, "stream": {"stride": stride}}
-    resolved = resolve_config(user, cli, sets=set_ or [])
+    base = {**DEFAULT_CONFIG, "weights": "DEFAULT"}  # never a random detector unless asked for
+    resolved = resolve_config(user, cli, sets=set_ or [], base=base)
     ckpt = read_checkpoint_config(resolved.get("weights"))
     if ckpt:  # a visionkit checkpoint knows its own architecture; the user's choices still win
-        resolved = resolve_config(ckpt, user, cli, sets=set_ or [])
+        resolved = resolve_config(ckpt, user, cli, sets=set_ or [], base=base)
+    if not resolved.get("weights"):
+        typer.echo("warning: no weights: the detector is randomly initialised and its detections are "
+                   "meaningless; pass --weights DEFAULT or a checkpoint", err=True)
     dev = select_device(resolved["device"])
     detector, class_names = build_detector(resolved, host)
     keep = class_filter(classes, class_names)

@@ -88,7 +88,8 @@ def train(
         resume=resume, weights=weights if weights and weights.lower() != "none" else None,
         progress=not quiet, log=typer.echo,
     )
-    typer.echo(f"done: {result.epochs_run} epoch(s) in {result.seconds:.0f} s; wrote {result.out_dir}")
+    if result.is_main:
+        typer.echo(f"done: {result.epochs_run} epoch(s) in {result.seconds:.0f} s; wrote {result.out_dir}")
 
 
 def evaluate_pipeline(

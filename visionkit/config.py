@@ -15,6 +15,7 @@ A config is a mapping with these top-level keys (all optional)::
     score_threshold: 0.5
     sources: {video: {stride: 1}}                            # source name -> params
     sinks:   {annotated-images: {}, jsonl: {}}               # sink name -> params
+    train:   {epochs: 12, lr: 0.02, ...}                     # training options (visionkit train)
 
 ``--set a.b=value`` overrides any key; the value is parsed as YAML (``0.3``, ``true``,
 ``[a, b]``, ``null``). Each component validates its own section, so a wrong key names the
@@ -59,6 +60,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "score_threshold": 0.5,
     "sources": {},
     "sinks": {"annotated-images": {}, "annotated-video": {}, "jsonl": {}},
+    "train": {},
 }
 
 _SCALARS: dict[str, tuple[type, ...]] = {
@@ -149,6 +151,8 @@ def check_top_level(config: Mapping[str, Any]) -> None:
                 raise ConfigError(f"config: '{key}' must be null, a component name, or a mapping with 'name'")
         if key in MULTI_KEYS and value is not None and not isinstance(value, Mapping):
             raise ConfigError(f"config: '{key}' must map {MULTI_KEYS[key]} names to their parameters")
+        if key == "train" and value is not None and not isinstance(value, Mapping):
+            raise ConfigError("config: 'train' must be a mapping of training options (see visionkit train --help)")
         if key in _SCALARS and value is not None:
             types = _SCALARS[key]
             if isinstance(value, bool) or not isinstance(value, types):

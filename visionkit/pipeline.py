@@ -63,15 +63,14 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
 
 def read_checkpoint_config(weights: str | None) -> dict[str, Any]:
     """The model sections stored in a visionkit checkpoint (empty for anything else)."""
-    if not weights or not Path(weights).is_file():
+    if not weights or not Path(weights).expanduser().is_file():
         return {}
-    try:
-        ckpt = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        return {}  # load_weights reports the real problem
-    if isinstance(ckpt, Mapping) and isinstance(ckpt.get("config"), Mapping):
+    from visionkit.weights import read_checkpoint
+
+    config = read_checkpoint(weights).get("config")
+    if isinstance(config, Mapping):
         keys = ("head", "backbone", "output_layer", "num_classes", "classes")
-        return {k: v for k, v in ckpt["config"].items() if k in keys}
+        return {k: v for k, v in config.items() if k in keys}
     return {}
 
 

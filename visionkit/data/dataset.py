@@ -15,7 +15,6 @@ Conventions (the same as the rest of visionkit):
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,6 +24,7 @@ from typing import Any, Literal
 import torch
 
 from visionkit.errors import InputError
+from visionkit.imageio import decode_image, natural_key
 
 __all__ = ["ImageRecord", "DetectionDataset", "Problem", "natural_key", "read_image_header", "upright_size"]
 
@@ -221,11 +221,6 @@ class DetectionDataset:
                 f"{self.num_boxes} boxes, {len(self.classes)} classes)")
 
 
-def natural_key(text: str) -> list[Any]:
-    """Sort key that puts ``img-2`` before ``img-10``."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
-
-
 def upright_size(im: Any) -> tuple[int, int]:
     """``(width, height)`` of an open Pillow image as shown upright: swapped for EXIF orientations 5..8.
 
@@ -256,28 +251,3 @@ def read_image_header(path: Path) -> tuple[int, int]:
         raise InputError(f"{path}: not a readable image ({exc})") from None
 
 
-def decode_image(path: str | Path) -> torch.Tensor:
-    """Decode ``path`` to a uint8 RGB tensor ``[3, H, W]``.
-
-    Uses :func:`visionkit.imageio.decode_image` when it exists (the project's one decoder);
-    otherwise Pillow, with the same policy (EXIF orientation applied, so the image is upright;
-    grayscale and palette images converted to RGB).
-    Raises :class:`InputError` for a missing, undecodable or truncated file.
-    """
-    try:
-        from visionkit.imageio import decode_image as _decode  # type: ignore[import-not-found]
-    except ImportError:
-        _decode = None
-    if _decode is not None:
-        return _decode(path)
-    import numpy as np
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InputError(f"{path}: cannot decode image ({exc})") from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()

@@ -23,7 +23,10 @@ from torch import nn
 from visionkit.errors import WeightsError
 from visionkit.weights import CHECKPOINT_FORMAT, save_checkpoint
 
-__all__ = ["rng_state", "set_rng_state", "save_training_checkpoint", "load_training_checkpoint", "MODEL_KEYS"]
+__all__ = [
+    "rng_state", "set_rng_state", "save_training_checkpoint", "load_training_checkpoint", "export_weights",
+    "MODEL_KEYS",
+]
 
 #: the config sections stored in a checkpoint (what rebuilds the model)
 MODEL_KEYS = ("head", "backbone", "output_layer", "num_classes", "classes")
@@ -125,3 +128,20 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if "epoch" not in ckpt or "optimizer" not in ckpt:
         raise WeightsError(f"{p} holds weights only (no optimizer/epoch); use it with --weights, not --resume")
     return dict(ckpt)
+
+
+def export_weights(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, half: bool = True) -> Path:
+    """A deployable copy of a training checkpoint: model (fp16 floats when ``half``), class names,
+    config, metrics and training options; no optimiser, scheduler or RNG state. Written atomically."""
+    from visionkit.atomic import atomic_path
+
+    ckpt = load_training_checkpoint(src)
+    model = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["model"].items()}
+    payload = {k: ckpt[k] for k in ("format", "class_names", "config", "epoch", "metrics", "train") if k in ckpt}
+    payload["model"] = model
+    if half:
+        payload["dtype"] = "float16"
+    target = Path(dst)
+    with atomic_path(target) as tmp:
+        torch.save(payload, tmp)
+    return target

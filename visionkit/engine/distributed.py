@@ -3,6 +3,18 @@
 ``torchrun --nproc-per-node N -m visionkit train ...`` sets ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK``; :func:`init_distributed` reads them and starts the process group (NCCL on
 CUDA, gloo on the CPU). A plain ``visionkit train`` is a world of one and needs no group.
+
+What DDP with ``N`` ranks x ``B`` images matches, and what it does not: DDP averages the ranks'
+gradients, so a step equals one process on the global batch ``N * B`` when the loss of a batch is
+the mean of its images' losses and nothing else couples the images. For Faster R-CNN that holds
+only when (a) images have the same padded size (the batch is padded to its largest image, and
+anchors cover the padded canvas), (b) BatchNorm is frozen or synchronised (plain BatchNorm sees
+per-rank batch statistics; on CUDA use SyncBatchNorm), (c) the RPN and box-head samplers draw the
+same number of anchors/regions per image (torchvision normalises the losses by the total count in
+the batch, and draws the random subsets from one RNG stream per process, so ranks draw different
+subsets than one process would), and (d) augmentation is off or seeded per image (each rank seeds
+from ``(seed, epoch, rank)``). ``tests/test_train.py`` sets up (a)-(d) and finds the weights equal
+to 1e-5 after two steps; the rest is float summation order in the gradient all-reduce.
 """
 
 from __future__ import annotations

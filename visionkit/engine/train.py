@@ -155,6 +155,7 @@ class TrainResult:
     best_ap: float | None
     seconds: float
     epochs_run: int
+    is_main: bool = True
 
 
 def seed_everything(seed: int) -> None:
@@ -411,7 +412,7 @@ def train_detector(
         started = time.perf_counter()
         bar = _progress(progress)
         epoch = start_epoch
-        with bar if bar is not None else contextlib.nullcontext():
+        with bar if bar is not None else contextlib.nullcontext(), _sigterm_as_interrupt():
             try:
                 for epoch in range(start_epoch, options.epochs):
                     row = _train_one_epoch(model, loader, sampler, optimizer, scheduler, scaler, options, info,
@@ -449,9 +450,29 @@ def train_detector(
             say(f"best validation AP {best_ap:.4f}; checkpoints: {last_path}, {best_path}")
         return TrainResult(out_dir=out, last=last_path if last_path.exists() else None,
                            best=best_path if best_path.exists() else None, rows=metrics.rows, best_ap=best_ap,
-                           seconds=seconds, epochs_run=max(0, options.epochs - start_epoch))
+                           seconds=seconds, epochs_run=max(0, options.epochs - start_epoch), is_main=info.is_main)
     finally:
         cleanup(info)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Any:
+    """SIGTERM (what ``kill`` and schedulers send) stops training like Ctrl-C: a clean, resumable stop."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def rows_have_ap(rows: list[dict[str, Any]]) -> bool:
