@@ -1,15 +1,19 @@
 """Selective search: visionkit vs OpenCV (cv2.ximgproc.segmentation), side by side, one core.
 
 Reads raccoon (Pascal VOC XML, the 40 images of the upstream test split) and coco128
-(YOLO txt, the first 40 labelled images) from ``../shared/data``, scales every image to a
-500-px long side, runs both implementations on the same images in one process
-(``cv2.setNumThreads(1)``, ours with ``workers=1``) and prints JSON: median seconds per
-image, boxes per image, recall@0.5/0.7 and AR at 100/500/1000/2000 proposals, MABO, and
-the ratios ours/OpenCV. Ours runs twice: with the default ranking (``level``: the issue's
-"1 for initial regions", as OpenCV does) and with ``ranking="paper"`` (the IJCV text: the
-region covering the image first). Writes a recall-vs-#proposals PNG per dataset and mode.
+(YOLO txt, every labelled image: 126) from ``../shared/data``, scales every image to a
+500-px long side and runs both implementations on the same images in one process
+(``cv2.setNumThreads(1)``, ours with ``workers=1``), interleaved image by image so that
+load on a shared machine hits both alike. Prints JSON: median seconds per image, boxes per
+image, recall@0.5/0.7 and AR at 100/500/1000/2000 proposals, MABO, and the ratios
+ours/OpenCV. Ours runs with its defaults (``ranking="paper"``, ``min_box_size=0``);
+``--variants`` adds runs with other params (e.g. the old defaults
+``'{"ranking": "level", "min_box_size": 20}'``). Quality mode (OpenCV Quality takes
+~6 s/image) uses the first ``--quality-images`` images of each dataset so that the default
+run stays near 10 minutes. Writes a recall-vs-#proposals PNG per dataset and mode and
+merges its results into ``proposals.json``.
 
-    .venv/bin/python benchmarks/proposals.py [--images 40] [--modes fast quality] [--out benchmarks/results]
+    .venv/bin/python benchmarks/proposals.py [--images N] [--quality-images 40] [--modes fast quality]
 """
 
 from __future__ import annotations
@@ -95,40 +99,37 @@ def run_opencv(bgr: np.ndarray, mode: str) -> torch.Tensor:
     return torch.from_numpy(rects)
 
 
-def bench(dataset: str, items: list, mode: str, out_dir: Path) -> dict:
-    ours = {
-        "visionkit": SelectiveSearch(SelectiveSearchParams(mode=mode, workers=1)),
-        "visionkit-paper-rank": SelectiveSearch(SelectiveSearchParams(mode=mode, workers=1, ranking="paper")),
-    }
+def bench(dataset: str, items: list, mode: str, out_dir: Path, variants: dict[str, dict]) -> dict:
+    ours = {name: SelectiveSearch(SelectiveSearchParams(mode=mode, workers=1, **kw)) for name, kw in variants.items()}
     warm = torch.zeros((3, 64, 64), dtype=torch.uint8)
     for ss in ours.values():
         ss.propose(warm)  # load the compiled kernels before timing
+    methods = (*ours, "opencv")
+    evs = {m: ProposalEvaluator(top_ns=TOP_NS) for m in methods}
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    counts: dict[str, list[int]] = {m: [] for m in methods}
+    for path, boxes, labels in items:  # interleaved: every method on an image before the next image
+        rgb, gt = load(path, boxes)
+        tensor = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        for method in methods:
+            t0 = time.perf_counter()
+            props = ours[method].propose(tensor).boxes if method in ours else run_opencv(bgr, mode)
+            times[method].append(time.perf_counter() - t0)
+            counts[method].append(int(props.shape[0]))
+            evs[method].add(props, torch.from_numpy(gt), torch.from_numpy(labels))
     results = {}
     curves = {}
-    for method in (*ours, "opencv"):
-        ev = ProposalEvaluator(top_ns=TOP_NS)
-        times, counts = [], []
-        for path, boxes, labels in items:
-            rgb, gt = load(path, boxes)
-            if method in ours:
-                tensor = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
-                t0 = time.perf_counter()
-                props = ours[method].propose(tensor).boxes
-            else:
-                bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-                t0 = time.perf_counter()
-                props = run_opencv(bgr, mode)
-            times.append(time.perf_counter() - t0)
-            counts.append(int(props.shape[0]))
-            ev.add(props, torch.from_numpy(gt), torch.from_numpy(labels))
-        m = ev.compute().as_dict()
+    for method in methods:
+        m = evs[method].compute().as_dict()
         results[method] = {
-            "seconds_per_image_median": round(statistics.median(times), 4),
-            "seconds_per_image_mean": round(statistics.fmean(times), 4),
-            "boxes_per_image": round(statistics.fmean(counts), 1),
+            "params": variants.get(method, "opencv defaults"),
+            "seconds_per_image_median": round(statistics.median(times[method]), 4),
+            "seconds_per_image_mean": round(statistics.fmean(times[method]), 4),
+            "boxes_per_image": round(statistics.fmean(counts[method]), 1),
             **{k: v for k, v in m.items() if k != "mean_proposals_per_image"},
         }
-        curves[f"{method} {mode}"] = ev.curve()
+        curves[f"{method} {mode}"] = evs[method].curve()
         print(f"[{dataset} {mode}] {method}: {results[method]['seconds_per_image_median']} s/image", file=sys.stderr)
     b = results["opencv"]
     for method in ours:
@@ -155,23 +156,35 @@ def bench(dataset: str, items: list, mode: str, out_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--images", type=int, default=40, help="images per dataset")
+    ap.add_argument("--images", type=int, default=200,
+                    help="images per dataset (default: all: raccoon 40, coco128 126)")
+    ap.add_argument("--quality-images", type=int, default=40, help="images per dataset in quality mode")
     ap.add_argument("--modes", nargs="+", default=["fast", "quality"], choices=["single", "fast", "quality"])
     ap.add_argument("--datasets", nargs="+", default=["raccoon", "coco128"], choices=["raccoon", "coco128"])
+    ap.add_argument("--variants", nargs="*", default=[], metavar="JSON",
+                    help="extra runs of ours with these params, e.g. '{\"ranking\": \"level\"}'")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    variants: dict[str, dict] = {"visionkit": {}}
+    for text in args.variants:
+        kw = json.loads(text)
+        variants["visionkit-" + ",".join(f"{k}={v}" for k, v in kw.items())] = kw
     readers = {"raccoon": read_raccoon, "coco128": read_coco128}
-    report = {
-        "machine": {"cpu_threads_used": 1, "opencv": cv2.__version__, "numpy": np.__version__,
-                    "long_side": LONG_SIDE, "images_per_dataset": args.images},
-        "results": {},
-    }
+    path = args.out / "proposals.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    report.setdefault("results", {})
+    report["machine"] = {"cpu_threads_used": 1, "opencv": cv2.__version__, "numpy": np.__version__,
+                         "long_side": LONG_SIDE, "date": time.strftime("%Y-%m-%d")}
     for dataset in args.datasets:
-        items = readers[dataset](args.data / dataset, args.images)
-        report["results"][dataset] = {mode: bench(dataset, items, mode, args.out) for mode in args.modes}
-    write_json(args.out / "proposals.json", report)
+        for mode in args.modes:
+            n = min(args.images, args.quality_images) if mode == "quality" else args.images
+            items = readers[dataset](args.data / dataset, n)
+            res = bench(dataset, items, mode, args.out, variants)
+            res["images"] = len(items)
+            report["results"].setdefault(dataset, {})[mode] = res
+            write_json(path, report)  # after every dataset/mode, so a partial run keeps its results
     print(json.dumps(report, indent=2))
     return 0
 

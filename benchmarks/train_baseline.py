@@ -127,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = json.loads(args.ours_metrics.read_text())
         same = [r for r in rows if r["epoch"] == epochs] or rows[-1:]
         row = same[0]
-        ours = {"AP": row["AP"], "AP50": row["AP50"], "epoch": row["epoch"], "of_epochs": options.epochs,
+        planned = int(section.get("epochs", options.epochs))
+        ours = {"AP": row["AP"], "AP50": row["AP50"], "epoch": row["epoch"], "of_epochs": planned,
                 "final_AP": rows[-1]["AP"], "final_AP50": rows[-1]["AP50"], "epochs_done": len(rows),
                 "seconds": round(sum(r["seconds"] for r in rows if r["epoch"] <= row["epoch"]), 1),
                 "source": str(args.ours_metrics)}
-        if row["epoch"] != options.epochs:
-            ours["note"] = (f"AP after epoch {row['epoch']} of a {options.epochs}-epoch schedule (the baseline ran "
+        if row["epoch"] != planned:
+            ours["note"] = (f"AP after epoch {row['epoch']} of a {planned}-epoch schedule (the baseline ran "
                             f"{epochs} epochs of its own schedule); final_AP is the end of our run")
     report = {
         "task": "raccoon upstream split: train 160 images, test 40 images; COCO bbox AP (pycocotools)",

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED_DATA as DATA
 from visionkit.errors import InputError, UsageError
 from visionkit.evaluation.coco import STAT_NAMES, evaluate_coco, format_summary
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FAKE = DATA / "cocoapi_fake100"
 GT = FAKE / "instances_val2014_100.json"
 BBOX = FAKE / "instances_val2014_fakebbox100_results.json"

@@ -15,17 +15,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from tests.conftest import data_path as data
 from visionkit.data import check_dataset, load_dataset
 from visionkit.errors import InputError
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def data(*parts: str) -> Path:
-    path = DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared dataset not available: {path}")
-    return path
 
 
 def _files(report, kind: str) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import data_path as data
 from visionkit.data import (
     COCO80_TO_91,
     DetectionDataset,
@@ -30,15 +31,6 @@ from visionkit.data import (
 from visionkit.data.split import write_split
 from visionkit.data.voc import VOC_CLASSES, parse_voc_xml, write_voc_xml
 from visionkit.errors import InputError, UsageError
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def data(*parts: str) -> Path:
-    path = DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared dataset not available: {path}")
-    return path
 
 
 def _jpeg(path: Path, size: tuple[int, int] = (64, 48), mode: str = "RGB") -> Path:

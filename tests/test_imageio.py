@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from tests.conftest import SHARED_DATA as DATA
 from visionkit.errors import InputError
 from visionkit.imageio import (
     IMAGE_EXTENSIONS,
@@ -25,8 +26,6 @@ from visionkit.imageio import (
     to_bgr_numpy,
     to_rgb_numpy,
 )
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def raccoon(name: str) -> Path:

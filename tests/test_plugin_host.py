@@ -237,7 +237,7 @@ def test_detections_validate_shapes():
         Detections(torch.zeros(3, 5), torch.zeros(3), torch.zeros(3, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"scores must be \(2,\) to match 2 boxes, got \(3,\)"):
         Detections(torch.zeros(2, 4), torch.zeros(3), torch.zeros(2, dtype=torch.int64))
-    with pytest.raises(ValueError, match="labels must be torch.int64"):
+    with pytest.raises(ValueError, match=r"labels must be torch\.int64"):
         Detections(torch.zeros(2, 4), torch.zeros(2), torch.zeros(2))
     d = Detections(torch.arange(8.0).view(2, 4), torch.tensor([0.9, 0.1]), torch.tensor([1, 2]))
     assert len(d[d.scores > 0.5]) == 1 and d[1].labels.tolist() == [2]

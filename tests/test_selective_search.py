@@ -20,6 +20,7 @@ from visionkit_selective_search.features import (
     texture_bins,
 )
 from visionkit_selective_search.grouping import hierarchical_grouping
+from visionkit_selective_search.proposer import hierarchy_positions, to_rgb_array
 from visionkit_selective_search.segmentation import felzenszwalb
 from visionkit_selective_search.similarity import (
     fill_similarity,
@@ -243,14 +244,52 @@ def test_deterministic_with_seed():
     assert sorted(map(tuple, a.boxes.tolist())) == sorted(map(tuple, c.boxes.tolist()))  # same set of boxes
 
 
-def test_paper_ranking_reorders_the_same_boxes():
+def test_paper_ranking_is_the_default_and_reorders_the_same_boxes():
     img = _image()
-    a = SelectiveSearch(SelectiveSearchParams(mode="single", min_box_size=0)).propose(img)
-    b = SelectiveSearch(SelectiveSearchParams(mode="single", min_box_size=0, ranking="paper")).propose(img)
+    assert SelectiveSearchParams().ranking == "paper"
+    a = SelectiveSearch(SelectiveSearchParams(mode="single", ranking="level")).propose(img)
+    b = SelectiveSearch(SelectiveSearchParams(mode="single")).propose(img)
     assert sorted(map(tuple, a.boxes.tolist())) == sorted(map(tuple, b.boxes.tolist()))
     assert not torch.equal(a.boxes, b.boxes)  # same boxes, another order
     full = [0.0, 0.0, 64.0, 48.0]
     assert b.boxes.tolist().index(full) <= a.boxes.tolist().index(full)  # the image region ranks higher
+
+
+def test_hierarchy_positions_by_hand():
+    # 3 initial regions in a row, merges (0,1) -> 3 then (3,2) -> 4
+    stats, hc = _strip_stats([[1, 0], [1, 0], [0, 1]])
+    h = hierarchical_grouping(stats, (1, 0, 0, 0), image_size=3.0, color_hist=hc)
+    # paper (IJCV text, authors' code): last merge 1, the one before 2, every initial region 3
+    assert hierarchy_positions(h, "paper").tolist() == [3, 3, 3, 2, 1]
+    # level (OpenCV): 1 for initial regions, 1 + the larger part's level for a merge
+    assert hierarchy_positions(h, "level").tolist() == [1, 1, 1, 2, 3]
+
+
+def test_paper_ranking_puts_merged_regions_ahead_on_average():
+    """With position x random, a region of position 1 beats one of position n with probability 1 - 1/(2n)."""
+    img = _image(64, 80, seed=5)
+    ss = SelectiveSearch(SelectiveSearchParams(mode="single", max_side=0))
+    (hier,) = ss.hierarchies(to_rgb_array(img))
+    n0 = hier.n_initial
+    assert n0 > 3
+    initial = {tuple(b) for b in hier.boxes[:n0].tolist()}
+    merged = {tuple(b) for b in hier.boxes[n0:].tolist()} - initial
+    ranks = {tuple(int(v) for v in b): i for i, b in enumerate(ss.propose(img).boxes.tolist())}
+    mean = lambda keys: np.mean([ranks[k] for k in keys if k in ranks])  # noqa: E731
+    assert mean(merged) < mean(initial - merged)
+
+
+def test_small_boxes_kept_by_default():
+    """min_box_size defaults to 0 (no filter): a 6x6 object keeps its box (k = min_size = 20 < 36 px)."""
+    rng = np.random.default_rng(0)
+    img = np.clip(rng.normal(128, 4, (150, 200, 3)), 0, 255).astype(np.uint8)
+    img[70:76, 100:106] = (250, 20, 20)  # a small red square
+    t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+    assert SelectiveSearchParams().min_box_size == 0
+    boxes = SelectiveSearch(SelectiveSearchParams(mode="single", ks=(20,))).propose(t).boxes.tolist()
+    assert [100.0, 70.0, 106.0, 76.0] in boxes
+    filtered = SelectiveSearch(SelectiveSearchParams(mode="single", ks=(20,), min_box_size=20)).propose(t).boxes
+    assert [100.0, 70.0, 106.0, 76.0] not in filtered.tolist()
 
 
 def test_workers_give_the_same_list():

@@ -24,10 +24,10 @@ from visionkit_io.sinks import (
 from visionkit_io.video import VideoParams, VideoSource
 from visionkit_io.video_sink import AnnotatedVideoParams, AnnotatedVideoSink
 
+from tests.conftest import SHARED_DATA as DATA
 from visionkit.plugins import Host
 from visionkit.types import Detections, Frame, FrameMeta, Proposals
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NAMES = {1: "person", 3: "car"}
 
 

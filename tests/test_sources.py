@@ -23,18 +23,10 @@ from PIL import Image
 from visionkit_io.sources import CameraSource, ImageSource, ImagesParams
 from visionkit_io.video import StreamParams, StreamSource, VideoParams, VideoSource
 
+from tests.conftest import data_path as data
 from visionkit.errors import ConfigError, InputError
 from visionkit.plugins import Host
 from visionkit.types import BadItem, Frame
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def data(*parts: str) -> Path:
-    path = DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared dataset not available: {path}")
-    return path
 
 
 @pytest.fixture(scope="module")

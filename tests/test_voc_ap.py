@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.conftest import SHARED_DATA as DATA
 from visionkit.evaluation.voc import box_iou_voc, evaluate_voc, match_detections, voc_ap
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TOY = DATA / "voc_ap_toy"
 needs_toy = pytest.mark.skipif(not TOY.is_dir(), reason=f"shared dataset not available: {TOY}")
 

@@ -61,6 +61,7 @@ def train(
                              "the checkpoint's folder)."),
     workers: int = typer.Option(None, "--workers", min=0, help="DataLoader worker processes."),
     seed: int = typer.Option(None, "--seed", help="Seed for initialisation, data order and augmentation."),
+    threads: int = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
     set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set head.min_size=320, "
                                    "--set train.warmup_iters=50."),
@@ -78,7 +79,8 @@ def train(
     resolved = resolve_config(pipeline)
     resolved = apply_freeze(resolved, host, freeze_stages)
     options = parse_train_options(section, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                                  schedule=schedule, amp=amp, workers=workers, seed=seed)
+                                  schedule=schedule, amp=amp, workers=workers, seed=seed,
+                                  threads=threads)
     train_ds = resolve_dataset(dataset, split_file, split=split)
     val_ds = resolve_dataset(val_dataset, val_split_file, split=val_split) if val_dataset else None
     if out is None:

@@ -28,7 +28,7 @@ from visionkit_selective_search.segmentation import build_graph, segment
 from visionkit_selective_search.similarity import parse_similarity_set
 from visionkit_selective_search.strategies import MODES, Strategy, make_strategies
 
-__all__ = ["SelectiveSearchParams", "SelectiveSearch"]
+__all__ = ["SelectiveSearchParams", "SelectiveSearch", "hierarchy_positions"]
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,21 @@ class SelectiveSearchParams:
     × k 50, 100, 150, 300). ``color_spaces``, ``similarities`` and ``ks`` override the mode's
     lists. ``min_size`` is the segmentation's minimum region size (``None``: equal to k, as
     published). ``min_box_size`` drops boxes narrower or shorter than that many pixels of the
-    input image. ``top_n`` keeps the best ``top_n`` (``None``: all). ``workers`` threads run
-    strategies (and images of a batch) in parallel; the kernels release the GIL. ``max_side``
-    downscales larger images to that long side before the search, boxes are mapped back
-    (``0``: never). ``ranking`` is the position used in ``priority = position x random``:
-    ``level`` (the issue's and OpenCV's: 1 for initial regions, 1 + the larger part's level for
-    a merge) or ``paper`` (the IJCV text: 1 for the region covering the image, counting back
-    through the merges to the initial regions).
+    input image (default ``0``: keep all, as the IJCV text and OpenCV do; the authors' Pascal
+    VOC demo used 20, which removes most boxes of the small objects of COCO-like data — set 20
+    to reproduce it). ``top_n`` keeps the best ``top_n`` (``None``: all). ``workers`` threads
+    run strategies (and images of a batch) in parallel; the kernels release the GIL.
+    ``max_side`` downscales larger images to that long side before the search, boxes are mapped
+    back (``0``: never). ``ranking`` is the position used in ``priority = position x random``
+    (ascending, so a low position ranks high):
+
+    * ``paper`` (default; the IJCV text, Sect. 3.3 "Combining locations", and the authors'
+      ``Image2HierarchicalGrouping.m``): in each hierarchy the last merge (the region covering
+      the image) is position 1, the merge before it 2, ... back to the first merge; every
+      initial region gets the next position (one more than the number of merges);
+    * ``level`` (OpenCV's ``ximgproc`` — "inverted from the paper", says its source — and the
+      wording of the visionkit issue): 1 for initial regions, 1 + the larger part's level for
+      a merge. It ranks the many small initial regions first and lowers AR at 100–1000 boxes.
     """
 
     mode: Literal["single", "fast", "quality"] = "fast"
@@ -55,12 +63,12 @@ class SelectiveSearchParams:
     ks: tuple[int, ...] | None = None
     sigma: float = 0.8
     min_size: int | None = None
-    min_box_size: int = 20
+    min_box_size: int = 0
     top_n: int | None = None
     seed: int = 0
     workers: int = 1
     max_side: int = 500
-    ranking: Literal["level", "paper"] = "level"
+    ranking: Literal["paper", "level"] = "paper"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -93,13 +101,27 @@ class SelectiveSearchParams:
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.ranking not in ("level", "paper"):
-            raise ValueError(f"ranking must be 'level' or 'paper', got {self.ranking!r}")
+            raise ValueError(f"ranking must be 'paper' or 'level', got {self.ranking!r}")
         if self.max_side < 0:
             raise ValueError(f"max_side must be >= 0 (0: never downscale), got {self.max_side}")
 
     def strategies(self) -> list[Strategy]:
         spaces, sims, ks = MODES[self.mode]
         return make_strategies(self.color_spaces or spaces, self.similarities or sims, self.ks or ks)
+
+
+def hierarchy_positions(hierarchy: Hierarchy, ranking: str = "paper") -> np.ndarray:
+    """float64 ``[R]``: the position of each region of ``hierarchy`` (in its order) for the ranking.
+
+    ``paper``: merges counted from the last (1, the region covering the image) back to the
+    first (``R - n0``); every initial region ``R - n0 + 1`` (as the authors' code does).
+    ``level``: the hierarchy's levels (1 for initial regions).
+    """
+    if ranking == "level":
+        return hierarchy.levels.astype(np.float64)
+    n0 = hierarchy.n_initial
+    n_merges = len(hierarchy.boxes) - n0
+    return np.concatenate([np.full(n0, n_merges + 1.0), np.arange(n_merges, 0, -1, dtype=np.float64)])
 
 
 def to_rgb_array(image: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -214,13 +236,10 @@ class SelectiveSearch:
         wh, ww = work.shape[:2]
         hierarchies = self.hierarchies(work, workers)
         boxes = np.concatenate([h.boxes for h in hierarchies]).astype(np.int64)
-        if p.ranking == "level":
-            levels = np.concatenate([h.levels for h in hierarchies]).astype(np.float64)
-        else:  # the last merge gets 1, the one before 2, ... back to the initial regions
-            levels = np.concatenate([np.arange(len(h.boxes), 0, -1) for h in hierarchies]).astype(np.float64)
-        # priority = position in the hierarchy (1 for initial regions) x a random number; ascending
+        positions = np.concatenate([hierarchy_positions(h, p.ranking) for h in hierarchies])
+        # priority = position in the hierarchy x a random number in [0, 1); ascending
         rng = np.random.default_rng(p.seed)
-        priority = levels * rng.random(levels.shape[0])
+        priority = positions * rng.random(positions.shape[0])
         order = np.argsort(priority, kind="stable")
         boxes, priority = boxes[order], priority[order]
         keys = ((boxes[:, 0] * (wh + 1) + boxes[:, 1]) * (ww + 1) + boxes[:, 2]) * (wh + 1) + boxes[:, 3]

@@ -77,6 +77,7 @@ class TrainOptions:
     decoded once and downscaled so their long side is at most this (default: twice the head's
     ``max_size``). ``max_steps``: stop each epoch after this many steps (smoke tests).
     ``half_checkpoints``: store ``last.pt``/``best.pt`` weights in fp16 (resume then is not exact).
+    ``threads``: torch CPU threads (``torch.set_num_threads``; on a busy machine 1 is often fastest).
     """
 
     epochs: int = 12
@@ -100,6 +101,7 @@ class TrainOptions:
     max_steps: int | None = None
     eval_batch_size: int = 2
     half_checkpoints: bool = False
+    threads: int | None = None
     augment: AugmentOptions = field(default_factory=AugmentOptions)
 
     def __post_init__(self) -> None:
@@ -115,6 +117,8 @@ class TrainOptions:
             raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps}")
 
@@ -344,6 +348,8 @@ def train_detector(
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
+        if options.threads is not None:
+            torch.set_num_threads(options.threads)
         seed_everything(options.seed)
 
         num_classes, class_names = check_training_classes(train_ds)
