@@ -34,6 +34,15 @@ def synthetic_coco(folder: Path, n: int = 5, size: int = 64, category: int = 3) 
     return path
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train fastest on one thread (and the 2-core test machine is shared); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class Nothing(nn.Module):
     out_channels = 1
     feature_names: ClassVar[list[str]] = ["0"]

@@ -54,6 +54,15 @@ def synthetic_coco(folder: Path, n: int = 4, size: int = 64, category: int = 1) 
     return path
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train fastest on one thread (and the 2-core test machine is shared); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory) -> Path:
     return synthetic_coco(tmp_path_factory.mktemp("coco"))
@@ -328,7 +337,6 @@ def _ddp_worker(rank: int, world: int, port: int, coco: str, out: str) -> None:
 def test_ddp_two_cpu_processes_match_one_process(coco, host, tmp_path):
     import torch.multiprocessing as mp
 
-    torch.set_num_threads(1)
     config = {"head": FULL_SAMPLING, "backbone": {"name": "mobilenet-v3-large-fpn", "norm": "frozen"}}
     single = train_detector(config, load_ds(coco), None, opts(epochs=1, max_steps=2, lr=0.02), tmp_path / "one",
                             host=host, device="cpu", progress=False, log=None)

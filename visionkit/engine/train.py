@@ -334,6 +334,8 @@ def train_detector(
     say = log or (lambda _msg: None)
     dev = select_device(device)
     info = init_distributed(dev)
+    was_deterministic, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    weights = weights or config.get("weights")  # the config's weights are where fine-tuning starts
     try:
         if info.distributed and dev.type == "cuda":
             dev = torch.device("cuda", info.local_rank)
@@ -458,6 +460,8 @@ def train_detector(
                            best=best_path if best_path.exists() else None, rows=metrics.rows, best_ap=best_ap,
                            seconds=seconds, epochs_run=max(0, options.epochs - start_epoch), is_main=info.is_main)
     finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        torch.set_num_threads(threads_before)
         cleanup(info)
 
 
