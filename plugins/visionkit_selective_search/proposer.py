@@ -170,7 +170,8 @@ class SelectiveSearch:
     * The initial regions of a segmentation are ranked once per hierarchy built on it (each
       strategy's location set includes its initial regions, as in the paper's algorithm), at the
       position one past the first merge; the authors' code adds them once per segmentation
-      at that same position. The difference is within a point of recall@0.5 on coco128.
+      at that same position. Ours ranks initial regions a little higher: recall@0.5@1000 on
+      coco128 fast 0.657 vs 0.643 (seed 0), AR equal within 0.002.
     * ``max_side`` (500) downscales larger inputs; the authors ran at Pascal VOC's native size,
       about 500 x 375, so this keeps k's meaning for photos larger than that.
     """
