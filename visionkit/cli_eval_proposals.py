@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from visionkit.types import BadItem, Frame, FrameMeta, Proposals
+from visionkit.types import Frame, Proposals
 
-__all__ = ["proposals", "dataset_frames"]
-
-
-def dataset_frames(dataset: Any, limit: int | None = None) -> Iterator[Frame | BadItem]:
-    """Frames of a :class:`~visionkit.data.DetectionDataset`; ``meta.extra`` holds the record's index and id."""
-    from visionkit.errors import InputError
-
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    for i in range(count):
-        rec = dataset.images[i]
-        path = dataset.image_path(i)
-        try:
-            image = dataset.load_image(i)
-        except InputError as exc:
-            yield BadItem(str(path), str(exc))
-            continue
-        meta = FrameMeta(source=str(path), index=i, width=int(image.shape[2]), height=int(image.shape[1]),
-                         extra={"image_id": rec.image_id, "record": i})
-        yield Frame(image, meta)
+__all__ = ["proposals"]
 
 
 class _EvaluatorSink:
@@ -38,7 +19,7 @@ class _EvaluatorSink:
         self.dataset, self.evaluator = dataset, evaluator
 
     def write(self, frame: Frame, result: Proposals) -> None:
-        rec = self.dataset.images[frame.meta.extra["record"]]
+        rec = self.dataset.by_id(frame.meta.extra["image_id"])
         keep = ~rec.iscrowd.bool()  # crowd regions are not objects to recall
         self.evaluator.add(result.boxes, rec.boxes[keep], rec.labels[keep])
 
@@ -66,6 +47,7 @@ def proposals(
     from visionkit.cli_run import PROPOSE_BASE, _out_dir, _progress
     from visionkit.config import DEFAULT_CONFIG, load_config, resolve_config
     from visionkit.data import load_dataset
+    from visionkit.engine.data import dataset_frames
     from visionkit.errors import InputError, UsageError
     from visionkit.evaluation.proposals import ProposalEvaluator, plot_recall_curves
     from visionkit.pipeline import Runner, build_proposer, proposer_infer
@@ -87,7 +69,7 @@ def proposals(
     progress, on_item = _progress(quiet, total)
     with progress:
         summary = Runner(proposer_infer(proposer), [_EvaluatorSink(ds, evaluator)]).run(
-            dataset_frames(ds, limit), on_item)
+            dataset_frames(ds, None if limit is None else range(total)), on_item)
     metrics = evaluator.compute()
     out_dir = _out_dir(out, "eval-proposals")
     name = resolved["proposer"]["name"] if isinstance(resolved["proposer"], dict) else resolved["proposer"]

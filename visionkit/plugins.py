@@ -39,9 +39,11 @@ ENTRY_POINT_GROUP = "visionkit"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "visionkit_io",
     "visionkit_torchvision_backbones",
+    "visionkit_small_cnn",
     "visionkit_output_layers",
     "visionkit_faster_rcnn",
     "visionkit_selective_search",
+    "visionkit_spatial_transformer",
 )
 
 

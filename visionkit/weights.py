@@ -91,7 +91,7 @@ def load_weights(
     if path.is_dir():
         raise WeightsError(f"weights must be a file, got the directory {path}")
     text = str(spec)
-    if isinstance(spec, os.PathLike) or _looks_like_path(text):
+    if isinstance(spec, os.PathLike) or looks_like_path(text):
         where = path.resolve() if path.parent.exists() else path
         raise WeightsError(f"weights file not found: {where}")
     return _load_named(detector, text, map_location)
@@ -174,7 +174,7 @@ def class_names_from_weights(weights: Any) -> dict[int, str] | None:
 # --------------------------------------------------------------------------- files
 
 
-def _looks_like_path(text: str) -> bool:
+def looks_like_path(text: str) -> bool:
     return (
         text.lower().endswith(WEIGHTS_SUFFIXES)
         or os.sep in text

@@ -1,4 +1,4 @@
-"""torchvision feature pyramids, built with torchvision's own builders.
+"""torchvision feature pyramids (ResNet-18/34/50/101/152, MobileNetV3-Large), built with torchvision's own builders.
 
 Each backbone is torchvision's ``BackboneWithFPN`` exactly as its detection models build it,
 so a detector's state-dict keys (``backbone.body.*``, ``backbone.fpn.*``) match torchvision's
@@ -23,10 +23,13 @@ for MobileNetV3 (sizes rounded up).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import torch
 from torch import nn
 from torchvision import models
 from torchvision.models.detection.backbone_utils import (
@@ -36,8 +39,19 @@ from torchvision.models.detection.backbone_utils import (
 )
 from torchvision.ops import misc as misc_nn_ops
 
+from visionkit.errors import WeightsError
+
 __all__ = [
+    "TrunkParams",
     "TorchvisionBackboneParams",
+    "ResNet34FPNParams",
+    "ResNet101FPNParams",
+    "ResNet152FPNParams",
+    "build_resnet34_fpn",
+    "build_resnet101_fpn",
+    "build_resnet152_fpn",
+    "load_trunk_weights",
+    "is_weights_file",
     "ResNet50FPNParams",
     "ResNet50FPNV2Params",
     "ResNet18FPNParams",
@@ -53,22 +67,36 @@ MOBILENET_ANCHOR_SIZES: tuple[tuple[int, ...], ...] = ((32, 64, 128, 256, 512),)
 ASPECT_RATIOS: tuple[float, ...] = (0.5, 1.0, 2.0)
 
 
+#: suffixes that make a ``weights`` value a local file rather than a torchvision name
+WEIGHTS_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar")
+
+
+def is_weights_file(spec: str) -> bool:
+    """Whether a ``weights`` value names a local file (a known suffix, a path separator, ``~`` or ``.``)."""
+    return (
+        spec.lower().endswith(WEIGHTS_FILE_SUFFIXES)
+        or os.sep in spec
+        or (os.altsep is not None and os.altsep in spec)
+        or spec.startswith(("~", "."))
+    )
+
+
 @dataclass(frozen=True)
-class TorchvisionBackboneParams:
-    """Parameters shared by the torchvision backbones.
+class TrunkParams:
+    """Parameters of every torchvision backbone: where the trunk's weights come from, what trains.
 
     ``weights``: ImageNet weights of the classification trunk, a torchvision name such as
-    ``"IMAGENET1K_V1"``, ``"DEFAULT"`` or ``"ResNet50_Weights.IMAGENET1K_V1"``, or ``null`` for
-    random initialisation (the default: detection weights are usually loaded on top).
+    ``"IMAGENET1K_V1"``, ``"DEFAULT"`` or ``"ResNet50_Weights.IMAGENET1K_V1"`` (taken from the
+    torch hub cache, downloaded there when absent and allowed; see :mod:`visionkit.weights`),
+    a local file holding the classification network's state dict (torchvision's keys, e.g. a
+    copy of torchvision's file, or ``torch.save(model.state_dict())``), or ``null`` for random
+    initialisation (the default: detection weights are usually loaded on top).
     ``trainable_layers``: how many stages, counted from the last, keep ``requires_grad``
     (torchvision's ``trainable_backbone_layers``; 0 freezes the trunk, the maximum trains all).
-    ``norm``: ``"frozen"`` (``FrozenBatchNorm2d``, torchvision's choice for fine-tuning) or
-    ``"batch"`` (plain ``BatchNorm2d``, trained with the detector).
     """
 
     weights: str | None = None
     trainable_layers: int = 3
-    norm: Literal["frozen", "batch"] = "frozen"
 
     #: the torchvision weights enum of the trunk
     weights_enum: ClassVar[Any] = None
@@ -80,19 +108,35 @@ class TorchvisionBackboneParams:
             raise ValueError(
                 f"trainable_layers must be between 0 and {self.max_trainable_layers}, got {self.trainable_layers}"
             )
-        if self.weights is not None:
+        if self.weights is not None and not is_weights_file(self.weights):
             enum = self.weights_enum
             try:
                 enum.verify(self.weights)
             except (KeyError, ValueError, TypeError):
                 names = ", ".join(["DEFAULT", *(m for m in enum.__members__ if m != "DEFAULT")])
                 raise ValueError(
-                    f"weights: unknown {enum.__name__} name {self.weights!r}; valid: {names} or null"
+                    f"weights: unknown {enum.__name__} name {self.weights!r}; valid: {names}, a local file or null"
                 ) from None
 
     def trunk_weights(self) -> Any:
-        """The ``WeightsEnum`` member for ``weights`` (``None`` when unset)."""
-        return None if self.weights is None else self.weights_enum.verify(self.weights)
+        """The ``WeightsEnum`` member for ``weights`` (``None`` when unset or a file)."""
+        if self.weights is None or is_weights_file(self.weights):
+            return None
+        return self.weights_enum.verify(self.weights)
+
+    def weights_file(self) -> Path | None:
+        """The local weights file, when ``weights`` names one."""
+        if self.weights is None or not is_weights_file(self.weights):
+            return None
+        return Path(self.weights).expanduser()
+
+
+@dataclass(frozen=True)
+class TorchvisionBackboneParams(TrunkParams):
+    """:class:`TrunkParams` plus ``norm``: ``"frozen"`` (``FrozenBatchNorm2d``, torchvision's
+    choice for fine-tuning) or ``"batch"`` (plain ``BatchNorm2d``, trained with the detector)."""
+
+    norm: Literal["frozen", "batch"] = "frozen"
 
 
 @dataclass(frozen=True)
@@ -114,6 +158,21 @@ class ResNet18FPNParams(TorchvisionBackboneParams):
 
 
 @dataclass(frozen=True)
+class ResNet34FPNParams(TorchvisionBackboneParams):
+    weights_enum: ClassVar[Any] = models.ResNet34_Weights
+
+
+@dataclass(frozen=True)
+class ResNet101FPNParams(TorchvisionBackboneParams):
+    weights_enum: ClassVar[Any] = models.ResNet101_Weights
+
+
+@dataclass(frozen=True)
+class ResNet152FPNParams(TorchvisionBackboneParams):
+    weights_enum: ClassVar[Any] = models.ResNet152_Weights
+
+
+@dataclass(frozen=True)
 class MobileNetV3LargeFPNParams(TorchvisionBackboneParams):
     weights_enum: ClassVar[Any] = models.MobileNet_V3_Large_Weights
     max_trainable_layers: ClassVar[int] = 6
@@ -125,14 +184,59 @@ def _norm_layer(params: TorchvisionBackboneParams) -> Callable[..., nn.Module]:
     return misc_nn_ops.FrozenBatchNorm2d if params.norm == "frozen" else nn.BatchNorm2d
 
 
-def _trunk(builder: Callable[..., nn.Module], params: TorchvisionBackboneParams) -> nn.Module:
-    """The classification network, with ImageNet weights from the hub cache when asked for."""
-    model = builder(weights=None, norm_layer=_norm_layer(params))
-    weights = params.trunk_weights()
-    if weights is not None:
-        from visionkit.weights import torchvision_state_dict
+def load_trunk_weights(
+    model: nn.Module, params: TrunkParams, *, ignore_prefixes: Iterable[str] = ()
+) -> dict[str, torch.Tensor] | None:
+    """Load ``params.weights`` (torchvision name or local file) into the classification ``model``.
 
-        model.load_state_dict(torchvision_state_dict(weights))
+    Keys of the file that start with one of ``ignore_prefixes`` (parts of the network the
+    model leaves out, such as GoogLeNet's auxiliary classifiers) are dropped; everything else
+    must fit strictly. Returns the state dict that was loaded (``None`` when ``weights`` is
+    unset). Raises :class:`~visionkit.errors.WeightsError` for a missing, unreadable or
+    non-fitting file, and offline for torchvision weights that are not in the hub cache.
+    """
+    from visionkit.weights import cached_weights_path, read_checkpoint, torchvision_state_dict
+
+    named = params.trunk_weights()
+    path = params.weights_file()
+    if named is not None:
+        state = torchvision_state_dict(named)
+        source = f"{type(named).__name__}.{named.name} ({cached_weights_path(named)})"
+    elif path is not None:
+        state = read_checkpoint(path)["model"]
+        source = str(path)
+    else:
+        return None
+    ignore = tuple(ignore_prefixes)
+    state = {k: v for k, v in state.items() if not k.startswith(ignore)} if ignore else dict(state)
+    _load_strict(model, state, source)
+    return state
+
+
+def _load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own and not k.endswith("num_batches_tracked")]
+    misshaped = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or misshaped:
+        parts = [
+            f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+            for what, keys in (("missing key(s)", missing), ("unexpected key(s)", unexpected),
+                               ("key(s) with another shape", misshaped)) if keys
+        ]
+        raise WeightsError(
+            f"{source} does not fit {type(model).__name__}: {'; '.join(parts)} — weights of another network?"
+        )
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise WeightsError(f"{source} does not fit {type(model).__name__}: {str(exc).splitlines()[0]}") from None
+
+
+def _trunk(builder: Callable[..., nn.Module], params: TorchvisionBackboneParams) -> nn.Module:
+    """The classification network, with ImageNet weights (hub cache or local file) when asked for."""
+    model = builder(weights=None, norm_layer=_norm_layer(params))
+    load_trunk_weights(model, params)
     return model
 
 
@@ -169,6 +273,24 @@ def build_resnet18_fpn(params: ResNet18FPNParams) -> BackboneWithFPN:
     """ResNet-18 + FPN (torchvision's ``resnet_fpn_backbone('resnet18')``): small and fast."""
     trunk = _trunk(models.resnet18, params)
     return _declare(_resnet_fpn_extractor(trunk, params.trainable_layers), "resnet18-fpn", FPN_ANCHOR_SIZES)
+
+
+def build_resnet34_fpn(params: ResNet34FPNParams) -> BackboneWithFPN:
+    """ResNet-34 + FPN (torchvision's ``resnet_fpn_backbone('resnet34')``)."""
+    trunk = _trunk(models.resnet34, params)
+    return _declare(_resnet_fpn_extractor(trunk, params.trainable_layers), "resnet34-fpn", FPN_ANCHOR_SIZES)
+
+
+def build_resnet101_fpn(params: ResNet101FPNParams) -> BackboneWithFPN:
+    """ResNet-101 + FPN (torchvision's ``resnet_fpn_backbone('resnet101')``)."""
+    trunk = _trunk(models.resnet101, params)
+    return _declare(_resnet_fpn_extractor(trunk, params.trainable_layers), "resnet101-fpn", FPN_ANCHOR_SIZES)
+
+
+def build_resnet152_fpn(params: ResNet152FPNParams) -> BackboneWithFPN:
+    """ResNet-152 + FPN (torchvision's ``resnet_fpn_backbone('resnet152')``)."""
+    trunk = _trunk(models.resnet152, params)
+    return _declare(_resnet_fpn_extractor(trunk, params.trainable_layers), "resnet152-fpn", FPN_ANCHOR_SIZES)
 
 
 def build_mobilenet_v3_large_fpn(params: MobileNetV3LargeFPNParams) -> BackboneWithFPN:

@@ -234,9 +234,9 @@ def transfer_weights(detector: nn.Module, spec: str, log: Log | None = None) -> 
         state = dict(read_checkpoint(path)["model"])
         source = str(path)
     else:
-        from visionkit.weights import _looks_like_path  # the same rule load_weights uses
+        from visionkit.weights import looks_like_path  # the same rule load_weights uses
 
-        if _looks_like_path(str(spec)):
+        if looks_like_path(str(spec)):
             raise WeightsError(f"weights file not found: {path}")
         lookup = getattr(detector, "pretrained_weights", None)
         if lookup is None:

@@ -1,0 +1,232 @@
+"""``small-cnn``: a configurable network of classic layers, for training from scratch on small data and for tests.
+
+The network is a list of layer specs, one string each, ``type[:arg[:arg...]]``:
+
+=======================================  =========================================================
+spec                                     layer
+=======================================  =========================================================
+``conv:OUT:K[:STRIDE[:PADDING]]``        ``nn.Conv2d(C, OUT, K, STRIDE=1, PADDING=K // 2)``
+``bn``                                   ``nn.BatchNorm2d(C)``
+``relu``                                 ``nn.ReLU()``
+``lrn[:SIZE]``                           ``nn.LocalResponseNorm(SIZE=5, alpha=1e-4, beta=0.75, k=2)``
+                                         (AlexNet's constants)
+``maxpool:K[:STRIDE]``                   ``nn.MaxPool2d(K, STRIDE=K)``
+``avgpool:K[:STRIDE]``                   ``nn.AvgPool2d(K, STRIDE=K)``
+``dropout[:P]``                          ``nn.Dropout(P=0.5)``, ``0 <= P < 1``
+``fc:OUT``                               fully connected over the channels at each position
+                                         (``nn.Linear(C, OUT)``; on a 1x1 map, a plain fc layer)
+=======================================  =========================================================
+
+``C`` is the channel count coming in (``in_channels`` for the first layer). A bad spec raises
+``ValueError`` naming the layer's index and text (``layers[3] 'conv:32': ...``); through the
+registry it becomes a :class:`~visionkit.errors.ConfigError` that names ``backbone 'small-cnn'``.
+
+As a backbone, ``forward(x)``: float ``[B, in_channels, H, W]`` -> ``OrderedDict({"0": [B, C_out,
+H / stride, W / stride]})`` (sizes rounded down by each layer as PyTorch does). It declares
+``out_channels``, ``feature_names`` (``["0"]``), ``roi_feature_names``, ``stride``,
+``default_anchor_sizes`` (one level), ``default_aspect_ratios`` and ``stages`` (one per ``conv``
+or ``fc`` layer, with the ``bn`` layers after it), used by ``trainable_layers``.
+
+To classify, :meth:`SmallCNN.classifier` gives a :class:`SmallCNNClassifier` (the network,
+global average pooling, ``fc``: ``[B, in_channels, H, W]`` -> logits ``[B, num_classes]``), and
+:meth:`SmallCNN.classifier_head` the head alone (``[B, C_out, h, w]`` -> ``[B, num_classes]``).
+``replace_classifier(model, n)`` from ``visionkit_torchvision_backbones.transfer`` swaps its ``fc``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = [
+    "LayerSpec",
+    "LAYER_SYNTAX",
+    "parse_layers",
+    "PointwiseLinear",
+    "SmallCNN",
+    "SmallCNNClassifier",
+]
+
+#: the syntax of each layer type, for messages and docs
+LAYER_SYNTAX: dict[str, str] = {
+    "conv": "conv:OUT:K[:STRIDE[:PADDING]]",
+    "bn": "bn",
+    "relu": "relu",
+    "lrn": "lrn[:SIZE]",
+    "maxpool": "maxpool:K[:STRIDE]",
+    "avgpool": "avgpool:K[:STRIDE]",
+    "dropout": "dropout[:P]",
+    "fc": "fc:OUT",
+}
+#: (least, most) arguments of each layer type
+_ARITY: dict[str, tuple[int, int]] = {
+    "conv": (2, 4), "bn": (0, 0), "relu": (0, 0), "lrn": (0, 1),
+    "maxpool": (1, 2), "avgpool": (1, 2), "dropout": (0, 1), "fc": (1, 1),
+}
+_ARG_NAMES: dict[str, tuple[str, ...]] = {
+    "conv": ("OUT", "K", "STRIDE", "PADDING"), "lrn": ("SIZE",), "maxpool": ("K", "STRIDE"),
+    "avgpool": ("K", "STRIDE"), "dropout": ("P",), "fc": ("OUT",),
+}
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One parsed layer: its ``kind`` (``"conv"``...) and arguments (ints, or a float for dropout)."""
+
+    kind: str
+    args: tuple[float, ...] = ()
+    text: str = ""
+
+
+def _parse_one(index: int, text: object) -> LayerSpec:
+    where = f"layers[{index}] {text!r}"
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{where}: a layer is a non-empty string such as 'conv:32:3'")
+    kind, *raw = [part.strip() for part in text.strip().split(":")]
+    kind = kind.lower()
+    if kind not in LAYER_SYNTAX:
+        hint = difflib.get_close_matches(kind, list(LAYER_SYNTAX), n=1, cutoff=0.5)
+        did = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise ValueError(f"{where}: unknown layer type '{kind}'{did}; known: {', '.join(LAYER_SYNTAX)}")
+    least, most = _ARITY[kind]
+    if not least <= len(raw) <= most:
+        raise ValueError(f"{where}: expected {LAYER_SYNTAX[kind]}, got {len(raw)} argument(s)")
+    args: list[float] = []
+    for name, value in zip(_ARG_NAMES.get(kind, ()), raw, strict=False):
+        if kind == "dropout":
+            try:
+                p = float(value)
+            except ValueError:
+                p = -1.0
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{where}: P must be a number in [0, 1), got {value!r}")
+            args.append(p)
+            continue
+        minimum = 0 if name == "PADDING" else 1
+        if not value.isdigit() or int(value) < minimum:
+            what = "a non-negative" if minimum == 0 else "a positive"
+            raise ValueError(f"{where}: {name} must be {what} integer ({LAYER_SYNTAX[kind]}), got {value!r}")
+        args.append(int(value))
+    return LayerSpec(kind, tuple(args), text.strip())
+
+
+def parse_layers(layers: Sequence[str]) -> list[LayerSpec]:
+    """Parse and check layer specs; raises ``ValueError`` naming the first bad layer (index and text)."""
+    if isinstance(layers, str) or not isinstance(layers, Sequence):
+        raise ValueError(f"layers must be a list of layer specs such as ['conv:32:3', 'relu'], got {layers!r}")
+    if not layers:
+        raise ValueError("layers must not be empty; e.g. ['conv:32:3', 'bn', 'relu', 'maxpool:2']")
+    return [_parse_one(i, text) for i, text in enumerate(layers)]
+
+
+class PointwiseLinear(nn.Linear):
+    """A fully connected layer over the channels, applied at every position of a map.
+
+    ``[B, C, H, W]`` -> ``[B, OUT, H, W]`` (``[B, C]`` -> ``[B, OUT]`` too). Keys ``weight``
+    ``[OUT, C]`` and ``bias`` ``[OUT]``, as ``nn.Linear``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
+def _module(spec: LayerSpec, channels: int) -> tuple[nn.Module, int, int]:
+    """The layer for ``spec`` on ``channels`` input channels: (module, output channels, stride)."""
+    a = [int(v) for v in spec.args] if spec.kind != "dropout" else []
+    if spec.kind == "conv":
+        out, k = a[0], a[1]
+        stride = a[2] if len(a) > 2 else 1
+        padding = a[3] if len(a) > 3 else k // 2
+        return nn.Conv2d(channels, out, k, stride=stride, padding=padding), out, stride
+    if spec.kind == "bn":
+        return nn.BatchNorm2d(channels), channels, 1
+    if spec.kind == "relu":
+        return nn.ReLU(), channels, 1
+    if spec.kind == "lrn":
+        return nn.LocalResponseNorm(a[0] if a else 5, alpha=1e-4, beta=0.75, k=2.0), channels, 1
+    if spec.kind in ("maxpool", "avgpool"):
+        k = a[0]
+        stride = a[1] if len(a) > 1 else k
+        pool = nn.MaxPool2d(k, stride) if spec.kind == "maxpool" else nn.AvgPool2d(k, stride)
+        return pool, channels, stride
+    if spec.kind == "dropout":
+        return nn.Dropout(float(spec.args[0]) if spec.args else 0.5), channels, 1
+    return PointwiseLinear(channels, a[0]), a[0], 1  # fc
+
+
+class SmallCNN(nn.Module):
+    """A stack of classic layers from specs (see the module docs); a single-map backbone.
+
+    ``forward(x)``: ``[B, in_channels, H, W]`` -> ``OrderedDict({"0": [B, out_channels, h, w]})``.
+    ``features`` is the ``nn.Sequential`` of layers (keys ``features.<index>.*``, one index per spec).
+    """
+
+    def __init__(self, layers: Sequence[str], *, in_channels: int = 3, arch: str = "small-cnn") -> None:
+        super().__init__()
+        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+        self.specs = parse_layers(layers)
+        modules: list[nn.Module] = []
+        stages: list[list[str]] = []
+        channels, stride = in_channels, 1
+        for index, spec in enumerate(self.specs):
+            module, channels, step = _module(spec, channels)
+            modules.append(module)
+            stride *= step
+            if spec.kind in ("conv", "fc"):
+                stages.append([f"features.{index}"])
+            elif spec.kind == "bn" and stages:
+                stages[-1].append(f"features.{index}")
+        self.features = nn.Sequential(*modules)
+        self.in_channels = in_channels
+        self.out_channels = channels
+        self.stride = stride
+        self.arch = arch
+        self.stages: list[tuple[str, ...]] = [tuple(s) for s in stages]
+        self.feature_names = ["0"]
+        self.roi_feature_names = ["0"]
+        self.default_anchor_sizes: tuple[tuple[int, ...], ...] = ((32, 64, 128, 256, 512),)
+        self.default_aspect_ratios: tuple[tuple[float, ...], ...] = ((0.5, 1.0, 2.0),)
+        self.detection_defaults: dict[str, object] = {}
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"{self.arch} expects [B, {self.in_channels}, H, W] input, got {tuple(x.shape)}")
+        return OrderedDict([("0", self.features(x))])
+
+    def classifier_head(self, num_classes: int) -> nn.Sequential:
+        """Global average pooling + ``nn.Linear(out_channels, num_classes)``: ``[B, C, h, w]`` -> ``[B, num_classes]``."""
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(self.out_channels, num_classes))
+
+    def classifier(self, num_classes: int) -> SmallCNNClassifier:
+        """This network (shared, not copied) as a classifier with a new ``fc`` for ``num_classes``."""
+        return SmallCNNClassifier(self, num_classes)
+
+
+class SmallCNNClassifier(nn.Module):
+    """A :class:`SmallCNN` + global average pooling + ``fc``: ``[B, in_channels, H, W]`` -> logits ``[B, num_classes]``.
+
+    Submodules ``backbone`` and ``fc`` (an ``nn.Linear``, so ``replace_classifier`` swaps it).
+    """
+
+    def __init__(self, backbone: SmallCNN, num_classes: int) -> None:
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self.backbone = backbone
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(backbone.out_channels, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``[B, out_channels]``."""
+        return self.pool(self.backbone(x)["0"]).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))

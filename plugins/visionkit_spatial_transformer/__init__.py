@@ -1,0 +1,40 @@
+"""Built-in plugin: spatial transformer networks (Jaderberg et al., NeurIPS 2015).
+
+* head ``stn``: an ST-CNN classifier (spatial transformer -> any backbone -> global pooling ->
+  linear); ``spatial_transformer: false`` gives the plain CNN with the same backbone;
+* backbone ``stn-small-cnn``: a small CNN for digit-sized images (1 or 3 channels).
+
+:class:`SpatialTransformer` is the reusable module and :class:`SpatialTransformerBackbone` puts
+it in front of any backbone. :mod:`.data` has the MNIST loaders and distortion generators,
+:mod:`.train` a small training loop. ``visionkit classify`` runs a trained ``stn`` checkpoint.
+"""
+
+from __future__ import annotations
+
+import visionkit
+from visionkit.hookspecs import Register
+
+from .head import SmallCNN, SmallCNNParams, STClassifier, STNParams, build_small_cnn, build_stn
+from .module import SpatialTransformer, SpatialTransformerBackbone, affine_sample, projective_sample
+
+__all__ = [
+    "SmallCNN", "SmallCNNParams", "STClassifier", "STNParams", "SpatialTransformer", "SpatialTransformerBackbone",
+    "affine_sample", "build_small_cnn", "build_stn", "projective_sample",
+]
+
+
+@visionkit.hookimpl
+def register_heads(register: Register) -> None:
+    register(
+        "stn", build_stn, params=STNParams,
+        description="ST-CNN classifier (Jaderberg et al. 2015): spatial transformer (affine or projective) "
+                    "in front of any backbone, global pooling, linear classifier",
+    )
+
+
+@visionkit.hookimpl
+def register_backbones(register: Register) -> None:
+    register(
+        "stn-small-cnn", build_small_cnn, params=SmallCNNParams,
+        description="small 3-conv CNN for digit-sized images (1 or 3 channels; 4*width output channels)",
+    )
