@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -26,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from visionkit.atomic import atomic_path, write_json
-from visionkit.weights import save_checkpoint
 from visionkit_spatial_transformer import data as D
 from visionkit_spatial_transformer.head import SmallCNN, STClassifier, STNParams, build_stn
 from visionkit_spatial_transformer.train import evaluate, predict, train_classifier
+
+from visionkit.atomic import atomic_path, write_json
+from visionkit.weights import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -81,6 +82,16 @@ def figure(rows: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch
     plt.close(fig)
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, from {', '.join(SETS)}")
@@ -106,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "stn", "paper": "Jaderberg et al. 2015, Table 1 (distorted MNIST)",
         "budget": {"steps": args.steps, "batch_size": args.batch_size, "optimizer": "adam", "lr": args.lr,
                    "loc_lr_scale": args.loc_lr_scale, "width": args.width, "loc_channels": args.loc_channels},
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "python": platform.python_version()},
         "sets": {},
     }

@@ -284,3 +284,13 @@ def test_cli_eval_coco(tmp_path):
     assert isinstance(res.exception, InputError) and "malformed JSON" in str(res.exception)
     res = runner.invoke(eval_app, ["coco", "-p", str(BBOX), "-a", str(GT), "--iou-type", "kp"])
     assert isinstance(res.exception, UsageError)
+
+
+def test_cli_shorthand_eval_predictions_annotations(cli, tmp_path, reference):
+    """`visionkit eval --predictions R --annotations G` (the issue's form) gives pycocotools' numbers exactly."""
+    res = cli("eval", "--predictions", BBOX, "--annotations", GT, "--out", tmp_path / "ev")
+    assert res.exit_code == 0, res.output
+    stats = json.loads((tmp_path / "ev" / "coco_eval_bbox.json").read_text())["stats"]
+    assert list(stats.values()) == pytest.approx(reference["bbox"], abs=1e-12)
+    res = cli("eval", "--predictions", BBOX)
+    assert res.exit_code == 2 and "--annotations" in res.stderr

@@ -115,3 +115,114 @@ def test_bad_params(host, name, values, expected):
 def test_num_classes_counts_the_background(host):
     with pytest.raises(ValueError, match="background"):
         host.registry.build("output_layer", "softmax", {}, in_features=IN, num_classes=1)
+
+
+# --------------------------------------------------------------------------- svm
+
+
+def _hinge_reference(scores, labels, weight, C, positive_weight, squared, columns=None):
+    """The R-CNN / liblinear objective, written out with plain Python loops (independent of the layer's code)."""
+    total = 0.0
+    for c in columns if columns is not None else range(scores.shape[1]):
+        total += 0.5 * float((weight[c] ** 2).sum())
+        for i in range(scores.shape[0]):
+            label = int(labels[i])
+            if label < 0:
+                continue
+            y = 1.0 if label == c else -1.0
+            loss = max(0.0, 1.0 - y * float(scores[i, c]))
+            total += C * (positive_weight if y > 0 else 1.0) * (loss**2 if squared else loss)
+    return total
+
+
+def test_svm_is_a_linear_layer_of_scores(host):
+    svm = host.registry.build("output_layer", "svm", {}, in_features=IN, num_classes=K1)
+    assert host.registry.get("output_layer", "linear-svm").name == "svm"
+    assert isinstance(svm, torch.nn.Linear) and svm.produces == "scores"
+    assert set(svm.state_dict()) == {"weight", "bias"} and svm.weight.shape == (K1, IN)
+    x = torch.randn(6, IN)
+    assert svm(x).shape == (6, K1) and torch.equal(svm(x[:, :, None, None]), svm(x))
+    assert (svm.C, svm.loss_kind, svm.positive_weight) == (0.001, "hinge", 2.0)  # R-CNN's settings
+
+
+@pytest.mark.parametrize("loss", ["hinge", "squared-hinge"])
+def test_svm_hinge_loss_matches_the_objective(host, loss):
+    torch.manual_seed(1)
+    svm = host.registry.build("output_layer", "svm", {"loss": loss, "C": 0.5}, in_features=IN, num_classes=K1)
+    x = torch.randn(10, IN)
+    labels = torch.tensor([0, 1, 2, -1, 0, 2, 1, 1, 0, -1])
+    expected = _hinge_reference(svm(x).detach(), labels, svm.weight.detach(), 0.5, 2.0, loss == "squared-hinge")
+    assert svm.hinge_loss(x, labels).item() == pytest.approx(expected, rel=1e-5)
+    # C given per call, and a subset of columns (R-CNN trains the object classes only)
+    part = svm.hinge_loss(x, labels, C=2.0, classes=[1, 2]).item()
+    ref = _hinge_reference(svm(x).detach(), labels, svm.weight.detach(), 2.0, 2.0, loss == "squared-hinge", [1, 2])
+    assert part == pytest.approx(ref, rel=1e-5)
+
+
+def test_mining_keeps_exactly_the_highest_scoring_negatives():
+    from visionkit_output_layers.svm import mine_hard_negatives
+
+    g = torch.Generator().manual_seed(7)
+    scores = torch.randn(40, 3, generator=g) * 1.5
+    labels = torch.randint(-1, 3, (40,), generator=g)
+    k = 4
+    mask = mine_hard_negatives(scores, labels, k)
+    assert mask.shape == scores.shape and mask.dtype == torch.bool
+    for c in range(3):
+        negatives = [i for i in range(40) if labels[i] >= 0 and labels[i] != c and scores[i, c] > -1.0001]
+        expected = sorted(negatives, key=lambda i: -float(scores[i, c]))[:k]
+        assert sorted(torch.nonzero(mask[:, c]).flatten().tolist()) == sorted(expected), c
+    # no k: every negative above the margin; one SVM: negatives are label 0
+    everything = mine_hard_negatives(scores, labels)
+    assert everything[:, 1].sum() == sum(1 for i in range(40) if labels[i] in (0, 2) and scores[i, 1] > -1.0001)
+    one = mine_hard_negatives(scores[:, 1], labels, 2)
+    expected = sorted((i for i in range(40) if labels[i] == 0 and scores[i, 1] > -1.0001),
+                      key=lambda i: -float(scores[i, 1]))[:2]
+    assert one.shape == (40,) and sorted(torch.nonzero(one).flatten().tolist()) == sorted(expected)
+    with pytest.raises(ValueError, match="scores"):
+        mine_hard_negatives(scores, labels[:5], 3)
+
+
+def test_svm_reaches_zero_training_error_on_separable_features(host):
+    torch.manual_seed(0)
+    svm = host.registry.build("output_layer", "svm", {"C": 1.0}, in_features=8, num_classes=3)
+    centres = torch.randn(3, 8) * 4
+    labels = torch.arange(3).repeat_interleave(20)
+    x = centres[labels] + 0.3 * torch.randn(60, 8)
+    assert svm.errors(x, labels) > 0
+    opt = torch.optim.SGD(svm.parameters(), lr=0.01)
+    for _ in range(100):
+        opt.zero_grad()
+        svm.hinge_loss(x, labels).backward()
+        opt.step()
+    assert svm.errors(x, labels) == 0  # every one-vs-rest decision on the right side of 0
+    assert (svm(x).argmax(dim=1) == labels).all()
+
+
+def test_hard_negative_miner_cache(host):
+    from visionkit_output_layers.svm import HardNegativeMiner
+
+    svm = host.registry.build("output_layer", "svm", {}, in_features=2, num_classes=3)
+    with torch.no_grad():
+        svm.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+        svm.bias.zero_()
+    # class-1 score is x[0], class-2 score is x[1]; all rows are background
+    features = torch.tensor([[0.5, -3.0], [-0.9, -3.0], [-1.1, 2.0], [2.0, -1.05], [-5.0, -5.0]])
+    labels = torch.zeros(5, dtype=torch.int64)
+    ids = torch.arange(5)
+    miner = HardNegativeMiner(3, k=2)
+    assert miner.mine(features, svm(features), labels, ids) == 2 + 1  # class 1: rows 0, 3; class 2: row 2
+    assert torch.equal(miner.negatives(1), features[[0, 3]]) and torch.equal(miner.negatives(2), features[[2]])
+    assert miner.mine(features, svm(features), labels, ids) == 1  # only row 1 is new for class 1 (top-2 of the rest)
+    assert len(miner) == 4
+    with torch.no_grad():  # after "retraining" the class-1 SVM scores everything far below the margin
+        svm.bias[1] = -10.0
+    assert miner.evict(svm) == 3 and miner.negatives(1).shape[0] == 0 and len(miner) == 1
+
+
+def test_svm_bad_params(host):
+    for values, expected in (({"C": 0}, "C must be > 0"), ({"loss": "log"}, "loss"),
+                             ({"positive_weight": -1}, "positive_weight")):
+        with pytest.raises(ConfigError) as info:
+            host.registry.build("output_layer", "svm", values, in_features=IN, num_classes=K1)
+        assert "output layer 'svm'" in str(info.value) and expected in str(info.value)

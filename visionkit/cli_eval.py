@@ -17,9 +17,42 @@ __all__ = ["eval_app"]
 eval_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Evaluate predictions against ground truth.")
 
 
-@eval_app.callback()
-def _eval() -> None:
-    """Evaluate detections: COCO (pycocotools) or Pascal VOC AP."""
+@eval_app.callback(invoke_without_command=True)
+def _eval(
+    ctx: typer.Context,
+    predictions: Path = typer.Option(None, "--predictions", "-p", help="Shorthand for `eval coco -p ... -a ...`."),
+    annotations: Path = typer.Option(None, "--annotations", "-a", help="Ground truth for --predictions."),
+    config: Path = typer.Option(None, "--config", "-c", help="Shorthand for `eval run --config ... --dataset ...`."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Dataset for --config."),
+    weights: str = typer.Option(None, "--weights", "-w", help="Weights for --config (checkpoint or torchvision name)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder."),
+) -> None:
+    """Evaluate detections: COCO (pycocotools), Pascal VOC AP, a pipeline on a dataset, or proposals.
+
+    ``visionkit eval --predictions R --annotations G`` is ``eval coco``; ``visionkit eval --config P
+    --dataset D`` is ``eval run``.
+    """
+    from visionkit.errors import UsageError
+
+    if ctx.invoked_subcommand is not None:
+        if any(v is not None for v in (predictions, annotations, config, dataset, weights, out)):
+            raise UsageError(f"give the options after the subcommand: visionkit eval {ctx.invoked_subcommand} ...")
+        return
+    def run(name: str, **options: Any) -> None:
+        args = [a for k, v in options.items() if v is not None for a in (f"--{k}", str(v))]
+        command = ctx.command.get_command(ctx, name)
+        with command.make_context(name, args, parent=ctx) as sub:
+            command.invoke(sub)
+
+    if predictions is not None or annotations is not None:
+        if predictions is None or annotations is None:
+            raise UsageError("visionkit eval needs both --predictions RESULTS.json and --annotations GT.json")
+        run("coco", predictions=predictions, annotations=annotations, out=out)
+    elif dataset is not None:
+        run("run", config=config, dataset=dataset, weights=weights, out=out)
+    else:
+        raise UsageError("visionkit eval: give --predictions and --annotations, or --config and --dataset, "
+                         "or a subcommand (coco, voc, run, proposals; see --help)")
 
 
 def _fmt(v: Any) -> str:

@@ -2,7 +2,8 @@
 
 See :mod:`.layers`: ``softmax`` and ``box-regression`` are ``nn.Linear`` layers (state-dict
 keys ``weight``/``bias``); ``fast-rcnn-predictor`` pairs them as ``cls_score``/``bbox_pred``,
-torchvision's ``FastRCNNPredictor`` interface.
+torchvision's ``FastRCNNPredictor`` interface. :mod:`.svm`: ``svm``, R-CNN's one-vs-rest linear
+SVMs (``nn.Linear`` to ``K + 1`` scores) with the hinge loss and hard-negative mining.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from .layers import (
     build_region_predictor,
     build_softmax,
 )
+from .svm import HardNegativeMiner, LinearSVM, SVMParams, build_svm, mine_hard_negatives
 
-__all__ = ["BoxRegression", "RegionPredictor", "SoftmaxClassifier"]
+__all__ = [
+    "BoxRegression", "RegionPredictor", "SoftmaxClassifier", "LinearSVM", "HardNegativeMiner", "mine_hard_negatives",
+]
 
 
 @visionkit.hookimpl
@@ -39,4 +43,8 @@ def register_output_layers(register: Register) -> None:
         "fast-rcnn-predictor", build_region_predictor, params=RegionPredictorParams,
         aliases=("softmax-box-regression",),
         description="softmax + box-regression as cls_score/bbox_pred (torchvision's FastRCNNPredictor)",
+    )
+    register(
+        "svm", build_svm, params=SVMParams, aliases=("linear-svm",),
+        description="R-CNN's one-vs-rest linear SVMs (nn.Linear to K+1 scores), hinge loss, hard-negative mining",
     )

@@ -202,7 +202,7 @@ class SmallCNN(nn.Module):
         return OrderedDict([("0", self.features(x))])
 
     def classifier_head(self, num_classes: int) -> nn.Sequential:
-        """Global average pooling + ``nn.Linear(out_channels, num_classes)``: ``[B, C, h, w]`` -> ``[B, num_classes]``."""
+        """Global average pooling + ``nn.Linear(out_channels, num_classes)``: ``[B, C, h, w]`` -> ``[B, K]``."""
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(self.out_channels, num_classes))
 
     def classifier(self, num_classes: int) -> SmallCNNClassifier:

@@ -97,7 +97,7 @@ def load_cluttered_mnist(path: str | Path) -> dict[str, tuple[torch.Tensor, torc
             for name in ("train", "valid", "test"):
                 x = np.asarray(npz[f"X_{name}"], dtype=np.float32)
                 y = np.asarray(npz[f"y_{name}"]).reshape(-1).astype(np.int64)
-                side = int(round(math.sqrt(x.shape[1])))
+                side = math.isqrt(x.shape[1])
                 out[name] = (torch.from_numpy(x.reshape(-1, 1, side, side)), torch.from_numpy(y))
     except (KeyError, ValueError, OSError) as exc:
         raise InputError(f"{path} is not the cluttered MNIST npz (X_/y_ train, valid, test): {exc}") from None

@@ -45,8 +45,8 @@ class SmallCNNParams:
 class SmallCNN(nn.Module):
     """Three conv blocks for digit-sized images: ``[B, C, H, W]`` -> ``{"out": [B, 4*width, H/4-2, W/4-2]}``.
 
-    conv5(width)-ReLU-pool2, conv5(2*width)-ReLU-pool2, conv3(4*width)-ReLU, all padded except
-    the last. Declares ``in_channels``, ``out_channels`` and ``feature_names`` (backbone contract).
+    conv5(width)-BN-ReLU-pool2, conv5(2*width)-BN-ReLU-pool2, conv3(4*width)-BN-ReLU, all padded
+    except the last. Declares ``in_channels``, ``out_channels`` and ``feature_names`` (backbone contract).
     """
 
     def __init__(self, in_channels: int = 1, width: int = 32) -> None:
@@ -55,9 +55,11 @@ class SmallCNN(nn.Module):
         self.out_channels = 4 * width
         self.feature_names = ["out"]
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, width, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 4 * width, 3), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, width, 5, padding=2, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 5, padding=2, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 4 * width, 3, bias=False), nn.BatchNorm2d(4 * width), nn.ReLU(inplace=True),
         )
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
