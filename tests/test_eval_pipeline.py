@@ -94,10 +94,8 @@ class OraclePlugin:
 @pytest.fixture
 def eval_cli(cli, monkeypatch):
     """The CLI with a host that has the oracle plugin; ``eval run`` mounted."""
-    from visionkit.__main__ import _mount_training_commands
     from visionkit.plugins import Host
 
-    _mount_training_commands()
     original = Host.__init__
 
     def init(self, *args, **kwargs):
@@ -148,13 +146,11 @@ def test_eval_run_with_split_file_and_unknown_labels(eval_cli, tmp_path):
 
 def test_eval_run_reads_a_trained_checkpoint_without_config(cli, tmp_path):
     """A checkpoint from ``visionkit train`` carries its architecture: ``--weights`` is enough."""
-    from visionkit.__main__ import _mount_training_commands
     from visionkit.data import load_dataset
     from visionkit.engine.augment import AugmentOptions
     from visionkit.engine.train import TrainOptions, train_detector
     from visionkit.plugins import Host
 
-    _mount_training_commands()
     coco = synthetic_coco(tmp_path / "data", n=2, category=1)
     head = {"name": "faster-rcnn", "min_size": 64, "max_size": 64, "rpn_pre_nms_top_n_test": 50,
             "rpn_post_nms_top_n_test": 20, "rpn_pre_nms_top_n_train": 50, "rpn_post_nms_top_n_train": 20,

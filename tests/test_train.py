@@ -296,9 +296,7 @@ def test_raccoon_upstream_split_is_160_and_40_disjoint_images():
 
 
 def test_cli_train_and_errors(coco, cli, tmp_path):
-    from visionkit.__main__ import _mount_training_commands
 
-    _mount_training_commands()
     cfg = tmp_path / "tiny.yaml"
     import yaml
 

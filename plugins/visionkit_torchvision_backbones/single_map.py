@@ -42,7 +42,14 @@ from torchvision import models
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .backbones import ASPECT_RATIOS, TorchvisionBackboneParams, TrunkParams, _norm_layer, load_trunk_weights
+from .backbones import (
+    ASPECT_RATIOS,
+    TorchvisionBackboneParams,
+    TrunkParams,
+    _norm_layer,
+    _resnet_init,
+    load_trunk_weights,
+)
 from .transfer import freeze_stages
 
 __all__ = [
@@ -264,7 +271,7 @@ RESNET_STAGES: list[tuple[str, ...]] = [("conv1", "bn1"), ("layer1",), ("layer2"
 
 
 def _resnet(builder: Callable[..., nn.Module], params: ResNetParams, arch: str, channels: int) -> SingleMapBackbone:
-    model = builder(weights=None, norm_layer=_norm_layer(params))
+    model = builder(weights=None, **_resnet_init(builder, params), norm_layer=_norm_layer(params))
     load_trunk_weights(model, params)
     body = IntermediateLayerGetter(model, return_layers={"layer4": "0"})
     backbone = SingleMapBackbone(body, out_channels=channels, arch=arch, stride=32, stages=RESNET_STAGES)
