@@ -194,3 +194,21 @@ def test_real_console_script_exit_codes_and_debug(tmp_path):
     proc = subprocess.run([VISIONKIT, "--debug", "detect", str(SAMPLE), "--set", "head.min_sise=1"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_precision_on_cpu(cli, checkpoint, tmp_path):
+    """bf16 autocast runs on the CPU and finds the same boxes as fp32 (to bf16's precision); fp16 needs a GPU."""
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        res = cli("detect", SAMPLE, "--weights", checkpoint, "--precision", precision, "--device", "cpu",
+                  "--score-threshold", "0", "--no-save", "--out", out, "--quiet")
+        assert res.exit_code == 0, res.output
+        runs[precision] = json.loads((out / "predictions.jsonl").read_text())["detections"]
+    assert runs["bf16"] and runs["fp32"]
+    top32 = torch.tensor(runs["fp32"][0]["box"])
+    best = min(torch.tensor(d["box"]).sub(top32).abs().max().item() for d in runs["bf16"])
+    assert best < 0.05 * 560  # bf16 keeps 8 bits of mantissa: boxes agree to a few pixels
+    res = cli("detect", SAMPLE, "--weights", checkpoint, "--precision", "fp16", "--device", "cpu",
+              "--out", tmp_path / "fp16", "--quiet")
+    assert res.exit_code == 2 and "fp16 needs a GPU" in res.stderr

@@ -279,8 +279,8 @@ def test_classify_cli_on_saved_checkpoint(classify_app, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     model = build_stn(STNParams(input_size=[40, 40]), backbone=SmallCNN(1, 8), num_classes=10)
-    config = {"head": {"name": "stn", "input_size": [40, 40]}, "backbone": {"name": "stn-small-cnn", "width": 8},
-              "num_classes": 10}
+    config = {"head": {"name": "stn", "input_size": [40, 40]},
+              "backbone": {"name": "stn-small-cnn", "in_channels": 1, "width": 8}, "num_classes": 10}
     ckpt = save_checkpoint(tmp_path / "stn.pt", model, class_names={i: f"digit{i}" for i in range(10)},
                            config=config)
     grey = tmp_path / "grey.png"
@@ -308,7 +308,7 @@ def test_classify_cli_on_saved_checkpoint(classify_app, tmp_path, monkeypatch):
 
 def _config(tmp_path):
     path = tmp_path / "stn.yaml"
-    path.write_text("head: {name: stn, input_size: [40, 40]}\nbackbone: {name: stn-small-cnn, width: 8}\n"
+    path.write_text("head: {name: stn, input_size: [40, 40]}\nbackbone: {name: stn-small-cnn, in_channels: 1, width: 8}\n"
                     "num_classes: 10\n")
     return path
 

@@ -24,7 +24,7 @@ __all__ = ["classify"]
 
 #: defaults under the user's config: a classifier does not write detection sinks
 CLASSIFY_BASE: dict[str, Any] = {
-    "head": {"name": "stn"}, "backbone": {"name": "stn-small-cnn"}, "num_classes": 10, "sinks": {},
+    "head": {"name": "stn"}, "backbone": {"name": "stn-small-cnn", "in_channels": 1}, "num_classes": 10, "sinks": {},
 }
 
 

@@ -30,9 +30,10 @@ __all__ = ["SmallCNN", "SmallCNNParams", "STNParams", "STClassifier", "build_sma
 
 @dataclass(frozen=True)
 class SmallCNNParams:
-    """``stn-small-cnn``: ``in_channels`` 1 (grayscale) or 3; ``width`` channels of the first conv."""
+    """``stn-small-cnn``: ``in_channels`` 3 (RGB, the backbone contract) or 1 (grayscale digits);
+    ``width`` channels of the first conv."""
 
-    in_channels: int = 1
+    in_channels: int = 3
     width: int = 32
 
     def __post_init__(self) -> None:
