@@ -95,6 +95,17 @@ def test_transformer_backbone_keeps_contract():
     assert torch.allclose(feats["out"], inner(x)["out"], atol=1e-5)  # identity at initialisation
 
 
+def test_projective_st_cnn_trains_and_resizes_output():
+    model = build_stn(STNParams(transform="projective", input_size=[28, 28], output_size=[20, 20]),
+                      backbone=SmallCNN(1, 8), num_classes=10)
+    x = torch.rand(4, 1, 28, 28)
+    assert model.transform(x).shape == (4, 1, 20, 20)
+    loss = torch.nn.functional.cross_entropy(model(x), torch.arange(4))
+    loss.backward()
+    grads = [p.grad for p in model.localisation_parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
 def test_gradients_reach_localisation_net():
     st = SpatialTransformer(1)
     x = torch.rand(2, 1, 16, 16)
@@ -308,7 +319,8 @@ def test_classify_cli_on_saved_checkpoint(classify_app, tmp_path, monkeypatch):
 
 def _config(tmp_path):
     path = tmp_path / "stn.yaml"
-    path.write_text("head: {name: stn, input_size: [40, 40]}\nbackbone: {name: stn-small-cnn, in_channels: 1, width: 8}\n"
+    path.write_text("head: {name: stn, input_size: [40, 40]}\n"
+                    "backbone: {name: stn-small-cnn, in_channels: 1, width: 8}\n"
                     "num_classes: 10\n")
     return path
 

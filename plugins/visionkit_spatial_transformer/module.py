@@ -93,7 +93,7 @@ class LocalisationNet(nn.Module):
 
     Two 5x5 convolutions with max-pooling, adaptive pooling to 4x4 (so any input size works),
     then two fully connected layers. The last layer starts at weights zero and bias = the
-    identity transform (paper §4.1: "initialised to regress the identity transform").
+    identity transform, so the transformer starts as the identity (as in the paper).
     """
 
     def __init__(self, in_channels: int, n_params: int, identity: torch.Tensor, *,
