@@ -298,9 +298,9 @@ def test_classify_cli_on_saved_checkpoint(classify_app, tmp_path, monkeypatch):
     cv2.imwrite(str(grey), np.full((57, 33), 200, np.uint8))  # grayscale, wrong size
     colour = tmp_path / "colour.jpg"
     cv2.imwrite(str(colour), np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
-    out = tmp_path / "res" / "pred.json"
+    out = tmp_path / "res" / "predictions.json"
     result = CliRunner().invoke(classify_app, ["classify", str(grey), str(colour), "--config", str(_config(tmp_path)),
-                                               "--weights", str(ckpt), "--out", str(out)],
+                                               "--weights", str(ckpt), "--out", str(out.parent)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -330,7 +330,7 @@ def test_classify_cli_bad_image_and_bad_config(classify_app, tmp_path, monkeypat
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
     result = CliRunner().invoke(classify_app, ["classify", str(bad), "--config", str(_config(tmp_path)),
-                                               "--out", str(tmp_path / "p.json")])
+                                               "--out", str(tmp_path / "p")])
     assert result.exit_code == 1 and "broken.png" in result.output
     cfg = tmp_path / "badcfg.yaml"
     cfg.write_text("head: {name: stn, transform: tps}\nbackbone: stn-small-cnn\nnum_classes: 10\n")

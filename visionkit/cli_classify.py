@@ -39,8 +39,8 @@ def classify(
                                 "(e.g. configs/stn.yaml)."),
     weights: str = typer.Option(None, "--weights", "-w", help="A visionkit checkpoint of the classifier."),
     set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set head.input_size=[40,40]."),
-    out: Path = typer.Option(None, "--out", "-o", help="JSON file for the predictions "
-                             "(default: runs/classify/runN/predictions.json)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder for predictions.json "
+                             "(default: runs/classify/runN)."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="Also list the K most probable classes in the JSON."),
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
@@ -89,7 +89,7 @@ def classify(
         predictions.append({"image": str(path), **top[0], "top": top})
         if not quiet:
             typer.echo(f"{path}: {top[0]['class_name']} ({top[0]['probability']:.3f})")
-    target = out if out is not None else next_run_dir(Path("runs") / "classify") / "predictions.json"
+    target = (out if out is not None else next_run_dir(Path("runs") / "classify")) / "predictions.json"
     write_json(target, {"weights": resolved.get("weights"), "config": {k: resolved[k] for k in
                         ("head", "backbone", "num_classes")}, "predictions": predictions, "skipped": bad})
     if not quiet:
