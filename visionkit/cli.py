@@ -132,7 +132,7 @@ def config_show(
 
 
 # commands live in their own modules and are mounted here, after the app exists
-from visionkit import cli_classify, cli_eval_proposals, cli_run, cli_train  # noqa: E402
+from visionkit import cli_captions, cli_classify, cli_eval_proposals, cli_run, cli_train  # noqa: E402
 from visionkit.cli_data import data_app  # noqa: E402
 from visionkit.cli_eval import eval_app  # noqa: E402
 
@@ -141,6 +141,7 @@ app.command("propose")(cli_run.propose)
 app.command("train")(cli_train.train)
 app.command("classify")(cli_classify.classify)
 eval_app.command("run")(cli_train.evaluate_pipeline)
+eval_app.command("captions")(cli_captions.captions)
 eval_app.command("proposals")(cli_eval_proposals.proposals)
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")

@@ -1,0 +1,331 @@
+"""Fast R-CNN (Girshick, ICCV 2015): one backbone pass per image, RoI pooling of external proposals.
+
+``forward`` reads like the paper: transform -> proposals (the proposer, through the on-disk
+:class:`~visionkit.proposal_cache.ProposalCache`) -> backbone -> RoI pooling (RoIPool or
+RoIAlign) -> fc6, fc7 -> output layer (class scores + per-class box deltas) -> the multi-task
+loss in training, per-class decoding + NMS in eval.
+
+Calling convention (torchvision's): ``detector(images, targets=None, proposals=None)`` with
+``images`` a list of float ``[3, H, W]`` tensors in ``[0, 1]``.
+
+* Eval: one dict per image with ``boxes`` float32 ``[N, 4]`` xyxy in absolute pixels of that
+  image, ``scores`` float32 ``[N]`` and ``labels`` int64 ``[N]`` (1..K; 0 is the background).
+* Training: ``targets`` holds per image ``boxes`` float32 ``[M, 4]`` xyxy pixels (``M`` may be
+  0) and ``labels`` int64 ``[M]``; returns ``{"loss_classifier", "loss_box_reg"}``.
+
+Where the proposals come from, first match wins, per image:
+
+1. ``proposals=``: a list with one entry per image, each a float ``[N, 4]`` xyxy tensor in
+   pixels of the input image or a :class:`~visionkit.types.Proposals` (best first);
+2. ``targets[i]["proposals"]`` (same format), for datasets that ship precomputed proposals;
+3. the head's proposer on the ``uint8`` image recovered from the float input
+   (``round(x * 255)``: exact for images that came from ``uint8`` as ``x / 255``), through the
+   proposal cache unless the head's ``proposal_cache`` is ``none``.
+
+An image without proposals (and, in training, without ground truth) yields no detections
+and contributes nothing to the losses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection._utils import BoxCoder
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import MultiScaleRoIAlign, batched_nms, roi_pool
+from torchvision.ops import boxes as box_ops
+from visionkit_output_layers.layers import DEFAULT_SMOOTH_L1_BETA, BoxRegression, RegionPredictor, SoftmaxClassifier
+
+from visionkit.errors import ConfigError
+from visionkit.proposal_cache import ProposalCache, default_cache_dir
+from visionkit.types import Proposals
+
+from .params import FastRCNNParams
+from .sampling import sample_rois
+
+__all__ = ["FastRCNNDetector", "RegionFCHead", "build_fast_rcnn"]
+
+HEAD = "fast-rcnn"
+NO_PROPOSER = f"head '{HEAD}' needs a proposer (e.g. proposer: {{name: selective-search, mode: fast}})"
+
+
+class RegionFCHead(nn.Module):
+    """fc6 and fc7 of Fast R-CNN: ``[R, C, S, S]`` pooled features -> ``[R, representation_size]``."""
+
+    def __init__(self, in_features: int, representation_size: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc6 = nn.Linear(in_features, representation_size)
+        self.fc7 = nn.Linear(representation_size, representation_size)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(F.relu(self.fc6(x.flatten(start_dim=1))))
+        return self.dropout(F.relu(self.fc7(x)))
+
+
+def _as_boxes(value: Any, where: str) -> torch.Tensor:
+    boxes = value.boxes if isinstance(value, Proposals) else value
+    if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4:
+        shape = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
+        raise ValueError(f"{where} must be (N, 4) xyxy boxes or Proposals, got {shape}")
+    return boxes.to(torch.float32)
+
+
+class FastRCNNDetector(nn.Module):
+    """Fast R-CNN over a visionkit backbone, output layer and proposer (see the module docstring).
+
+    Submodules: ``transform`` (torchvision's ``GeneralizedRCNNTransform``), ``backbone``,
+    ``box_roi_pool`` (a ``MultiScaleRoIAlign`` for ``align``; ``None`` for ``pool``, which calls
+    ``torchvision.ops.roi_pool``), ``box_head`` (fc6, fc7) and ``box_predictor`` (``cls_score``,
+    ``bbox_pred``). ``proposer`` is what computes proposals (a :class:`ProposalCache` around the
+    configured proposer unless the cache is off); it holds no weights.
+    """
+
+    def __init__(self, backbone: nn.Module, proposer: Any, predictor: nn.Module, params: FastRCNNParams, *,
+                 backbone_arch: str, num_classes: int, roi_names: Sequence[str], channels: int) -> None:
+        super().__init__()
+        self.params = params
+        self.arch = f"{HEAD}({backbone_arch})"
+        self.backbone_arch = backbone_arch
+        self.num_classes = num_classes
+        self.roi_names = list(roi_names)
+        self.channels = channels
+        min_size = tuple(params.min_size) if isinstance(params.min_size, list) else params.min_size
+        self.transform = GeneralizedRCNNTransform(
+            min_size, params.max_size, list(params.image_mean), list(params.image_std)
+        )
+        self.backbone = backbone
+        self.proposer = proposer
+        size = params.roi_output_size
+        self.box_roi_pool = (
+            MultiScaleRoIAlign(self.roi_names, size, params.roi_sampling_ratio) if params.roi_pool == "align" else None
+        )
+        self.box_head = RegionFCHead(channels * size * size, params.representation_size, params.dropout)
+        self.box_predictor = predictor
+        bbox_pred = getattr(predictor, "bbox_pred", None)
+        weights = getattr(predictor, "box_weights", None) or getattr(bbox_pred, "box_weights", None)
+        self.box_coder = BoxCoder(tuple(weights) if weights else (10.0, 10.0, 5.0, 5.0))
+        self.smooth_l1_beta = float(getattr(bbox_pred, "smooth_l1_beta", DEFAULT_SMOOTH_L1_BETA))
+
+    # -- proposals --------------------------------------------------------------------------
+    def image_proposals(
+        self, images: Sequence[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]] | None = None,
+        proposals: Sequence[Any] | None = None,
+    ) -> list[torch.Tensor]:
+        """Per image float32 ``[N, 4]`` xyxy proposals in input pixels, best first, capped (see the module doc)."""
+        if proposals is not None and len(proposals) != len(images):
+            raise ValueError(f"proposals= needs one entry per image: {len(proposals)} for {len(images)} images")
+        top = self.params.proposals_per_image_train if self.training else self.params.proposals_per_image_test
+        out = []
+        for i, image in enumerate(images):
+            if proposals is not None:
+                boxes = _as_boxes(proposals[i], f"proposals[{i}]")
+            elif targets is not None and "proposals" in targets[i]:
+                boxes = _as_boxes(targets[i]["proposals"], f"targets[{i}]['proposals']")
+            else:
+                rgb = (image.detach() * 255.0).round_().clamp_(0, 255).to(device="cpu", dtype=torch.uint8)
+                boxes = _as_boxes(self.proposer.propose(rgb), "the proposer's proposals")
+            out.append(boxes[:top].to(image.device))
+        return out
+
+    # -- stages -----------------------------------------------------------------------------
+    def _pool(self, features: dict[str, torch.Tensor], rois: list[torch.Tensor],
+              image_sizes: list[tuple[int, int]], padded: tuple[int, int]) -> torch.Tensor:
+        for name in self.roi_names:
+            if features[name].shape[1] != self.channels:
+                raise ConfigError(
+                    f"head '{HEAD}' cannot use backbone '{self.backbone_arch}': feature map '{name}' has "
+                    f"{features[name].shape[1]} channels, the backbone declares out_channels {self.channels}"
+                )
+        if self.box_roi_pool is not None:
+            return self.box_roi_pool(features, rois, image_sizes)
+        feature = features[self.roi_names[0]]
+        scale = 2.0 ** round(torch.log2(torch.tensor(feature.shape[-2] / padded[0])).item())
+        size = self.params.roi_output_size
+        return roi_pool(feature, rois, (size, size), scale)
+
+    def _sample(self, rois: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> tuple[
+            list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        p = self.params
+        sampled_rois, labels, regression = [], [], []
+        for boxes, target in zip(rois, targets, strict=True):
+            gt = target["boxes"].to(boxes)
+            if p.add_gt_boxes and gt.numel():
+                boxes = torch.cat([boxes, gt])
+            s = sample_rois(
+                boxes, gt, target["labels"], batch_size=p.batch_size_per_image,
+                positive_fraction=p.positive_fraction, fg_iou_thresh=p.fg_iou_thresh,
+                bg_iou_thresh_lo=p.bg_iou_thresh_lo, bg_iou_thresh_hi=p.bg_iou_thresh_hi,
+            )
+            sampled_rois.append(s.boxes)
+            labels.append(s.labels)
+            regression.append(self.box_coder.encode_single(s.matched_boxes, s.boxes))
+        return sampled_rois, torch.cat(labels), torch.cat(regression)
+
+    def _losses(self, logits: torch.Tensor, deltas: torch.Tensor, labels: torch.Tensor,
+                regression: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The multi-task loss: cross-entropy + smooth L1 on the foreground's own class (over all RoIs)."""
+        if labels.numel() == 0:  # nothing sampled: zero losses that still reach every parameter
+            zero = logits.sum() * 0.0 + deltas.sum() * 0.0
+            return {"loss_classifier": zero, "loss_box_reg": zero.clone()}
+        loss_classifier = F.cross_entropy(logits, labels)
+        positive = torch.where(labels > 0)[0]
+        per_class = deltas.reshape(deltas.shape[0], -1, 4)
+        loss_box_reg = F.smooth_l1_loss(
+            per_class[positive, labels[positive]], regression[positive], beta=self.smooth_l1_beta, reduction="sum"
+        ) / labels.numel()
+        return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+
+    def _detections(self, logits: torch.Tensor, deltas: torch.Tensor, rois: list[torch.Tensor],
+                    image_sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+        """Per-class boxes, score threshold, per-class NMS, cap (as torchvision's RoIHeads does)."""
+        p = self.params
+        k = logits.shape[-1]
+        boxes_all = self.box_coder.decode(deltas, rois) if deltas.numel() else deltas.new_zeros((0, k, 4))
+        scores_all = F.softmax(logits, dim=-1)
+        counts = [len(r) for r in rois]
+        results = []
+        for boxes, scores, size in zip(boxes_all.split(counts), scores_all.split(counts), image_sizes, strict=True):
+            boxes = box_ops.clip_boxes_to_image(boxes, size)
+            labels = torch.arange(k, device=boxes.device).view(1, -1).expand_as(scores)
+            boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+            keep = torch.where(scores > p.score_thresh)[0]
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = batched_nms(boxes, scores, labels, p.nms_thresh)[: p.detections_per_img]
+            results.append({"boxes": boxes[keep].float(), "scores": scores[keep].float(), "labels": labels[keep]})
+        return results
+
+    # -- forward ----------------------------------------------------------------------------
+    def forward(
+        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None,
+        proposals: Sequence[Any] | None = None,
+    ) -> list[dict[str, torch.Tensor]] | dict[str, torch.Tensor]:
+        if self.training:
+            if targets is None:
+                raise ValueError(f"head '{HEAD}' in training mode needs targets (boxes and labels per image)")
+            if len(targets) != len(images):
+                raise ValueError(f"got {len(targets)} targets for {len(images)} images")
+            for i, t in enumerate(targets):
+                if t["boxes"].dim() != 2 or t["boxes"].shape[-1] != 4:
+                    raise ValueError(f"targets[{i}]['boxes'] must be (M, 4) xyxy, got {tuple(t['boxes'].shape)}")
+        original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        boxes = self.image_proposals(images, targets, proposals)
+        image_list, targets = self.transform(images, targets)
+        rois = []
+        for b, (h, w), (nh, nw) in zip(boxes, original_sizes, image_list.image_sizes, strict=True):
+            b = b * torch.tensor([nw / w, nh / h, nw / w, nh / h], device=b.device)
+            b = box_ops.clip_boxes_to_image(b, (nh, nw))
+            rois.append(b[box_ops.remove_small_boxes(b, min_size=1e-2)])
+        features = self.backbone(image_list.tensors)
+        if self.training:
+            assert targets is not None
+            rois, labels, regression = self._sample(rois, targets)
+        pooled = self._pool(features, rois, image_list.image_sizes, tuple(image_list.tensors.shape[-2:]))
+        logits, deltas = self.box_predictor(self.box_head(pooled))
+        if self.training:
+            return self._losses(logits, deltas, labels, regression)
+        detections = self._detections(logits, deltas, rois, image_list.image_sizes)
+        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+
+
+def _backbone_problem(arch: str, problem: str) -> ConfigError:
+    return ConfigError(f"head '{HEAD}' cannot use backbone '{arch}': {problem}")
+
+
+def _produces(module: nn.Module, in_features: int, num_classes: int) -> str:
+    """What an output layer returns: ``scores``, ``deltas`` or ``scores+deltas`` (as the faster-rcnn head asks)."""
+    declared = getattr(module, "produces", None)
+    if declared in ("scores", "deltas", "scores+deltas"):
+        return declared
+    if hasattr(module, "cls_score") and hasattr(module, "bbox_pred"):
+        return "scores+deltas"
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(2, in_features))
+    finally:
+        module.train(was_training)
+    widths = [o.shape[-1] for o in out] if isinstance(out, (tuple, list)) else [out.shape[-1]]
+    kinds = {(num_classes, 4 * num_classes): "scores+deltas", (num_classes,): "scores", (4 * num_classes,): "deltas"}
+    if tuple(widths) in kinds:
+        return kinds[tuple(widths)]
+    raise ConfigError(
+        f"head '{HEAD}': the output layer ({type(module).__name__}) gives widths {widths} for {num_classes} classes; "
+        f"expected scores ({num_classes}), deltas ({4 * num_classes}) or both"
+    )
+
+
+def region_predictor(
+    output_layer: Callable[[int, int], nn.Module] | None, in_features: int, num_classes: int
+) -> nn.Module:
+    """``cls_score`` + ``bbox_pred``: the configured layer, completed with softmax or box-regression."""
+    if output_layer is None:
+        return RegionPredictor(SoftmaxClassifier(in_features, num_classes), BoxRegression(in_features, num_classes))
+    module = output_layer(in_features, num_classes)
+    kind = _produces(module, in_features, num_classes)
+    if kind == "scores+deltas":
+        return module
+    if kind == "scores":
+        return RegionPredictor(module, BoxRegression(in_features, num_classes))
+    return RegionPredictor(SoftmaxClassifier(in_features, num_classes), module)
+
+
+def _proposal_source(proposer: Any, cache: str) -> Any:
+    setting = cache.strip()
+    if setting.lower() == "none":
+        return proposer
+    root = default_cache_dir() if setting.lower() == "auto" else setting
+    return ProposalCache(root, proposer)
+
+
+def build_fast_rcnn(
+    params: FastRCNNParams,
+    *,
+    backbone: nn.Module,
+    output_layer: Callable[[int, int], nn.Module] | None = None,
+    proposer: Any = None,
+    num_classes: int,
+) -> FastRCNNDetector:
+    """Fast R-CNN over ``backbone`` with ``num_classes`` classes (background included).
+
+    ``proposer`` (required) is any visionkit proposer; it is wrapped in the proposal cache
+    unless ``params.proposal_cache`` is ``none``. The predictor is
+    ``output_layer(representation_size, num_classes)``, completed to scores + deltas (by default
+    softmax + box-regression), as the faster-rcnn head composes it.
+    """
+    arch = str(getattr(backbone, "arch", type(backbone).__name__))
+    if proposer is None:
+        raise ConfigError(NO_PROPOSER)
+    if not callable(getattr(proposer, "propose", None)):
+        raise ConfigError(f"head '{HEAD}': the proposer ({type(proposer).__name__}) has no propose(image) method")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"head '{HEAD}': num_classes counts the background and must be >= 2, got {num_classes!r}")
+    channels = getattr(backbone, "out_channels", None)
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
+        raise _backbone_problem(
+            arch, f"its out_channels must be one positive int shared by every feature map, got {channels!r}"
+        )
+    names = list(getattr(backbone, "feature_names", None) or [])
+    if not names:
+        raise _backbone_problem(arch, "it declares no feature_names")
+    roi_names = list(getattr(backbone, "roi_feature_names", None) or [n for n in names if n != "pool"] or names)
+    unknown = [n for n in roi_names if n not in names]
+    if unknown:
+        raise _backbone_problem(arch, f"roi_feature_names {unknown} are not among feature_names {names}")
+    if params.roi_pool == "pool" and len(roi_names) > 1:
+        raise _backbone_problem(
+            arch, f"roi_pool 'pool' pools one feature map and it has {len(roi_names)} ({', '.join(roi_names)}); "
+            "use roi_pool: align (multi-scale RoIAlign) or a single-map backbone such as vgg16 or resnet18",
+        )
+    predictor = region_predictor(output_layer, params.representation_size, num_classes)
+    return FastRCNNDetector(
+        backbone, _proposal_source(proposer, params.proposal_cache), predictor, params,
+        backbone_arch=arch, num_classes=num_classes, roi_names=roi_names, channels=channels,
+    )

@@ -1,0 +1,146 @@
+"""An on-disk cache of region proposals, keyed by image content and the proposer's settings.
+
+Proposers such as selective search take seconds per image; R-CNN-family training and
+evaluation visit every image many times. :class:`ProposalCache` wraps a proposer and keeps
+its proposals under ``root/<proposer key>/<image key>.pt``:
+
+* the *image key* is the SHA-256 of the ``uint8`` image tensor (its shape and bytes), so a
+  flipped or resized image is a different entry and a renamed file is the same one;
+* the *proposer key* is the SHA-256 of the proposer's name and its parameters (a params
+  dataclass, as JSON with sorted keys), so changing any parameter misses.
+
+Each entry is a ``.pt`` file holding ``{"boxes": float32 [N, 4], "scores": float32 [N]}``
+(plain tensors only: it loads with ``torch.load(..., weights_only=True)``), written
+atomically (:mod:`visionkit.atomic`), so an interrupted run never leaves half a file and two
+processes filling the same cache at once are safe. A file that cannot be read is treated as a
+miss and rewritten.
+
+The cache is itself a proposer (``propose(image) -> Proposals``), so it can stand in for the
+proposer it wraps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from visionkit.atomic import atomic_path
+from visionkit.types import Proposals
+
+__all__ = ["ProposalCache", "default_cache_dir", "image_key", "proposer_key"]
+
+#: bump when the file layout changes, so old entries are never misread
+FORMAT_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$VISIONKIT_CACHE_DIR/proposals``, else ``$XDG_CACHE_HOME/visionkit/proposals`` (``~/.cache``)."""
+    root = os.environ.get("VISIONKIT_CACHE_DIR")
+    if root:
+        return Path(root).expanduser() / "proposals"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "visionkit" / "proposals"
+
+
+def image_key(image: torch.Tensor) -> str:
+    """SHA-256 (hex) of a ``uint8 [3, H, W]`` image's shape and pixel bytes."""
+    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8:
+        got = image.dtype if isinstance(image, torch.Tensor) else type(image).__name__
+        raise TypeError(f"image_key needs a uint8 image tensor [3, H, W], got {got}")
+    data = image.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{tuple(data.shape)}".encode())
+    digest.update(data.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+def proposer_key(name: str, params: Any = None) -> str:
+    """SHA-256 (hex) of a proposer's name and parameters (a dataclass, a mapping or ``None``)."""
+    text = json.dumps({"format": FORMAT_VERSION, "name": name, "params": _plain(params)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _proposer_name(proposer: Any) -> str:
+    name = getattr(proposer, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    cls = type(proposer)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class ProposalCache:
+    """Proposals of ``proposer`` cached on disk under ``root``.
+
+    ``name`` and ``params`` identify the proposer's settings in the key; by default the
+    proposer's ``name`` attribute (else its class path) and its ``params`` attribute. A
+    proposer without a ``params`` attribute is keyed by its name alone: give ``params``
+    when its output depends on settings. ``hits`` and ``misses`` count lookups.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], proposer: Any, *, name: str | None = None,
+                 params: Any = None) -> None:
+        self.proposer = proposer
+        self.name = name or _proposer_name(proposer)
+        self.params = params if params is not None else getattr(proposer, "params", None)
+        self.key = proposer_key(self.name, self.params)
+        self.root = Path(root).expanduser()
+        self.directory = self.root / self.key[:32]
+        self.hits = 0
+        self.misses = 0
+
+    def __repr__(self) -> str:
+        return f"ProposalCache({str(self.directory)!r}, {self.name!r})"
+
+    def path(self, image: torch.Tensor) -> Path:
+        """Where the entry of ``image`` (``uint8 [3, H, W]``) lives."""
+        return self.directory / f"{image_key(image)}.pt"
+
+    def get(self, image: torch.Tensor) -> Proposals | None:
+        """The cached proposals of ``image``, or ``None`` (a missing or unreadable entry)."""
+        path = self.path(image)
+        if not path.is_file():
+            return None
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+            return Proposals(boxes=entry["boxes"], scores=entry["scores"])
+        except Exception:  # truncated by a crash before atomic writes, or an older format: recompute
+            return None
+
+    def put(self, image: torch.Tensor, proposals: Proposals) -> Path:
+        """Store ``proposals`` for ``image`` (atomically); returns the file."""
+        target = self.path(image)
+        entry = {
+            "boxes": proposals.boxes.detach().cpu().to(torch.float32).contiguous(),
+            "scores": proposals.scores.detach().cpu().to(torch.float32).contiguous(),
+        }
+        with atomic_path(target) as tmp:
+            torch.save(entry, tmp)
+        return target
+
+    def propose(self, image: torch.Tensor) -> Proposals:
+        """Cached proposals of ``image``, computing and storing them on a miss."""
+        cached = self.get(image)
+        if cached is not None:
+            self.hits += 1
+            return cached
+        self.misses += 1
+        proposals = self.proposer.propose(image)
+        self.put(image, proposals)
+        return proposals
