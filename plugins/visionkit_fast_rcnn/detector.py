@@ -38,7 +38,8 @@ from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, batched_nms, roi_pool
 from torchvision.ops import boxes as box_ops
-from visionkit_output_layers.layers import DEFAULT_SMOOTH_L1_BETA, BoxRegression, RegionPredictor, SoftmaxClassifier
+from visionkit_output_layers.compose import region_predictor
+from visionkit_output_layers.layers import DEFAULT_SMOOTH_L1_BETA
 
 from visionkit.errors import ConfigError
 from visionkit.proposal_cache import ProposalCache, default_cache_dir
@@ -238,45 +239,6 @@ def _backbone_problem(arch: str, problem: str) -> ConfigError:
     return ConfigError(f"head '{HEAD}' cannot use backbone '{arch}': {problem}")
 
 
-def _produces(module: nn.Module, in_features: int, num_classes: int) -> str:
-    """What an output layer returns: ``scores``, ``deltas`` or ``scores+deltas`` (as the faster-rcnn head asks)."""
-    declared = getattr(module, "produces", None)
-    if declared in ("scores", "deltas", "scores+deltas"):
-        return declared
-    if hasattr(module, "cls_score") and hasattr(module, "bbox_pred"):
-        return "scores+deltas"
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            out = module(torch.zeros(2, in_features))
-    finally:
-        module.train(was_training)
-    widths = [o.shape[-1] for o in out] if isinstance(out, (tuple, list)) else [out.shape[-1]]
-    kinds = {(num_classes, 4 * num_classes): "scores+deltas", (num_classes,): "scores", (4 * num_classes,): "deltas"}
-    if tuple(widths) in kinds:
-        return kinds[tuple(widths)]
-    raise ConfigError(
-        f"head '{HEAD}': the output layer ({type(module).__name__}) gives widths {widths} for {num_classes} classes; "
-        f"expected scores ({num_classes}), deltas ({4 * num_classes}) or both"
-    )
-
-
-def region_predictor(
-    output_layer: Callable[[int, int], nn.Module] | None, in_features: int, num_classes: int
-) -> nn.Module:
-    """``cls_score`` + ``bbox_pred``: the configured layer, completed with softmax or box-regression."""
-    if output_layer is None:
-        return RegionPredictor(SoftmaxClassifier(in_features, num_classes), BoxRegression(in_features, num_classes))
-    module = output_layer(in_features, num_classes)
-    kind = _produces(module, in_features, num_classes)
-    if kind == "scores+deltas":
-        return module
-    if kind == "scores":
-        return RegionPredictor(module, BoxRegression(in_features, num_classes))
-    return RegionPredictor(SoftmaxClassifier(in_features, num_classes), module)
-
-
 def _proposal_source(proposer: Any, cache: str) -> Any:
     setting = cache.strip()
     if setting.lower() == "none":
@@ -324,7 +286,7 @@ def build_fast_rcnn(
             arch, f"roi_pool 'pool' pools one feature map and it has {len(roi_names)} ({', '.join(roi_names)}); "
             "use roi_pool: align (multi-scale RoIAlign) or a single-map backbone such as vgg16 or resnet18",
         )
-    predictor = region_predictor(output_layer, params.representation_size, num_classes)
+    predictor = region_predictor(output_layer, params.representation_size, num_classes, head=HEAD)
     return FastRCNNDetector(
         backbone, _proposal_source(proposer, params.proposal_cache), predictor, params,
         backbone_arch=arch, num_classes=num_classes, roi_names=roi_names, channels=channels,

@@ -17,14 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch import nn
 from torchvision.models.detection import faster_rcnn as tv
 from torchvision.models.detection._utils import overwrite_eps
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
-from visionkit_output_layers.layers import BoxRegression, RegionPredictor, SoftmaxClassifier
+from visionkit_output_layers.compose import region_predictor
 
 from visionkit.errors import ConfigError, WeightsError
 
@@ -144,48 +143,6 @@ def _anchors(params: FasterRCNNParams, backbone: nn.Module, arch: str, n_maps: i
     )
 
 
-def _produces(module: nn.Module, in_features: int, num_classes: int) -> str:
-    """What an output layer returns: ``scores``, ``deltas`` or ``scores+deltas``."""
-    declared = getattr(module, "produces", None)
-    if declared in ("scores", "deltas", "scores+deltas"):
-        return declared
-    if hasattr(module, "cls_score") and hasattr(module, "bbox_pred"):
-        return "scores+deltas"
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            out = module(torch.zeros(2, in_features))
-    finally:
-        module.train(was_training)
-    widths = [o.shape[-1] for o in out] if isinstance(out, (tuple, list)) else [out.shape[-1]]
-    if widths == [num_classes, 4 * num_classes]:
-        return "scores+deltas"
-    if widths == [num_classes]:
-        return "scores"
-    if widths == [4 * num_classes]:
-        return "deltas"
-    raise ConfigError(
-        f"head '{HEAD}': the output layer ({type(module).__name__}) gives widths {widths} for {num_classes} classes; "
-        f"expected scores ({num_classes}), deltas ({4 * num_classes}) or both"
-    )
-
-
-def _predictor(
-    output_layer: Callable[[int, int], nn.Module] | None, in_features: int, num_classes: int
-) -> nn.Module:
-    """``cls_score`` + ``bbox_pred``: the configured layer, completed with the defaults where it gives only one."""
-    if output_layer is None:
-        return RegionPredictor(SoftmaxClassifier(in_features, num_classes), BoxRegression(in_features, num_classes))
-    module = output_layer(in_features, num_classes)
-    kind = _produces(module, in_features, num_classes)
-    if kind == "scores+deltas":
-        return module
-    if kind == "scores":
-        return RegionPredictor(module, BoxRegression(in_features, num_classes))
-    return RegionPredictor(SoftmaxClassifier(in_features, num_classes), module)
-
-
 def build_faster_rcnn(
     params: FasterRCNNParams,
     *,
@@ -239,7 +196,7 @@ def build_faster_rcnn(
         )
     else:
         box_head = tv.TwoMLPHead(channels * resolution**2, rep)
-    predictor = _predictor(output_layer, rep, num_classes)
+    predictor = region_predictor(output_layer, rep, num_classes, head=HEAD)
     box_weights = getattr(predictor, "box_weights", None) or getattr(
         getattr(predictor, "bbox_pred", None), "box_weights", None
     )
