@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -185,17 +185,11 @@ def open_inputs(inputs: Sequence[str], config: Mapping[str, Any], host: Host) ->
             for item in source.frames(uri):
                 if isinstance(item, Frame):
                     if item.meta.index != index:
-                        item = Frame(item.image, _with_index(item.meta, index))
+                        item = Frame(item.image, replace(item.meta, index=index))
                     index += 1
                 yield item
         except VisionkitError as exc:
             yield BadItem(uri, str(exc))
-
-
-def _with_index(meta: Any, index: int) -> Any:
-    from dataclasses import replace
-
-    return replace(meta, index=index)
 
 
 def class_filter(classes: Sequence[str] | None, class_names: Mapping[int, str]) -> set[int] | None:

@@ -28,7 +28,6 @@ import pluggy
 
 from visionkit import hookspecs
 from visionkit.components import HOOKS
-from visionkit.errors import DuplicateComponentError
 from visionkit.registry import ComponentSpec, Registry
 
 __all__ = ["BUILTIN_PLUGINS", "ENTRY_POINT_GROUP", "PluginInfo", "Host", "get_host", "reset_host"]
@@ -186,10 +185,7 @@ class Host:
                 aliases=tuple(aliases), description=description,
                 **({"params": params} if params is not None else {}),
             )
-            try:
-                self.registry.add(spec)
-            except DuplicateComponentError:
-                raise
+            self.registry.add(spec)  # a clash raises DuplicateComponentError: this plugin fails, not the host
             info.components.setdefault(kind, []).append(name)
 
         return register
