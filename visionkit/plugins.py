@@ -42,6 +42,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "visionkit_output_layers",
     "visionkit_faster_rcnn",
     "visionkit_fast_rcnn",
+    "visionkit_rcnn",
     "visionkit_selective_search",
     "visionkit_spatial_transformer",
 )

@@ -1,0 +1,309 @@
+"""R-CNN (Girshick et al., CVPR 2014): every proposal warped and run through the backbone on its own.
+
+``forward`` reads like the paper: proposals (the proposer, through the on-disk
+:class:`~visionkit.proposal_cache.ProposalCache`, as the ``fast-rcnn`` head gets them) ->
+each region dilated by ``context`` pixels and warped to ``warp_size`` x ``warp_size`` (one
+batched ``torchvision.ops.roi_align`` on the normalised image, ``aligned=True``) -> backbone,
+global average pooled, in chunks of ``chunk_size`` regions -> output layer (class scores +
+per-class box deltas) -> cross-entropy + smooth L1 in training, per-class decoding + NMS in eval.
+
+Calling convention (torchvision's): ``detector(images, targets=None, proposals=None)`` with
+``images`` a list of float ``[3, H, W]`` tensors in ``[0, 1]``; ``proposals`` and
+``targets[i]["proposals"]`` as for the ``fast-rcnn`` head (first match wins, then the proposer).
+
+* Eval: one dict per image with ``boxes`` float32 ``[N, 4]`` xyxy in absolute pixels of that
+  image, ``scores`` float32 ``[N]`` (softmax of the output layer's scores, also for ``svm``)
+  and ``labels`` int64 ``[N]`` (1..K; 0 is the background).
+* Training (fine-tuning): ``targets`` holds per image ``boxes`` float32 ``[M, 4]`` xyxy pixels
+  and ``labels`` int64 ``[M]``; returns ``{"loss_classifier", "loss_box_reg"}``. Regions are
+  sampled with the ``fast-rcnn`` head's :func:`~visionkit_fast_rcnn.sample_rois`.
+
+The paper's separate SVM stage: :meth:`RCNNDetector.svm_features` returns the region features
+of the ground-truth boxes (positives, their class) and of the proposals with IoU below
+``svm_neg_iou_thresh`` (0.3) with every box (negatives, label 0). A training script fits the
+``svm`` output layer's :class:`~visionkit_output_layers.LinearSVM` on them with its
+``hinge_loss``, mining negatives with :class:`~visionkit_output_layers.HardNegativeMiner`, and
+copies its weights into ``box_predictor.cls_score`` (an ``svm`` output layer).
+
+Warp geometry (the paper's appendix A): for a box of width ``w`` warped to ``S`` with context
+``p``, the box is dilated by ``p * w / (S - 2p)`` on the left and right (likewise for the
+height), so the box itself fills the central ``S - 2p`` pixels. Image outside the picture
+reads as 0 after normalisation, i.e. the mean colour, as the paper pads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection._utils import BoxCoder
+from torchvision.ops import batched_nms, box_iou, roi_align
+from torchvision.ops import boxes as box_ops
+from visionkit_fast_rcnn.detector import _as_boxes, _proposal_source
+from visionkit_fast_rcnn.sampling import sample_rois
+from visionkit_output_layers.compose import region_predictor
+from visionkit_output_layers.layers import DEFAULT_SMOOTH_L1_BETA
+
+from visionkit.errors import ConfigError
+
+from .params import RCNNParams
+
+__all__ = ["RCNNDetector", "build_rcnn", "context_boxes", "warp_regions"]
+
+HEAD = "rcnn"
+NO_PROPOSER = f"head '{HEAD}' needs a proposer (e.g. proposer: {{name: selective-search, mode: fast}})"
+#: bilinear samples per output pixel and axis in the warp (averaged; 2 smooths large boxes a little)
+WARP_SAMPLING_RATIO = 2
+
+
+def context_boxes(boxes: torch.Tensor, warp_size: int, context: int) -> torch.Tensor:
+    """``[N, 4]`` xyxy boxes dilated so that warped to ``warp_size`` they have ``context`` px around them."""
+    pad = context / (warp_size - 2 * context)
+    w = (boxes[:, 2] - boxes[:, 0]) * pad
+    h = (boxes[:, 3] - boxes[:, 1]) * pad
+    return torch.stack([boxes[:, 0] - w, boxes[:, 1] - h, boxes[:, 2] + w, boxes[:, 3] + h], dim=1)
+
+
+def warp_regions(images: torch.Tensor, rois: torch.Tensor, warp_size: int, context: int) -> torch.Tensor:
+    """Crop-and-resize: ``images`` ``[B, C, H, W]``, ``rois`` ``[K, 5]`` (image index, xyxy pixels) -> ``[K, C, S, S]``.
+
+    One ``roi_align`` call (``aligned=True``: pixel ``i`` covers ``[i, i + 1)``) over all
+    regions, each first dilated by :func:`context_boxes`.
+    """
+    rois = rois.to(images.dtype)
+    dilated = torch.cat([rois[:, :1], context_boxes(rois[:, 1:], warp_size, context)], dim=1)
+    return roi_align(images, dilated, (warp_size, warp_size), spatial_scale=1.0,
+                     sampling_ratio=WARP_SAMPLING_RATIO, aligned=True)
+
+
+class RCNNDetector(nn.Module):
+    """R-CNN over a visionkit backbone, output layer and proposer (see the module docstring).
+
+    Submodules: ``backbone`` (its map ``feature_name``, global average pooled to
+    ``[R, channels]``) and ``box_predictor`` (``cls_score``, ``bbox_pred``). ``proposer`` is a
+    :class:`~visionkit.proposal_cache.ProposalCache` around the configured proposer unless the
+    cache is off.
+    """
+
+    def __init__(self, backbone: nn.Module, proposer: Any, predictor: nn.Module, params: RCNNParams, *,
+                 backbone_arch: str, num_classes: int, feature_name: str, channels: int) -> None:
+        super().__init__()
+        self.params = params
+        self.arch = f"{HEAD}({backbone_arch})"
+        self.backbone_arch = backbone_arch
+        self.num_classes = num_classes
+        self.feature_name = feature_name
+        self.channels = channels
+        self.backbone = backbone
+        self.proposer = proposer
+        self.box_predictor = predictor
+        self.register_buffer("image_mean", torch.tensor(params.image_mean).view(3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(params.image_std).view(3, 1, 1), persistent=False)
+        bbox_pred = getattr(predictor, "bbox_pred", None)
+        weights = getattr(predictor, "box_weights", None) or getattr(bbox_pred, "box_weights", None)
+        self.box_coder = BoxCoder(tuple(weights) if weights else (10.0, 10.0, 5.0, 5.0))
+        self.smooth_l1_beta = float(getattr(bbox_pred, "smooth_l1_beta", DEFAULT_SMOOTH_L1_BETA))
+
+    # -- proposals --------------------------------------------------------------------------
+    def image_proposals(
+        self, images: Sequence[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]] | None = None,
+        proposals: Sequence[Any] | None = None,
+    ) -> list[torch.Tensor]:
+        """Per image float32 ``[N, 4]`` xyxy proposals, clipped, best first, capped (as the fast-rcnn head)."""
+        if proposals is not None and len(proposals) != len(images):
+            raise ValueError(f"proposals= needs one entry per image: {len(proposals)} for {len(images)} images")
+        top = self.params.regions_per_image_train if self.training else self.params.regions_per_image_test
+        out = []
+        for i, image in enumerate(images):
+            if proposals is not None:
+                boxes = _as_boxes(proposals[i], f"proposals[{i}]")
+            elif targets is not None and "proposals" in targets[i]:
+                boxes = _as_boxes(targets[i]["proposals"], f"targets[{i}]['proposals']")
+            else:
+                rgb = (image.detach() * 255.0).round_().clamp_(0, 255).to(device="cpu", dtype=torch.uint8)
+                boxes = _as_boxes(self.proposer.propose(rgb), "the proposer's proposals")
+            boxes = box_ops.clip_boxes_to_image(boxes[:top].to(image.device), tuple(image.shape[-2:]))
+            out.append(boxes[box_ops.remove_small_boxes(boxes, min_size=1e-2)])
+        return out
+
+    # -- stages -----------------------------------------------------------------------------
+    def _batch(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Normalised images zero-padded (the mean colour) into one ``[B, 3, H, W]`` tensor."""
+        h = max(int(im.shape[-2]) for im in images)
+        w = max(int(im.shape[-1]) for im in images)
+        batch = images[0].new_zeros((len(images), 3, h, w))
+        for i, im in enumerate(images):
+            batch[i, :, : im.shape[-2], : im.shape[-1]] = (im - self.image_mean) / self.image_std
+        return batch
+
+    def region_features(self, batch: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+        """Warped regions through the backbone, ``chunk_size`` at a time: ``[sum N_i, channels]``."""
+        p = self.params
+        if not boxes or sum(len(b) for b in boxes) == 0:
+            return batch.new_zeros((0, self.channels))
+        rois = torch.cat([
+            torch.cat([torch.full((len(b), 1), i, dtype=batch.dtype, device=batch.device), b.to(batch)], dim=1)
+            for i, b in enumerate(boxes)
+        ])
+        feats = []
+        for chunk in rois.split(p.chunk_size):
+            crops = warp_regions(batch, chunk, p.warp_size, p.context)
+            feature = self.backbone(crops)[self.feature_name]
+            if feature.shape[1] != self.channels:
+                raise ConfigError(
+                    f"head '{HEAD}' cannot use backbone '{self.backbone_arch}': feature map '{self.feature_name}' "
+                    f"has {feature.shape[1]} channels, the backbone declares out_channels {self.channels}"
+                )
+            feats.append(F.adaptive_avg_pool2d(feature, 1).flatten(start_dim=1))
+        return torch.cat(feats)
+
+    def _sample(self, rois: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> tuple[
+            list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        p = self.params
+        sampled_rois, labels, regression = [], [], []
+        for boxes, target in zip(rois, targets, strict=True):
+            gt = target["boxes"].to(boxes)
+            if p.add_gt_boxes and gt.numel():
+                boxes = torch.cat([boxes, gt])
+            s = sample_rois(
+                boxes, gt, target["labels"], batch_size=p.batch_size_per_image,
+                positive_fraction=p.positive_fraction, fg_iou_thresh=p.fg_iou_thresh,
+                bg_iou_thresh_lo=p.bg_iou_thresh_lo, bg_iou_thresh_hi=p.fg_iou_thresh,
+            )
+            sampled_rois.append(s.boxes)
+            labels.append(s.labels)
+            regression.append(self.box_coder.encode_single(s.matched_boxes, s.boxes))
+        return sampled_rois, torch.cat(labels), torch.cat(regression)
+
+    def _losses(self, logits: torch.Tensor, deltas: torch.Tensor, labels: torch.Tensor,
+                regression: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cross-entropy + smooth L1 on the foreground's own class (over all sampled regions)."""
+        if labels.numel() == 0:  # nothing sampled: zero losses that still reach the predictor
+            zero = logits.sum() * 0.0 + deltas.sum() * 0.0
+            return {"loss_classifier": zero, "loss_box_reg": zero.clone()}
+        loss_classifier = F.cross_entropy(logits, labels)
+        positive = torch.where(labels > 0)[0]
+        per_class = deltas.reshape(deltas.shape[0], -1, 4)
+        loss_box_reg = F.smooth_l1_loss(
+            per_class[positive, labels[positive]], regression[positive], beta=self.smooth_l1_beta, reduction="sum"
+        ) / labels.numel()
+        return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+
+    def _detections(self, logits: torch.Tensor, deltas: torch.Tensor, rois: list[torch.Tensor],
+                    image_sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+        """Per-class boxes, score threshold, per-class NMS, cap (as torchvision's RoIHeads does)."""
+        p = self.params
+        k = logits.shape[-1]
+        boxes_all = self.box_coder.decode(deltas, rois) if deltas.numel() else deltas.new_zeros((0, k, 4))
+        scores_all = F.softmax(logits, dim=-1)
+        counts = [len(r) for r in rois]
+        results = []
+        for boxes, scores, size in zip(boxes_all.split(counts), scores_all.split(counts), image_sizes, strict=True):
+            boxes = box_ops.clip_boxes_to_image(boxes, size)
+            labels = torch.arange(k, device=boxes.device).view(1, -1).expand_as(scores)
+            boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+            keep = torch.where(scores > p.score_thresh)[0]
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = batched_nms(boxes, scores, labels, p.nms_thresh)[: p.detections_per_img]
+            results.append({"boxes": boxes[keep].float(), "scores": scores[keep].float(), "labels": labels[keep]})
+        return results
+
+    # -- the SVM stage's data ---------------------------------------------------------------
+    @torch.no_grad()
+    def svm_features(
+        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
+        proposals: Sequence[Any] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """R-CNN's SVM training data: features ``[R, channels]`` float32 and labels int64 ``[R]``.
+
+        Per image, in order: its ground-truth boxes (positives, labelled with their class),
+        then its proposals whose best IoU with every ground-truth box is below
+        ``svm_neg_iou_thresh`` (negatives, label 0); the proposals in between are left out.
+        Runs without gradients in the current mode (call ``eval()`` first for the paper's fixed
+        features). Feed them to ``LinearSVM.hinge_loss`` and ``HardNegativeMiner``.
+        """
+        if len(targets) != len(images):
+            raise ValueError(f"got {len(targets)} targets for {len(images)} images")
+        regions, labels = [], []
+        for boxes, target in zip(self.image_proposals(images, targets, proposals), targets, strict=True):
+            gt = target["boxes"].to(boxes)
+            if gt.numel():
+                negative = box_iou(boxes, gt).max(dim=1).values < self.params.svm_neg_iou_thresh
+            else:
+                negative = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
+            regions.append(torch.cat([gt, boxes[negative]]))
+            labels.append(torch.cat([target["labels"].to(device=boxes.device, dtype=torch.int64),
+                                     torch.zeros(int(negative.sum()), dtype=torch.int64, device=boxes.device)]))
+        return self.region_features(self._batch(images), regions), torch.cat(labels)
+
+    # -- forward ----------------------------------------------------------------------------
+    def forward(
+        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None,
+        proposals: Sequence[Any] | None = None,
+    ) -> list[dict[str, torch.Tensor]] | dict[str, torch.Tensor]:
+        if self.training:
+            if targets is None:
+                raise ValueError(f"head '{HEAD}' in training mode needs targets (boxes and labels per image)")
+            if len(targets) != len(images):
+                raise ValueError(f"got {len(targets)} targets for {len(images)} images")
+            for i, t in enumerate(targets):
+                if t["boxes"].dim() != 2 or t["boxes"].shape[-1] != 4:
+                    raise ValueError(f"targets[{i}]['boxes'] must be (M, 4) xyxy, got {tuple(t['boxes'].shape)}")
+        image_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        rois = self.image_proposals(images, targets, proposals)
+        if self.training:
+            assert targets is not None
+            rois, labels, regression = self._sample(rois, targets)
+        features = self.region_features(self._batch(images), rois)
+        logits, deltas = self.box_predictor(features)
+        if self.training:
+            return self._losses(logits, deltas, labels, regression)
+        return self._detections(logits, deltas, rois, image_sizes)
+
+
+def _backbone_problem(arch: str, problem: str) -> ConfigError:
+    return ConfigError(f"head '{HEAD}' cannot use backbone '{arch}': {problem}")
+
+
+def build_rcnn(
+    params: RCNNParams,
+    *,
+    backbone: nn.Module,
+    output_layer: Callable[[int, int], nn.Module] | None = None,
+    proposer: Any = None,
+    num_classes: int,
+) -> RCNNDetector:
+    """R-CNN over ``backbone`` with ``num_classes`` classes (background included).
+
+    ``proposer`` (required) is any visionkit proposer, wrapped in the proposal cache unless
+    ``params.proposal_cache`` is ``none`` (the ``fast-rcnn`` head's wrapping). The region
+    feature is the backbone's last map (of ``roi_feature_names``, else ``feature_names``),
+    global average pooled; the predictor is ``output_layer(out_channels, num_classes)``
+    completed to scores + deltas (by default softmax + box-regression).
+    """
+    arch = str(getattr(backbone, "arch", type(backbone).__name__))
+    if proposer is None:
+        raise ConfigError(NO_PROPOSER)
+    if not callable(getattr(proposer, "propose", None)):
+        raise ConfigError(f"head '{HEAD}': the proposer ({type(proposer).__name__}) has no propose(image) method")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"head '{HEAD}': num_classes counts the background and must be >= 2, got {num_classes!r}")
+    channels = getattr(backbone, "out_channels", None)
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
+        raise _backbone_problem(
+            arch, f"its out_channels must be one positive int shared by every feature map, got {channels!r}"
+        )
+    names = list(getattr(backbone, "feature_names", None) or [])
+    if not names:
+        raise _backbone_problem(arch, "it declares no feature_names")
+    roi_names = list(getattr(backbone, "roi_feature_names", None) or [n for n in names if n != "pool"] or names)
+    predictor = region_predictor(output_layer, channels, num_classes, head=HEAD)
+    return RCNNDetector(
+        backbone, _proposal_source(proposer, params.proposal_cache), predictor, params,
+        backbone_arch=arch, num_classes=num_classes, feature_name=roi_names[-1], channels=channels,
+    )
