@@ -40,10 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection._utils import BoxCoder
-from torchvision.ops import batched_nms, box_iou, roi_align
+from torchvision.ops import box_iou, roi_align
 from torchvision.ops import boxes as box_ops
 from visionkit_fast_rcnn.detector import _as_boxes, _proposal_source
-from visionkit_fast_rcnn.sampling import sample_rois
+from visionkit_fast_rcnn.region_head import RegionHeadMixin
 from visionkit_output_layers.compose import region_predictor
 from visionkit_output_layers.layers import DEFAULT_SMOOTH_L1_BETA
 
@@ -79,7 +79,7 @@ def warp_regions(images: torch.Tensor, rois: torch.Tensor, warp_size: int, conte
                      sampling_ratio=WARP_SAMPLING_RATIO, aligned=True)
 
 
-class RCNNDetector(nn.Module):
+class RCNNDetector(RegionHeadMixin, nn.Module):
     """R-CNN over a visionkit backbone, output layer and proposer (see the module docstring).
 
     Submodules: ``backbone`` (its map ``feature_name``, global average pooled to
@@ -159,59 +159,6 @@ class RCNNDetector(nn.Module):
                 )
             feats.append(F.adaptive_avg_pool2d(feature, 1).flatten(start_dim=1))
         return torch.cat(feats)
-
-    def _sample(self, rois: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> tuple[
-            list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        p = self.params
-        sampled_rois, labels, regression = [], [], []
-        for boxes, target in zip(rois, targets, strict=True):
-            gt = target["boxes"].to(boxes)
-            if p.add_gt_boxes and gt.numel():
-                boxes = torch.cat([boxes, gt])
-            s = sample_rois(
-                boxes, gt, target["labels"], batch_size=p.batch_size_per_image,
-                positive_fraction=p.positive_fraction, fg_iou_thresh=p.fg_iou_thresh,
-                bg_iou_thresh_lo=p.bg_iou_thresh_lo, bg_iou_thresh_hi=p.fg_iou_thresh,
-            )
-            sampled_rois.append(s.boxes)
-            labels.append(s.labels)
-            regression.append(self.box_coder.encode_single(s.matched_boxes, s.boxes))
-        return sampled_rois, torch.cat(labels), torch.cat(regression)
-
-    def _losses(self, logits: torch.Tensor, deltas: torch.Tensor, labels: torch.Tensor,
-                regression: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Cross-entropy + smooth L1 on the foreground's own class (over all sampled regions)."""
-        if labels.numel() == 0:  # nothing sampled: zero losses that still reach the predictor
-            zero = logits.sum() * 0.0 + deltas.sum() * 0.0
-            return {"loss_classifier": zero, "loss_box_reg": zero.clone()}
-        loss_classifier = F.cross_entropy(logits, labels)
-        positive = torch.where(labels > 0)[0]
-        per_class = deltas.reshape(deltas.shape[0], -1, 4)
-        loss_box_reg = F.smooth_l1_loss(
-            per_class[positive, labels[positive]], regression[positive], beta=self.smooth_l1_beta, reduction="sum"
-        ) / labels.numel()
-        return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
-
-    def _detections(self, logits: torch.Tensor, deltas: torch.Tensor, rois: list[torch.Tensor],
-                    image_sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
-        """Per-class boxes, score threshold, per-class NMS, cap (as torchvision's RoIHeads does)."""
-        p = self.params
-        k = logits.shape[-1]
-        boxes_all = self.box_coder.decode(deltas, rois) if deltas.numel() else deltas.new_zeros((0, k, 4))
-        scores_all = F.softmax(logits, dim=-1)
-        counts = [len(r) for r in rois]
-        results = []
-        for boxes, scores, size in zip(boxes_all.split(counts), scores_all.split(counts), image_sizes, strict=True):
-            boxes = box_ops.clip_boxes_to_image(boxes, size)
-            labels = torch.arange(k, device=boxes.device).view(1, -1).expand_as(scores)
-            boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
-            keep = torch.where(scores > p.score_thresh)[0]
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            keep = batched_nms(boxes, scores, labels, p.nms_thresh)[: p.detections_per_img]
-            results.append({"boxes": boxes[keep].float(), "scores": scores[keep].float(), "labels": labels[keep]})
-        return results
 
     # -- the SVM stage's data ---------------------------------------------------------------
     @torch.no_grad()
