@@ -81,10 +81,18 @@ def train(
     options = parse_train_options(section, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                                   schedule=schedule, amp=amp, workers=workers, seed=seed,
                                   threads=threads)
-    train_ds = resolve_dataset(dataset, split_file, split=split)
-    val_ds = resolve_dataset(val_dataset, val_split_file, split=val_split) if val_dataset else None
     if out is None:
         out = resume.parent if resume is not None else next_run_dir(Path("runs") / "train")
+    fit = _self_training(resolved, host)
+    if fit is not None:  # a classifier or captioner head reads its own data and trains itself
+        result = _fit_head(fit, resolved, host, dataset=dataset, val_dataset=val_dataset, options=options,
+                           out=out, device=device, resume=resume, quiet=quiet,
+                           ignored={"--split-file": split_file, "--val-split-file": val_split_file,
+                                    "--split": split, "--val-split": val_split, "--weights": weights})
+        typer.echo(f"done: {result.epochs_run} epoch(s) in {result.seconds:.0f} s; wrote {result.out_dir}")
+        return
+    train_ds = resolve_dataset(dataset, split_file, split=split)
+    val_ds = resolve_dataset(val_dataset, val_split_file, split=val_split) if val_dataset else None
     result = train_detector(
         resolved, train_ds, val_ds, options, out, host=host, device=device or resolved.get("device") or "auto",
         resume=resume, weights=weights if weights and weights.lower() != "none" else None,
@@ -92,6 +100,36 @@ def train(
     )
     if result.is_main:
         typer.echo(f"done: {result.epochs_run} epoch(s) in {result.seconds:.0f} s; wrote {result.out_dir}")
+
+
+def _self_training(config: Mapping[str, Any], host: Any) -> Any:
+    """The head factory's ``fit`` (see :class:`visionkit.components.SelfTraining`), or ``None``."""
+    from visionkit.config import component_section
+
+    head = component_section(config.get("head"))
+    if head is None:
+        return None
+    return getattr(host.registry.get("head", head[0]).factory, "fit", None)
+
+
+def _fit_head(fit: Any, config: Mapping[str, Any], host: Any, *, dataset: str, val_dataset: str | None,
+              options: Any, out: Path, device: str | None, resume: Path | None, quiet: bool,
+              ignored: Mapping[str, Any]) -> Any:
+    from visionkit.components import TrainRequest
+    from visionkit.config import component_section
+    from visionkit.errors import ConfigError
+    from visionkit.pipeline import select_device
+
+    given = [flag for flag, value in ignored.items() if value is not None]
+    if given:
+        head = component_section(config.get("head")) or ("?", {})
+        raise ConfigError(f"train: {', '.join(given)} only apply to detection heads; head '{head[0]}' "
+                          "reads --dataset itself (drop the option)")
+    out.mkdir(parents=True, exist_ok=True)
+    request = TrainRequest(dataset=dataset, val_dataset=val_dataset, options=options, config=dict(config),
+                           out_dir=out, device=select_device(device or config.get("device") or "auto"),
+                           progress=not quiet, log=typer.echo, resume=resume)
+    return fit(request, host)
 
 
 def evaluate_pipeline(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from visionkit.types import BadItem, Detections, Frame, Proposals
 
-__all__ = ["KINDS", "HOOKS", "Proposer", "Backbone", "Detector", "OutputLayer", "Source", "Sink"]
+__all__ = [
+    "KINDS", "HOOKS", "Proposer", "Backbone", "Detector", "OutputLayer", "Source", "Sink",
+    "SelfTraining", "TrainRequest",
+]
 
 #: component kind -> the hook that registers it
 HOOKS: dict[str, str] = {
@@ -90,3 +94,42 @@ class Sink(Protocol):
 
     # Optional: ``abort() -> None`` is called instead of ``close()`` when the run fails, to
     # remove temporary files; targets are never left half-written either way.
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What ``visionkit train`` hands a head that trains itself (see :class:`SelfTraining`).
+
+    ``dataset``/``val_dataset`` are the ``--dataset``/``--val-dataset`` strings as the user gave
+    them (a head reads its own kind of data: MNIST IDX, COCO captions JSON...). ``options`` is
+    the parsed ``train:`` section (:class:`visionkit.engine.train.TrainOptions`), ``config`` the
+    resolved pipeline config to store in the checkpoints so ``--weights`` rebuilds the model.
+    ``out_dir`` exists. ``log`` prints one line. ``resume`` is a ``last.pt`` to continue from.
+    """
+
+    dataset: str
+    val_dataset: str | None
+    options: Any
+    config: Mapping[str, Any]
+    out_dir: Path
+    device: torch.device
+    progress: bool = True
+    log: Callable[[str], None] = print
+    resume: Path | None = None
+
+
+class SelfTraining(Protocol):
+    """A head factory for a model that is not a box detector (a classifier, a captioner).
+
+    Such a factory carries a ``fit`` attribute: ``fit(request, host) -> TrainResult``. When the
+    config's head has one, ``visionkit train`` calls it instead of the detection engine; it
+    reads ``request.dataset`` itself, builds the model from ``request.config`` (filling in what
+    the data decides, e.g. ``num_classes``), trains, and writes ``last.pt`` and ``best.pt``
+    (visionkit checkpoints whose ``config`` rebuilds the model through ``--weights``) and
+    ``metrics.csv``/``metrics.json`` under ``request.out_dir``. It returns
+    :class:`visionkit.engine.train.TrainResult`.
+    """
+
+    def __call__(self, params: Any, **context: Any) -> torch.nn.Module: ...
+
+    fit: Callable[[TrainRequest, Any], Any]
