@@ -66,8 +66,44 @@ def test_changed_param_or_name_or_image_misses(tmp_path):
     assert renamed.misses == 1
     flipped = image().flip(-1)
     assert image_key(flipped) != image_key(image())
-    base.propose(flipped)
-    assert base.misses == 2
+    no_mirror = ProposalCache(tmp_path, CountingProposer(), mirror=False)
+    no_mirror.propose(flipped)
+    assert no_mirror.misses == 1 and no_mirror.proposer.calls == 1
+
+
+def test_flipped_image_gets_the_mirrored_proposals_without_recomputing(tmp_path):
+    proposer = CountingProposer()
+    cache = ProposalCache(tmp_path, proposer)
+    original = cache.propose(image())
+    flipped = cache.propose(image().flip(-1))
+    assert proposer.calls == 1 and (cache.misses, cache.mirrored_hits) == (1, 1)
+    width = image().shape[-1]
+    # a box [x1, y1, x2, y2] of the original covers columns width - x2 .. width - x1 of the mirror image
+    assert torch.equal(flipped.boxes[:, 0], width - original.boxes[:, 2])
+    assert torch.equal(flipped.boxes[:, 2], width - original.boxes[:, 0])
+    assert torch.equal(flipped.boxes[:, 1::2], original.boxes[:, 1::2])
+    assert torch.equal(flipped.scores, original.scores)
+    # flipping twice gives the original boxes back, and the flipped image stays unstored
+    assert torch.equal(cache.propose(image().flip(-1).flip(-1)).boxes, original.boxes)
+    assert not cache.path(image().flip(-1)).exists()
+
+
+def test_mirrored_selective_search_boxes_cover_the_same_objects(tmp_path):
+    """Mirroring stands in for running selective search on the flipped pixels: the boxes nearly agree."""
+    from torchvision.ops import box_iou
+
+    from tests.conftest import data_path
+    from visionkit.imageio import decode_image
+
+    rgb = decode_image(data_path("raccoon", "images", "raccoon-1.jpg"))
+    proposer = SelectiveSearch(SelectiveSearchParams(mode="single", max_side=200))
+    cache = ProposalCache(tmp_path, proposer)
+    cache.propose(rgb)
+    mirrored = cache.propose(rgb.flip(-1)).boxes[:100]
+    direct = proposer.propose(rgb.flip(-1)).boxes
+    best = box_iou(mirrored, direct).max(dim=1).values
+    assert cache.mirrored_hits == 1
+    assert float((best > 0.7).float().mean()) > 0.8
 
 
 def test_selective_search_settings_are_part_of_the_key(tmp_path):

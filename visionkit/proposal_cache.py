@@ -17,6 +17,14 @@ miss and rewritten.
 
 The cache is itself a proposer (``propose(image) -> Proposals``), so it can stand in for the
 proposer it wraps.
+
+Horizontal flips: on a miss, the cache also looks up the image's mirror image and, when that
+is cached, returns its proposals mirrored (``x1' = W - x2``, ``x2' = W - x1``; ranking and
+scores kept) instead of running the proposer again. This is how the Fast R-CNN code treats
+flipped training images (``append_flipped_images`` flips the proposal boxes): training with
+``hflip`` computes proposals once per image, not twice. The mirrored boxes are not
+bit-identical to running the proposer on the flipped pixels (segmentation is not exactly
+flip-equivariant); ``mirror=False`` turns this off.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import torch
 from visionkit.atomic import atomic_path
 from visionkit.types import Proposals
 
-__all__ = ["ProposalCache", "default_cache_dir", "image_key", "proposer_key"]
+__all__ = ["ProposalCache", "default_cache_dir", "image_key", "mirror_proposals", "proposer_key"]
 
 #: bump when the file layout changes, so old entries are never misread
 FORMAT_VERSION = 1
@@ -57,6 +65,13 @@ def image_key(image: torch.Tensor) -> str:
     digest = hashlib.sha256(f"{tuple(data.shape)}".encode())
     digest.update(data.numpy().tobytes())
     return digest.hexdigest()
+
+
+def mirror_proposals(proposals: Proposals, width: int) -> Proposals:
+    """Proposals of an image ``width`` pixels wide, flipped left-right (xyxy: ``x1' = W - x2``)."""
+    b = proposals.boxes
+    boxes = torch.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], dim=1)
+    return Proposals(boxes=boxes.contiguous(), scores=proposals.scores)
 
 
 def _plain(value: Any) -> Any:
@@ -91,18 +106,21 @@ class ProposalCache:
     ``name`` and ``params`` identify the proposer's settings in the key; by default the
     proposer's ``name`` attribute (else its class path) and its ``params`` attribute. A
     proposer without a ``params`` attribute is keyed by its name alone: give ``params``
-    when its output depends on settings. ``hits`` and ``misses`` count lookups.
+    when its output depends on settings. ``hits``, ``mirrored_hits`` (served from the
+    horizontally flipped image's entry, see the module doc) and ``misses`` count lookups.
     """
 
     def __init__(self, root: str | os.PathLike[str], proposer: Any, *, name: str | None = None,
-                 params: Any = None) -> None:
+                 params: Any = None, mirror: bool = True) -> None:
         self.proposer = proposer
         self.name = name or _proposer_name(proposer)
         self.params = params if params is not None else getattr(proposer, "params", None)
         self.key = proposer_key(self.name, self.params)
         self.root = Path(root).expanduser()
         self.directory = self.root / self.key[:32]
+        self.mirror = mirror
         self.hits = 0
+        self.mirrored_hits = 0
         self.misses = 0
 
     def __repr__(self) -> str:
@@ -140,6 +158,11 @@ class ProposalCache:
         if cached is not None:
             self.hits += 1
             return cached
+        if self.mirror:
+            mirrored = self.get(image.flip(-1))
+            if mirrored is not None:
+                self.mirrored_hits += 1
+                return mirror_proposals(mirrored, int(image.shape[-1]))
         self.misses += 1
         proposals = self.proposer.propose(image)
         self.put(image, proposals)
