@@ -230,3 +230,39 @@ def test_chunk_size_bounds_the_backbone_batch(host, tmp_path, raccoon):
             features[chunk_size] = detector.region_features(detector._batch([image]), proposals)
         assert max(sizes) <= chunk_size and sum(sizes) == 50
     assert torch.allclose(features[7], features[64], atol=1e-4)
+
+
+def test_svm_stage_fits_the_svms_and_the_detector_scores_with_them(host, tmp_path, raccoon):
+    """R-CNN's second stage (Girshick 2014, appendix B): features scaled to mean norm 20, hinge SVMs."""
+    image, target = raccoon
+    svm_spec = host.registry.get("output_layer", "svm")
+
+    def output_layer(in_features, num_classes):
+        return svm_spec.build({}, in_features=in_features, num_classes=num_classes)
+
+    detector = build(host, tmp_path, output_layer=output_layer, score_thresh=0.0, svm_retrain_limit=10)
+    assert detector.has_svm and not detector.svm_trained
+    result = detector.fit_svms([(image, target)])
+    assert detector.svm_trained and result.retrains >= 2  # retrained when the cache passed the limit, then at the end
+    scale = float(detector.svm_feature_scale)
+    features, labels = detector.svm_features([image], [target])
+    assert float((features * scale).norm(dim=1).mean()) == pytest.approx(20.0, rel=1e-4)
+    svm = detector.box_predictor.cls_score
+    positives = int((labels == 1).sum())
+    assert result.positives == {1: positives} and 0 < result.negatives[1] <= int((labels == 0).sum())
+    # the objective at w = 0 is C * (positive_weight * P + N): every margin is 1; the solver went well below it
+    at_zero = svm.C * (svm.positive_weight * positives + result.negatives[1])
+    assert result.objective[1] < 0.5 * at_zero
+    # detection scores are sigmoid(SVM margin) of each region (monotone in R-CNN's raw score)
+    box = target["boxes"][:1]
+    with torch.no_grad():
+        (det,) = detector([image], proposals=[box])
+        margin = svm(detector.region_features(detector._batch([image]), [box]) * scale)[0, 1]
+    assert len(det["scores"]) == 1 and torch.allclose(det["scores"][0], torch.sigmoid(margin))
+
+
+def test_svm_stage_needs_the_svm_output_layer(host, tmp_path, raccoon):
+    detector = build(host, tmp_path)
+    assert not detector.has_svm
+    with pytest.raises(ValueError, match=r"output_layer: \{name: svm\}"):
+        detector.fit_svms([raccoon])

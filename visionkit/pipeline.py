@@ -65,12 +65,11 @@ def read_checkpoint_config(weights: str | None) -> dict[str, Any]:
     """The model sections stored in a visionkit checkpoint (empty for anything else)."""
     if not weights or not Path(weights).expanduser().is_file():
         return {}
-    from visionkit.weights import read_checkpoint
+    from visionkit.weights import MODEL_KEYS, read_checkpoint
 
     config = read_checkpoint(weights).get("config")
     if isinstance(config, Mapping):
-        keys = ("head", "backbone", "output_layer", "num_classes", "classes")
-        return {k: v for k, v in config.items() if k in keys}
+        return {k: v for k, v in config.items() if k in MODEL_KEYS}
     return {}
 
 

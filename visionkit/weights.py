@@ -58,6 +58,8 @@ __all__ = [
 
 #: the ``format`` value of a checkpoint written by :func:`save_checkpoint`
 CHECKPOINT_FORMAT = "visionkit-checkpoint"
+#: the config sections a checkpoint stores: what rebuilds its model (the proposer is part of R-CNN/Fast R-CNN)
+MODEL_KEYS = ("head", "backbone", "output_layer", "proposer", "num_classes", "classes")
 #: suffixes taken to mean "this is a path", so a missing file is reported as such
 WEIGHTS_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar")
 DEFAULT_DOWNLOAD_TIMEOUT = 5.0

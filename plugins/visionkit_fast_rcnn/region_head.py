@@ -54,13 +54,17 @@ class RegionHeadMixin:
         ) / labels.numel()
         return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
 
+    def _class_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[R, K]`` scores per class from the output layer's ``logits`` (softmax; a head may override)."""
+        return F.softmax(logits, dim=-1)
+
     def _detections(self, logits: torch.Tensor, deltas: torch.Tensor, rois: list[torch.Tensor],
                     image_sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
         """Per-class boxes, score threshold, per-class NMS, cap (as torchvision's RoIHeads does)."""
         p = self.params
         k = logits.shape[-1]
         boxes_all = self.box_coder.decode(deltas, rois) if deltas.numel() else deltas.new_zeros((0, k, 4))
-        scores_all = F.softmax(logits, dim=-1)
+        scores_all = self._class_probabilities(logits)
         counts = [len(r) for r in rois]
         results = []
         for boxes, scores, size in zip(boxes_all.split(counts), scores_all.split(counts), image_sizes, strict=True):

@@ -20,10 +20,10 @@ Calling convention (torchvision's): ``detector(images, targets=None, proposals=N
 
 The paper's separate SVM stage: :meth:`RCNNDetector.svm_features` returns the region features
 of the ground-truth boxes (positives, their class) and of the proposals with IoU below
-``svm_neg_iou_thresh`` (0.3) with every box (negatives, label 0). A training script fits the
-``svm`` output layer's :class:`~visionkit_output_layers.LinearSVM` on them with its
-``hinge_loss``, mining negatives with :class:`~visionkit_output_layers.HardNegativeMiner`, and
-copies its weights into ``box_predictor.cls_score`` (an ``svm`` output layer).
+``svm_neg_iou_thresh`` (0.3) with every box (negatives, label 0). With ``output_layer: svm``,
+``visionkit train`` runs :meth:`RCNNDetector.fit_svms` (:mod:`.svm_stage`) after fine-tuning:
+hard-negative mining and the hinge loss, as R-CNN trained its SVMs; the detector then scores
+regions with them (buffers ``svm_trained`` and ``svm_feature_scale``, saved in checkpoints).
 
 Warp geometry (the paper's appendix A): for a box of width ``w`` warped to ``S`` with context
 ``p``, the box is dilated by ``p * w / (S - 2p)`` on the left and right (likewise for the
@@ -102,6 +102,9 @@ class RCNNDetector(RegionHeadMixin, nn.Module):
         self.box_predictor = predictor
         self.register_buffer("image_mean", torch.tensor(params.image_mean).view(3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(params.image_std).view(3, 1, 1), persistent=False)
+        # set by the SVM stage (svm_stage.fit_svms) and saved with the weights: score with the SVMs
+        self.register_buffer("svm_trained", torch.tensor(False))
+        self.register_buffer("svm_feature_scale", torch.tensor(1.0))
         bbox_pred = getattr(predictor, "bbox_pred", None)
         weights = getattr(predictor, "box_weights", None) or getattr(bbox_pred, "box_weights", None)
         self.box_coder = BoxCoder(tuple(weights) if weights else (10.0, 10.0, 5.0, 5.0))
@@ -207,10 +210,36 @@ class RCNNDetector(RegionHeadMixin, nn.Module):
             assert targets is not None
             rois, labels, regression = self._sample(rois, targets)
         features = self.region_features(self._batch(images), rois)
-        logits, deltas = self.box_predictor(features)
+        if self.svm_trained and not self.training:
+            logits = self.box_predictor.cls_score(features * self.svm_feature_scale)
+            deltas = self.box_predictor.bbox_pred(features)
+        else:
+            logits, deltas = self.box_predictor(features)
         if self.training:
             return self._losses(logits, deltas, labels, regression)
         return self._detections(logits, deltas, rois, image_sizes)
+
+    def _class_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Softmax of the fine-tuned scores; after the SVM stage ``sigmoid`` of each class's SVM margin."""
+        if not self.svm_trained:
+            return super()._class_probabilities(logits)
+        probs = torch.sigmoid(logits)
+        probs[:, 0] = 0.0  # the background column is not an SVM R-CNN trains
+        return probs
+
+    def fit_svms(self, samples: Any, *, device: torch.device | str = "cpu",
+                 log: Callable[[str], None] | None = None) -> Any:
+        """R-CNN's SVM stage on un-augmented ``(image, target)`` samples; see :mod:`visionkit_rcnn.svm_stage`."""
+        from .svm_stage import fit_svms
+
+        return fit_svms(self, samples, device=device, log=log)
+
+    @property
+    def has_svm(self) -> bool:
+        """Whether the output layer is ``svm`` (then ``visionkit train`` runs the SVM stage after fine-tuning)."""
+        from visionkit_output_layers.svm import LinearSVM
+
+        return isinstance(getattr(self.box_predictor, "cls_score", None), LinearSVM)
 
 
 def _backbone_problem(arch: str, problem: str) -> ConfigError:

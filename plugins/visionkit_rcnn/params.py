@@ -8,7 +8,7 @@ __all__ = ["RCNNParams"]
 
 _POSITIVE_INTS = (
     "warp_size", "regions_per_image_train", "regions_per_image_test", "batch_size_per_image",
-    "detections_per_img", "chunk_size",
+    "detections_per_img", "chunk_size", "svm_retrain_limit", "svm_max_iter",
 )
 _FRACTIONS = ("positive_fraction", "fg_iou_thresh", "bg_iou_thresh_lo", "svm_neg_iou_thresh", "score_thresh",
               "nms_thresh")
@@ -34,8 +34,10 @@ class RCNNParams:
     the rest background with best IoU in ``[bg_iou_thresh_lo, fg_iou_thresh)`` (the paper: all
     of them, ``0``); ``add_gt_boxes`` adds the ground-truth boxes to the regions.
 
-    SVM features: positives are the ground-truth boxes, negatives the regions whose best IoU is
-    below ``svm_neg_iou_thresh`` (0.3).
+    SVM stage (``output_layer: svm``; :mod:`visionkit_rcnn.svm_stage`): positives are the
+    ground-truth boxes, negatives the regions whose best IoU is below ``svm_neg_iou_thresh``
+    (0.3); features scaled to mean norm ``svm_feature_norm`` (20); retrain after
+    ``svm_retrain_limit`` (2000) new hard negatives, ``svm_max_iter`` L-BFGS iterations each.
 
     Inference: per-class boxes, ``score_thresh``, per-class NMS at ``nms_thresh`` (0.3), at
     most ``detections_per_img``.
@@ -59,6 +61,9 @@ class RCNNParams:
     bg_iou_thresh_lo: float = 0.0
     # SVM training data
     svm_neg_iou_thresh: float = 0.3
+    svm_feature_norm: float = 20.0
+    svm_retrain_limit: int = 2000
+    svm_max_iter: int = 100
     # inference
     score_thresh: float = 0.05
     nms_thresh: float = 0.3
@@ -87,5 +92,7 @@ class RCNNParams:
                 raise ValueError(f"{name} must be 3 numbers (R, G, B), got {list(value)}")
         if any(s <= 0 for s in self.image_std):
             raise ValueError(f"image_std must be positive, got {list(self.image_std)}")
+        if not self.svm_feature_norm > 0:
+            raise ValueError(f"svm_feature_norm must be > 0, got {self.svm_feature_norm}")
         if not self.proposal_cache.strip():
             raise ValueError("proposal_cache must be a directory, 'auto' or 'none', got ''")

@@ -21,15 +21,12 @@ import torch
 from torch import nn
 
 from visionkit.errors import WeightsError
-from visionkit.weights import CHECKPOINT_FORMAT, save_checkpoint
+from visionkit.weights import CHECKPOINT_FORMAT, MODEL_KEYS, save_checkpoint
 
 __all__ = [
     "rng_state", "set_rng_state", "save_training_checkpoint", "load_training_checkpoint", "export_weights",
     "MODEL_KEYS",
 ]
-
-#: the config sections stored in a checkpoint (what rebuilds the model)
-MODEL_KEYS = ("head", "backbone", "output_layer", "num_classes", "classes")
 
 
 def rng_state() -> dict[str, Any]:

@@ -453,6 +453,8 @@ def train_detector(
             except KeyboardInterrupt:
                 done = f"; resume with --resume {last_path}" if last_path.exists() else ""
                 raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1}{done}") from None
+        if info.is_main and getattr(detector, "has_svm", False):
+            _svm_stage(detector, train_set.ds, max_side, val_ds, dev, options, out, class_names, save_config, say)
         seconds = time.perf_counter() - started
         if info.is_main and val_ds is not None and rows_have_ap(metrics.rows):
             say(f"best validation AP {best_ap:.4f}; checkpoints: {last_path}, {best_path}")
@@ -463,6 +465,31 @@ def train_detector(
         torch.use_deterministic_algorithms(was_deterministic)
         torch.set_num_threads(threads_before)
         cleanup(info)
+
+
+def _svm_stage(detector: nn.Module, train_ds: DetectionDataset, max_side: int, val_ds: DetectionDataset | None,
+               dev: torch.device, options: TrainOptions, out: Path, class_names: Mapping[int, str],
+               config: Mapping[str, Any], say: Log) -> None:
+    """R-CNN's second stage (a head with ``has_svm``/``fit_svms``): SVMs on the fine-tuned features -> ``svm.pt``.
+
+    Runs on the un-augmented training images after the last epoch; the result is its own
+    checkpoint, so ``last.pt`` still resumes fine-tuning. With a validation set its COCO AP is
+    logged and written with the stage's figures to ``svm_stage.json``.
+    """
+    from visionkit.atomic import write_json
+    from visionkit.weights import save_checkpoint
+
+    say("fitting the SVMs on the fine-tuned region features (R-CNN's second stage)")
+    result = detector.fit_svms(TrainingSet(train_ds, None, max_side=max_side), device=dev, log=say)
+    path = save_checkpoint(out / "svm.pt", detector, class_names=class_names, config=config)
+    report: dict[str, Any] = {"checkpoint": str(path), **asdict(result)}
+    if val_ds is not None:
+        got = _evaluate(detector, val_ds, dev, DistInfo(), options.eval_batch_size, options.amp)
+        if got is not None:
+            report["val"] = {k: round(v, 5) for k, v in got[0].stats.items()}
+            say(f"SVM stage: AP {got[0].stats['AP']:.4f}, AP50 {got[0].stats['AP50']:.4f}")
+    write_json(out / "svm_stage.json", report)
+    say(f"wrote {path} (the fine-tuned network scored by the SVMs)")
 
 
 @contextlib.contextmanager
