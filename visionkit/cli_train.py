@@ -88,7 +88,7 @@ def train(
         result = _fit_head(fit, resolved, host, dataset=dataset, val_dataset=val_dataset, options=options,
                            out=out, device=device, resume=resume, quiet=quiet,
                            ignored={"--split-file": split_file, "--val-split-file": val_split_file,
-                                    "--split": split, "--val-split": val_split, "--weights": weights})
+                                    "--split": split, "--val-split": val_split}, weights=weights)
         typer.echo(f"done: {result.epochs_run} epoch(s) in {result.seconds:.0f} s; wrote {result.out_dir}")
         return
     train_ds = resolve_dataset(dataset, split_file, split=split)
@@ -114,7 +114,7 @@ def _self_training(config: Mapping[str, Any], host: Any) -> Any:
 
 def _fit_head(fit: Any, config: Mapping[str, Any], host: Any, *, dataset: str, val_dataset: str | None,
               options: Any, out: Path, device: str | None, resume: Path | None, quiet: bool,
-              ignored: Mapping[str, Any]) -> Any:
+              ignored: Mapping[str, Any], weights: str | None = None) -> Any:
     from visionkit.components import TrainRequest
     from visionkit.config import component_section
     from visionkit.errors import ConfigError
@@ -126,7 +126,10 @@ def _fit_head(fit: Any, config: Mapping[str, Any], host: Any, *, dataset: str, v
         raise ConfigError(f"train: {', '.join(given)} only apply to detection heads; head '{head[0]}' "
                           "reads --dataset itself (drop the option)")
     out.mkdir(parents=True, exist_ok=True)
-    request = TrainRequest(dataset=dataset, val_dataset=val_dataset, options=options, config=dict(config),
+    config = dict(config)
+    if weights is not None:  # where training starts
+        config["weights"] = None if weights.lower() == "none" else weights
+    request = TrainRequest(dataset=dataset, val_dataset=val_dataset, options=options, config=config,
                            out_dir=out, device=select_device(device or config.get("device") or "auto"),
                            progress=not quiet, log=typer.echo, resume=resume)
     return fit(request, host)

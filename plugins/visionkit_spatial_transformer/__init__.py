@@ -6,7 +6,8 @@
 
 :class:`SpatialTransformer` is the reusable module and :class:`SpatialTransformerBackbone` puts
 it in front of any backbone. :mod:`.data` has the MNIST loaders and distortion generators,
-:mod:`.train` a small training loop. ``visionkit classify`` runs a trained ``stn`` checkpoint.
+:mod:`.train` a small training loop and :mod:`.fit` what ``visionkit train`` runs for the ``stn``
+head. ``visionkit classify`` runs a trained ``stn`` checkpoint.
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ from __future__ import annotations
 import visionkit
 from visionkit.hookspecs import Register
 
+from .fit import fit_stn, load_classification_set
 from .head import SmallCNN, SmallCNNParams, STClassifier, STNParams, build_small_cnn, build_stn
 from .module import SpatialTransformer, SpatialTransformerBackbone, affine_sample, projective_sample
 
 __all__ = [
     "SmallCNN", "SmallCNNParams", "STClassifier", "STNParams", "SpatialTransformer", "SpatialTransformerBackbone",
-    "affine_sample", "build_small_cnn", "build_stn", "projective_sample",
+    "affine_sample", "build_small_cnn", "build_stn", "fit_stn", "load_classification_set", "projective_sample",
 ]
+
+#: ``visionkit train`` calls this instead of the detection engine (see visionkit.components.SelfTraining)
+build_stn.fit = fit_stn  # type: ignore[attr-defined]
 
 
 @visionkit.hookimpl
