@@ -14,6 +14,7 @@ the losses ``loss_classifier``, ``loss_box_reg``, ``loss_objectness``, ``loss_rp
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -112,6 +113,14 @@ def _backbone_problem(backbone: nn.Module, arch: str, problem: str) -> ConfigErr
     return ConfigError(f"head '{HEAD}' cannot use backbone '{arch}': {problem}")
 
 
+def _check_channels(module: nn.Module, inputs: Any, output: Any, *, arch: str, channels: int) -> None:
+    """Forward hook: every feature map has the declared ``out_channels`` (else a one-line error, not torch's)."""
+    for name, fmap in (output.items() if isinstance(output, dict) else []):
+        if fmap.shape[1] != channels:
+            raise ConfigError(f"head '{HEAD}' cannot use backbone '{arch}': feature map '{name}' has "
+                              f"{fmap.shape[1]} channels, the backbone declares out_channels {channels}")
+
+
 def _anchors(params: FasterRCNNParams, backbone: nn.Module, arch: str, n_maps: int) -> AnchorGenerator:
     """One tuple of sizes and of ratios per feature map, as torchvision pairs them with the backbone."""
     sizes: Sequence[Sequence[int]] | None = params.anchor_sizes or getattr(backbone, "default_anchor_sizes", None)
@@ -181,6 +190,7 @@ def build_faster_rcnn(
 
     hints: dict[str, Any] = dict(getattr(backbone, "detection_defaults", None) or {})
     anchor_generator = _anchors(params, backbone, arch, len(names))
+    backbone.register_forward_hook(functools.partial(_check_channels, arch=arch, channels=channels))
     conv_depth = params.rpn_conv_depth or int(hints.get("rpn_conv_depth", 1))
     rpn_head = RPNHead(channels, anchor_generator.num_anchors_per_location()[0], conv_depth=conv_depth)
 
