@@ -22,7 +22,10 @@ whose RPN is part of the network) and network (the detector with proposals cache
 seconds and the peak resident memory of the process that trained and evaluated it (CPU) or
 the peak CUDA memory (GPU). Each head runs in its own process so the peaks are its own.
 
-    .venv/bin/python benchmarks/rcnn_family.py [--epochs 6] [--proposals 500] [--out benchmarks/results/rcnn_family]
+    .venv/bin/python benchmarks/rcnn_family.py [--epochs 3] [--proposals 500] [--out benchmarks/results/rcnn_family]
+
+``--eval-only`` evaluates and times the checkpoints an earlier run left in ``--out`` (to take the
+timings on a quiet machine after training on a busy one); peak memory then is evaluation's only.
 """
 
 from __future__ import annotations
@@ -144,15 +147,22 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     pipeline = {k: v for k, v in config.items() if k != "train"}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result = train_detector(pipeline, train_ds, None, options, run, host=host, device=str(device), progress=False,
-                            log=lambda msg: print(f"[{args.worker}] {msg}", file=sys.stderr, flush=True))
+    if args.eval_only and (run / "last.pt").is_file():  # timings again on a quiet machine, same weights
+        train_seconds = sum(float(r["seconds"]) for r in json.loads((run / "metrics.json").read_text()))
+        if (run / "svm_stage.json").is_file():
+            train_seconds += float(json.loads((run / "svm_stage.json").read_text())["seconds"])
+    else:
+        result = train_detector(pipeline, train_ds, None, options, run, host=host, device=str(device),
+                                progress=False,
+                                log=lambda msg: print(f"[{args.worker}] {msg}", file=sys.stderr, flush=True))
+        train_seconds = result.seconds
     rows = []
     checkpoints = [(args.worker, run / "last.pt")]
     if (run / "svm.pt").is_file():
         checkpoints.append((f"{args.worker}-svm", run / "svm.pt"))
     for name, path in checkpoints:
-        row = {"head": name, "train_seconds": round(result.seconds, 1), **evaluate(config, path, test_ds, host,
-                                                                                   device)}
+        row = {"head": name, "train_seconds": round(train_seconds, 1),
+               **evaluate(config, path, test_ds, host, device)}
         rows.append(row)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     for row in rows:
@@ -189,7 +199,7 @@ def proposal_seconds(args: argparse.Namespace) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--proposals", type=int, default=500, help="proposals (RoIs) per image for all heads")
     parser.add_argument("--warp-size", type=int, default=112, help="R-CNN's warp size (the paper 227)")
@@ -201,6 +211,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rcnn_family"))
+    parser.add_argument("--eval-only", action="store_true",
+                        help="reuse the checkpoints of an earlier run in --out: evaluate and time only")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--trunk-file", help=argparse.SUPPRESS)
     args = parser.parse_args()

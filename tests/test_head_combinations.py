@@ -74,7 +74,8 @@ OUTPUT_LAYERS = [None, *HOST.registry.names("output_layer")]
 
 def _head_params(head: str, backbone: str):
     values = dict(HEAD_PARAMS[head])
-    if head == "fast-rcnn" and backbone.endswith("-fpn"):
+    if head == "fast-rcnn" and backbone in HOST.registry.names("backbone") and len(
+            [n for n in _backbone(backbone).feature_names if n != "pool"]) > 1:
         values["roi_pool"] = "align"  # RoIPool takes one map; multi-scale RoIAlign the FPN levels
     return HOST.registry.get("head", head).parse(values)
 
