@@ -43,7 +43,6 @@ from visionkit_output_layers.layers import DEFAULT_SMOOTH_L1_BETA
 
 from visionkit.errors import ConfigError
 from visionkit.proposal_cache import ProposalCache, default_cache_dir
-from visionkit.types import Proposals
 
 from .params import FastRCNNParams
 from .region_head import RegionHeadMixin
@@ -66,14 +65,6 @@ class RegionFCHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(F.relu(self.fc6(x.flatten(start_dim=1))))
         return self.dropout(F.relu(self.fc7(x)))
-
-
-def _as_boxes(value: Any, where: str) -> torch.Tensor:
-    boxes = value.boxes if isinstance(value, Proposals) else value
-    if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4:
-        shape = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
-        raise ValueError(f"{where} must be (N, 4) xyxy boxes or Proposals, got {shape}")
-    return boxes.to(torch.float32)
 
 
 class FastRCNNDetector(RegionHeadMixin, nn.Module):
@@ -118,20 +109,8 @@ class FastRCNNDetector(RegionHeadMixin, nn.Module):
         proposals: Sequence[Any] | None = None,
     ) -> list[torch.Tensor]:
         """Per image float32 ``[N, 4]`` xyxy proposals in input pixels, best first, capped (see the module doc)."""
-        if proposals is not None and len(proposals) != len(images):
-            raise ValueError(f"proposals= needs one entry per image: {len(proposals)} for {len(images)} images")
         top = self.params.proposals_per_image_train if self.training else self.params.proposals_per_image_test
-        out = []
-        for i, image in enumerate(images):
-            if proposals is not None:
-                boxes = _as_boxes(proposals[i], f"proposals[{i}]")
-            elif targets is not None and "proposals" in targets[i]:
-                boxes = _as_boxes(targets[i]["proposals"], f"targets[{i}]['proposals']")
-            else:
-                rgb = (image.detach() * 255.0).round_().clamp_(0, 255).to(device="cpu", dtype=torch.uint8)
-                boxes = _as_boxes(self.proposer.propose(rgb), "the proposer's proposals")
-            out.append(boxes[:top].to(image.device))
-        return out
+        return self._proposal_boxes(images, targets, proposals, top)
 
     # -- stages -----------------------------------------------------------------------------
     def _pool(self, features: dict[str, torch.Tensor], rois: list[torch.Tensor],

@@ -1,26 +1,62 @@
-"""What the Fast R-CNN and R-CNN heads share once regions are scored: sampling, the loss, postprocessing.
+"""What the Fast R-CNN and R-CNN heads share: where proposals come from, sampling, the loss, postprocessing.
 
 :class:`RegionHeadMixin` expects ``self.params`` (``add_gt_boxes``, ``batch_size_per_image``,
 ``positive_fraction``, ``fg_iou_thresh``, ``bg_iou_thresh_lo``, optionally ``bg_iou_thresh_hi``
 (default ``fg_iou_thresh``), ``score_thresh``, ``nms_thresh``, ``detections_per_img``),
-``self.box_coder`` (torchvision ``BoxCoder``) and ``self.smooth_l1_beta``. Boxes are ``xyxy``
+``self.box_coder`` (torchvision ``BoxCoder``), ``self.smooth_l1_beta`` and ``self.proposer``
+(anything with ``propose(uint8 image) -> Proposals``). Boxes are ``xyxy``
 float32 in the pixels of the image the regions were taken from.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms
 from torchvision.ops import boxes as box_ops
 
+from visionkit.types import Proposals
+
 from .sampling import sample_rois
 
-__all__ = ["RegionHeadMixin"]
+__all__ = ["RegionHeadMixin", "as_boxes"]
+
+
+def as_boxes(value: Any, where: str) -> torch.Tensor:
+    """``value`` (float ``[N, 4]`` xyxy or :class:`Proposals`) as float32 boxes; ``where`` names it in the error."""
+    boxes = value.boxes if isinstance(value, Proposals) else value
+    if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4:
+        shape = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
+        raise ValueError(f"{where} must be (N, 4) xyxy boxes or Proposals, got {shape}")
+    return boxes.to(torch.float32)
 
 
 class RegionHeadMixin:
-    """Region sampling (training), the multi-task loss and per-class postprocessing."""
+    """Proposals per image, region sampling (training), the multi-task loss and per-class postprocessing."""
+
+    def _proposal_boxes(
+        self, images: Sequence[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]] | None,
+        proposals: Sequence[Any] | None, top: int,
+    ) -> list[torch.Tensor]:
+        """Per image the first ``top`` float32 ``[N, 4]`` proposals on the image's device, first match wins:
+        ``proposals[i]``, ``targets[i]["proposals"]``, then the proposer on the ``uint8`` image
+        recovered from the float input (``round(x * 255)``)."""
+        if proposals is not None and len(proposals) != len(images):
+            raise ValueError(f"proposals= needs one entry per image: {len(proposals)} for {len(images)} images")
+        out = []
+        for i, image in enumerate(images):
+            if proposals is not None:
+                boxes = as_boxes(proposals[i], f"proposals[{i}]")
+            elif targets is not None and "proposals" in targets[i]:
+                boxes = as_boxes(targets[i]["proposals"], f"targets[{i}]['proposals']")
+            else:
+                rgb = (image.detach() * 255.0).round_().clamp_(0, 255).to(device="cpu", dtype=torch.uint8)
+                boxes = as_boxes(self.proposer.propose(rgb), "the proposer's proposals")
+            out.append(boxes[:top].to(image.device))
+        return out
 
     def _sample(self, rois: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> tuple[
             list[torch.Tensor], torch.Tensor, torch.Tensor]:

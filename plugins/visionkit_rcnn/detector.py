@@ -42,7 +42,7 @@ from torch import nn
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import box_iou, roi_align
 from torchvision.ops import boxes as box_ops
-from visionkit_fast_rcnn.detector import _as_boxes, _proposal_source
+from visionkit_fast_rcnn.detector import _proposal_source
 from visionkit_fast_rcnn.region_head import RegionHeadMixin
 from visionkit_output_layers.compose import region_predictor
 from visionkit_output_layers.layers import DEFAULT_SMOOTH_L1_BETA
@@ -116,19 +116,10 @@ class RCNNDetector(RegionHeadMixin, nn.Module):
         proposals: Sequence[Any] | None = None,
     ) -> list[torch.Tensor]:
         """Per image float32 ``[N, 4]`` xyxy proposals, clipped, best first, capped (as the fast-rcnn head)."""
-        if proposals is not None and len(proposals) != len(images):
-            raise ValueError(f"proposals= needs one entry per image: {len(proposals)} for {len(images)} images")
         top = self.params.regions_per_image_train if self.training else self.params.regions_per_image_test
         out = []
-        for i, image in enumerate(images):
-            if proposals is not None:
-                boxes = _as_boxes(proposals[i], f"proposals[{i}]")
-            elif targets is not None and "proposals" in targets[i]:
-                boxes = _as_boxes(targets[i]["proposals"], f"targets[{i}]['proposals']")
-            else:
-                rgb = (image.detach() * 255.0).round_().clamp_(0, 255).to(device="cpu", dtype=torch.uint8)
-                boxes = _as_boxes(self.proposer.propose(rgb), "the proposer's proposals")
-            boxes = box_ops.clip_boxes_to_image(boxes[:top].to(image.device), tuple(image.shape[-2:]))
+        for image, boxes in zip(images, self._proposal_boxes(images, targets, proposals, top), strict=True):
+            boxes = box_ops.clip_boxes_to_image(boxes, tuple(image.shape[-2:]))
             out.append(boxes[box_ops.remove_small_boxes(boxes, min_size=1e-2)])
         return out
 
