@@ -22,7 +22,7 @@ whose RPN is part of the network) and network (the detector with proposals cache
 seconds and the peak resident memory of the process that trained and evaluated it (CPU) or
 the peak CUDA memory (GPU). Each head runs in its own process so the peaks are its own.
 
-    .venv/bin/python benchmarks/rcnn_family.py [--epochs 3] [--proposals 500] [--out benchmarks/results/rcnn_family]
+    .venv/bin/python benchmarks/rcnn_family.py [--epochs 6] [--proposals 500] [--out benchmarks/results/rcnn_family]
 
 ``--eval-only`` evaluates and times the checkpoints an earlier run left in ``--out`` (to take the
 timings on a quiet machine after training on a busy one); peak memory then is evaluation's only.
@@ -199,7 +199,7 @@ def proposal_seconds(args: argparse.Namespace) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--proposals", type=int, default=500, help="proposals (RoIs) per image for all heads")
     parser.add_argument("--warp-size", type=int, default=112, help="R-CNN's warp size (the paper 227)")
@@ -207,7 +207,8 @@ def main() -> None:
     parser.add_argument("--trunk", default="auto", help="auto (the sample checkpoint's trunk) | none | FILE")
     parser.add_argument("--train-images", type=int, default=0, help="use only the first N training images")
     parser.add_argument("--test-images", type=int, default=0, help="use only the first N test images")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: on a busy machine 2 threads ran up to 10x slower here)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rcnn_family"))
