@@ -132,7 +132,7 @@ def config_show(
 
 
 # commands live in their own modules and are mounted here, after the app exists
-from visionkit import cli_captions, cli_classify, cli_eval_proposals, cli_run, cli_train  # noqa: E402
+from visionkit import cli_caption, cli_captions, cli_classify, cli_eval_proposals, cli_run, cli_train  # noqa: E402
 from visionkit.cli_data import data_app  # noqa: E402
 from visionkit.cli_eval import eval_app  # noqa: E402
 
@@ -140,6 +140,7 @@ app.command("detect")(cli_run.detect)
 app.command("propose")(cli_run.propose)
 app.command("train")(cli_train.train)
 app.command("classify")(cli_classify.classify)
+app.command("caption")(cli_caption.caption)
 eval_app.command("run")(cli_train.evaluate_pipeline)
 eval_app.command("captions")(cli_captions.captions)
 eval_app.command("proposals")(cli_eval_proposals.proposals)

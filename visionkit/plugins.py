@@ -45,6 +45,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "visionkit_rcnn",
     "visionkit_selective_search",
     "visionkit_spatial_transformer",
+    "visionkit_captioning",
 )
 
 
