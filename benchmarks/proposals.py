@@ -6,11 +6,12 @@ Reads raccoon (Pascal VOC XML, the 40 images of the upstream test split) and coc
 (``cv2.setNumThreads(1)``, ours with ``workers=1``), interleaved image by image so that
 load on a shared machine hits both alike. Prints JSON: median seconds per image, boxes per
 image, recall@0.5/0.7 and AR at 100/500/1000/2000 proposals, MABO, and the ratios
-ours/OpenCV. Ours runs with its defaults (``ranking="paper"``, ``min_box_size=0``);
-``--variants`` adds runs with other params (e.g. the old defaults
+ours/OpenCV. Ours runs with its defaults (``ranking="paper"``, ``min_box_size=0``,
+``near_duplicate_iou`` 0.85 in quality mode); ``--variants`` adds runs with other params
+(e.g. the published order in quality mode, ``'{"near_duplicate_iou": 1.0}'``, or
 ``'{"ranking": "level", "min_box_size": 20}'``). Quality mode (OpenCV Quality takes
-~6 s/image) uses the first ``--quality-images`` images of each dataset so that the default
-run stays near 10 minutes. Writes a recall-vs-#proposals PNG per dataset and mode and
+~3.5-6 s/image) uses the first ``--quality-images`` images of each dataset so that the
+default run stays near 10 minutes. Writes a recall-vs-#proposals PNG per dataset and mode and
 merges its results into ``proposals.json``.
 
     .venv/bin/python benchmarks/proposals.py [--images N] [--quality-images 40] [--modes fast quality]

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 from skimage.segmentation import felzenszwalb as sk_felzenszwalb
+from torchvision.ops import box_iou
 from visionkit_selective_search import SelectiveSearch, SelectiveSearchParams, colour_spaces, register_color_space
+from visionkit_selective_search.duplicates import near_duplicate_mask
 from visionkit_selective_search.features import (
     COLOR_BINS,
     TEXTURE_BINS,
@@ -317,6 +319,69 @@ def test_min_box_size_filters_narrow_boxes():
     assert (sides >= 10).all()
 
 
+# -- near-duplicates (quality mode) ----------------------------------------------------------
+
+
+def test_near_duplicate_mask_by_hand():
+    boxes = np.array([[0, 0, 10, 10],    # kept
+                      [0, 0, 10, 11],    # IoU 100/110 = 0.909 with the first
+                      [0, 0, 10, 12],    # IoU 100/120 = 0.833 with the first (the second is not kept)
+                      [20, 20, 30, 30],  # disjoint
+                      [0, 0, 10, 8]])    # IoU 80/100 = 0.8 with the first: at a threshold of 0.8, a duplicate
+    assert near_duplicate_mask(boxes, 0.85).tolist() == [True, False, True, True, True]
+    assert near_duplicate_mask(boxes, 0.8).tolist() == [True, False, False, True, False]
+    assert near_duplicate_mask(boxes, 0.95).tolist() == [True] * 5
+    assert near_duplicate_mask(boxes, 1.0).tolist() == [True] * 5  # the published rule: identical boxes only
+    assert near_duplicate_mask(boxes, 0.85, limit=2).tolist() == [True, False, True, False, False]
+    assert near_duplicate_mask(np.zeros((0, 4)), 0.85).tolist() == []
+    with pytest.raises(ValueError, match="threshold"):
+        near_duplicate_mask(boxes, 0.0)
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.7, 0.85, 0.95])
+def test_near_duplicate_mask_matches_brute_force(threshold):
+    """The area buckets only skip pairs that cannot reach the threshold: same answer as checking every pair."""
+    rng = np.random.default_rng(7)
+    xy = rng.integers(0, 60, (400, 2))
+    wh = rng.integers(1, 40, (400, 2))
+    boxes = np.concatenate([xy, xy + wh], 1)
+    boxes = np.concatenate([boxes, boxes[:100] + rng.integers(-2, 3, (100, 4))])  # some near copies
+    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+    iou = box_iou(torch.from_numpy(boxes).double(), torch.from_numpy(boxes).double()).numpy()
+    expected = []
+    for i in range(len(boxes)):
+        expected.append(not any(iou[i, j] >= threshold for j in range(i) if expected[j]))
+    assert near_duplicate_mask(boxes, threshold).tolist() == expected
+
+
+def test_near_duplicate_iou_defaults_by_mode():
+    assert SelectiveSearchParams(mode="quality").effective_near_duplicate_iou == 0.85
+    assert SelectiveSearchParams(mode="fast").effective_near_duplicate_iou == 1.0
+    assert SelectiveSearchParams(mode="single").effective_near_duplicate_iou == 1.0
+    assert SelectiveSearchParams(mode="fast", near_duplicate_iou=0.7).effective_near_duplicate_iou == 0.7
+
+
+def test_near_duplicates_go_behind_the_others_and_the_set_is_unchanged():
+    img = _image(64, 80, seed=2)
+    params = {"mode": "fast", "seed": 1}
+    exact = SelectiveSearch(SelectiveSearchParams(**params)).propose(img)
+    p = SelectiveSearch(SelectiveSearchParams(**params, near_duplicate_iou=0.7)).propose(img)
+    _check(p, 64, 80)
+    assert sorted(map(tuple, p.boxes.tolist())) == sorted(map(tuple, exact.boxes.tolist()))
+    kept = near_duplicate_mask(exact.boxes.numpy(), 0.7)  # in the published order
+    n = int(kept.sum())
+    assert 1 < n < len(p)
+    assert torch.equal(p.boxes[:n], exact.boxes[torch.from_numpy(kept)])  # kept ones first, in their order
+    assert torch.equal(p.boxes[n:], exact.boxes[torch.from_numpy(~kept)])  # then the near-duplicates
+    iou = box_iou(p.boxes[:n], p.boxes[:n]).fill_diagonal_(0)
+    assert (iou < 0.7).all()
+    assert (box_iou(p.boxes[n:], p.boxes[:n]).max(1).values >= 0.7 - 1e-6).all()
+    again = SelectiveSearch(SelectiveSearchParams(**params, near_duplicate_iou=0.7)).propose(img)
+    assert torch.equal(p.boxes, again.boxes) and torch.equal(p.scores, again.scores)
+    top = SelectiveSearch(SelectiveSearchParams(**params, near_duplicate_iou=0.7, top_n=7)).propose(img)
+    assert torch.equal(top.boxes, p.boxes[:7])
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 
@@ -367,7 +432,8 @@ def test_other_image_kinds_tolerated(make):
      ({"color_spaces": []}, "must not be empty"), ({"similarities": []}, "must not be empty"),
      ({"ks": []}, "must not be empty"), ({"similarities": ["C+Q"]}, "unknown similarity"),
      ({"mode": "best"}, "mode"), ({"workers": 0}, "workers"), ({"sigma": -1.0}, "sigma"),
-     ({"top_n": 0}, "top_n"), ({"ranking": "random"}, "ranking")],
+     ({"top_n": 0}, "top_n"), ({"ranking": "random"}, "ranking"),
+     ({"near_duplicate_iou": 0}, "near_duplicate_iou"), ({"near_duplicate_iou": 1.5}, "near_duplicate_iou")],
 )
 def test_invalid_params_are_config_errors(values, match):
     with pytest.raises(ConfigError, match=match) as info:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from visionkit_selective_search.similarity import parse_similarity_set, similarity_set_name
 
-__all__ = ["MODES", "Strategy", "make_strategies"]
+__all__ = ["MODES", "NEAR_DUPLICATE_IOU", "Strategy", "make_strategies"]
 
 #: mode -> (colour spaces, similarity sets, ks), as in the authors' code (Uijlings et al., IJCV 2013)
 MODES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]] = {
@@ -14,6 +14,11 @@ MODES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]] = {
     "fast": (("hsv", "lab"), ("C+T+S+F", "T+S+F"), (50, 100)),
     "quality": (("hsv", "lab", "rgi", "h", "i"), ("C+T+S+F", "T+S+F", "F", "S"), (50, 100, 150, 300)),
 }
+
+#: mode -> default ``near_duplicate_iou`` (1.0: only identical boxes are duplicates, as published).
+#: Quality mode's 80 hierarchies repeat their large top regions a few pixels apart; boxes with
+#: IoU >= 0.85 with a better-ranked one go behind the others (a departure, see the proposer).
+NEAR_DUPLICATE_IOU: dict[str, float] = {"single": 1.0, "fast": 1.0, "quality": 0.85}
 
 
 @dataclass(frozen=True)
