@@ -123,7 +123,7 @@ def test_plugin_registers_through_host():
     host = Host(entry_points=False)
     info = host.plugins["visionkit_spatial_transformer"]
     assert info.error is None
-    assert info.components == {"head": ["stn"], "backbone": ["stn-small-cnn"]}
+    assert info.components == {"head": ["stn"], "backbone": ["stn-small-cnn", "spatial-transformer"]}
     backbone = host.registry.build("backbone", "stn-small-cnn", {"width": 8})
     model = host.registry.build("head", "stn", {"input_size": [28, 28]}, backbone=backbone, output_layer=None,
                                 proposer=None, num_classes=10)

@@ -213,8 +213,9 @@ def build_stn(params: STNParams, *, backbone: nn.Module, output_layer: Any = Non
     """
     if num_classes < 2:
         raise ConfigError(f"stn head: num_classes must be >= 2 (the number of classes), got {num_classes}")
-    if isinstance(backbone, SpatialTransformerBackbone):
-        raise ConfigError("stn head: the backbone already has a spatial transformer in front of it")
+    if params.spatial_transformer and isinstance(backbone, SpatialTransformerBackbone):
+        raise ConfigError("stn head: the backbone already has a spatial transformer in front of it; "
+                          "set head.spatial_transformer: false or use the plain backbone")
     layer = output_layer(int(backbone.out_channels), num_classes) if output_layer is not None else None
     try:
         return STClassifier(backbone, num_classes, params, layer)

@@ -178,3 +178,13 @@ class SpatialTransformerBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         features = self.backbone(self.transformer(x))
         return features if isinstance(features, OrderedDict) else OrderedDict(features)
+
+    def __getattr__(self, name: str) -> object:
+        """The wrapped backbone's declarations (``arch``, ``roi_feature_names``, anchor hints, ``freeze``...)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            modules = self.__dict__.get("_modules", {})
+            if name.startswith("_") or "backbone" not in modules:
+                raise
+            return getattr(modules["backbone"], name)
