@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["FastRCNNParams"]
+__all__ = ["FastRCNNParams", "check_region_params"]
 
 _POSITIVE_INTS = (
     "max_size", "roi_output_size", "representation_size", "batch_size_per_image", "proposals_per_image_train",
@@ -13,6 +13,26 @@ _POSITIVE_INTS = (
 )
 _FRACTIONS = ("positive_fraction", "fg_iou_thresh", "bg_iou_thresh_lo", "bg_iou_thresh_hi", "score_thresh",
               "nms_thresh", "dropout")
+
+
+def check_region_params(params: Any, positive_ints: tuple[str, ...], fractions: tuple[str, ...]) -> None:
+    """The checks the region heads (``fast-rcnn``, ``rcnn``) share; raises ``ValueError`` naming the key."""
+    for name in positive_ints:
+        value = getattr(params, name)
+        if value <= 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+    for name in fractions:
+        value = getattr(params, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be between 0 and 1, got {value}")
+    for name in ("image_mean", "image_std"):
+        value = getattr(params, name)
+        if len(value) != 3:
+            raise ValueError(f"{name} must be 3 numbers (R, G, B), got {list(value)}")
+    if any(s <= 0 for s in params.image_std):
+        raise ValueError(f"image_std must be positive, got {list(params.image_std)}")
+    if not str(params.proposal_cache).strip():
+        raise ValueError("proposal_cache must be a directory, 'auto' or 'none', got ''")
 
 
 @dataclass(frozen=True)
@@ -74,14 +94,7 @@ class FastRCNNParams:
         sizes = self.min_size if isinstance(self.min_size, list) else [self.min_size]
         if not sizes or any(s <= 0 for s in sizes):
             raise ValueError(f"min_size must be a positive int or a non-empty list of them, got {self.min_size}")
-        for name in _POSITIVE_INTS:
-            value = getattr(self, name)
-            if value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-        for name in _FRACTIONS:
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        check_region_params(self, _POSITIVE_INTS, _FRACTIONS)
         if self.dropout >= 1.0:
             raise ValueError(f"dropout must be below 1, got {self.dropout}")
         if self.roi_sampling_ratio < 0:
@@ -91,11 +104,3 @@ class FastRCNNParams:
                 "need bg_iou_thresh_lo <= bg_iou_thresh_hi <= fg_iou_thresh, got "
                 f"{self.bg_iou_thresh_lo}, {self.bg_iou_thresh_hi}, {self.fg_iou_thresh}"
             )
-        for name in ("image_mean", "image_std"):
-            value = getattr(self, name)
-            if len(value) != 3:
-                raise ValueError(f"{name} must be 3 numbers (R, G, B), got {list(value)}")
-        if any(s <= 0 for s in self.image_std):
-            raise ValueError(f"image_std must be positive, got {list(self.image_std)}")
-        if not self.proposal_cache.strip():
-            raise ValueError("proposal_cache must be a directory, 'auto' or 'none', got ''")

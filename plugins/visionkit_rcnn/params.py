@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from visionkit_fast_rcnn.params import check_region_params
+
 __all__ = ["RCNNParams"]
 
 _POSITIVE_INTS = (
@@ -70,14 +72,7 @@ class RCNNParams:
     detections_per_img: int = 100
 
     def __post_init__(self) -> None:
-        for name in _POSITIVE_INTS:
-            value = getattr(self, name)
-            if value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-        for name in _FRACTIONS:
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        check_region_params(self, _POSITIVE_INTS, _FRACTIONS)
         if not 0 <= 2 * self.context < self.warp_size:
             raise ValueError(
                 f"context must be >= 0 and leave room for the box: 2 * context < warp_size, "
@@ -86,13 +81,5 @@ class RCNNParams:
         if self.bg_iou_thresh_lo > self.fg_iou_thresh:
             raise ValueError(f"need bg_iou_thresh_lo <= fg_iou_thresh, got {self.bg_iou_thresh_lo}, "
                              f"{self.fg_iou_thresh}")
-        for name in ("image_mean", "image_std"):
-            value = getattr(self, name)
-            if len(value) != 3:
-                raise ValueError(f"{name} must be 3 numbers (R, G, B), got {list(value)}")
-        if any(s <= 0 for s in self.image_std):
-            raise ValueError(f"image_std must be positive, got {list(self.image_std)}")
         if not self.svm_feature_norm > 0:
             raise ValueError(f"svm_feature_norm must be > 0, got {self.svm_feature_norm}")
-        if not self.proposal_cache.strip():
-            raise ValueError("proposal_cache must be a directory, 'auto' or 'none', got ''")
