@@ -56,15 +56,12 @@ def assign_image_ids(paths: list[Path]) -> list[int]:
 
 def _build_region_detector(detector_config: Path, detector_weights: str | None, host: Any) -> tuple[Any, dict[int, str],
                                                                                                     float]:
-    from visionkit.config import load_config, resolve_config
-    from visionkit.pipeline import build_detector, read_checkpoint_config
+    from visionkit.config import load_config
+    from visionkit.pipeline import build_detector, resolve_with_checkpoint
 
     user = load_config(detector_config)
     cli: dict[str, Any] = {"weights": detector_weights} if detector_weights else {}
-    resolved = resolve_config(user, cli)
-    ckpt = read_checkpoint_config(resolved.get("weights"))
-    if ckpt:
-        resolved = resolve_config(ckpt, user, cli)
+    resolved = resolve_with_checkpoint(user, cli)
     detector, names = build_detector(resolved, host)
     return detector, names, float(resolved.get("score_threshold") or 0.0)
 
@@ -99,9 +96,9 @@ def caption(
     import torch
 
     from visionkit.atomic import atomic_path, write_json
-    from visionkit.config import load_config, resolve_config
+    from visionkit.config import load_config
     from visionkit.imageio import decode_image, to_bgr_numpy
-    from visionkit.pipeline import build_detector, next_run_dir, read_checkpoint_config, select_device
+    from visionkit.pipeline import build_detector, next_run_dir, resolve_with_checkpoint, select_device
 
     host = _host(ctx)
     user = load_config(config)
@@ -110,10 +107,7 @@ def caption(
         cli["weights"] = None
     if proposer is not None:
         cli["proposer"] = {"name": proposer}
-    resolved = resolve_config(user, cli, sets=set_ or [], base=CAPTION_BASE)
-    ckpt = read_checkpoint_config(resolved.get("weights"))
-    if ckpt:  # the checkpoint knows its architecture and vocabulary; the user's choices still win
-        resolved = resolve_config(ckpt, user, cli, sets=set_ or [], base=CAPTION_BASE)
+    resolved = resolve_with_checkpoint(user, cli, sets=set_ or [], base=CAPTION_BASE)  # + its vocabulary
     if not resolved.get("weights"):
         typer.echo("warning: no weights: the captioner is randomly initialised and has no vocabulary; "
                    "pass --weights CHECKPOINT (from visionkit train)", err=True)

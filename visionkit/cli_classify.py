@@ -49,19 +49,16 @@ def classify(
     import torch
 
     from visionkit.atomic import write_json
-    from visionkit.config import load_config, resolve_config
+    from visionkit.config import load_config
     from visionkit.imageio import decode_image
-    from visionkit.pipeline import build_detector, next_run_dir, read_checkpoint_config, select_device
+    from visionkit.pipeline import build_detector, next_run_dir, resolve_with_checkpoint, select_device
 
     host = _host(ctx)
     user = load_config(config)
     cli: dict[str, Any] = {k: v for k, v in {"weights": weights, "device": device}.items() if v is not None}
     if weights is not None and weights.lower() == "none":
         cli["weights"] = None
-    resolved = resolve_config(user, cli, sets=set_ or [], base=CLASSIFY_BASE)
-    ckpt = read_checkpoint_config(resolved.get("weights"))
-    if ckpt:  # the checkpoint knows its architecture; the user's choices still win
-        resolved = resolve_config(ckpt, user, cli, sets=set_ or [], base=CLASSIFY_BASE)
+    resolved = resolve_with_checkpoint(user, cli, sets=set_ or [], base=CLASSIFY_BASE)
     if not resolved.get("weights"):
         typer.echo("warning: no weights: the classifier is randomly initialised; pass --weights CHECKPOINT",
                    err=True)

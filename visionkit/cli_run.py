@@ -107,7 +107,7 @@ def detect(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Detect objects in images, folders, videos, cameras and streams."""
-    from visionkit.config import DEFAULT_CONFIG, load_config, resolve_config
+    from visionkit.config import DEFAULT_CONFIG, load_config
     from visionkit.pipeline import (
         Runner,
         build_detector,
@@ -116,7 +116,7 @@ def detect(
         class_filter,
         detector_infer,
         open_inputs,
-        read_checkpoint_config,
+        resolve_with_checkpoint,
         select_device,
     )
 
@@ -132,10 +132,7 @@ def detect(
     if stride is not None:
         cli["sources"] = {"video": {"stride": stride}, "stream": {"stride": stride}}
     base = {**DEFAULT_CONFIG, "weights": "DEFAULT"}  # never a random detector unless asked for
-    resolved = resolve_config(user, cli, sets=set_ or [], base=base)
-    ckpt = read_checkpoint_config(resolved.get("weights"))
-    if ckpt:  # a visionkit checkpoint knows its own architecture; the user's choices still win
-        resolved = resolve_config(ckpt, user, cli, sets=set_ or [], base=base)
+    resolved = resolve_with_checkpoint(user, cli, sets=set_ or [], base=base)
     if not resolved.get("weights"):
         typer.echo("warning: no weights: the detector is randomly initialised and its detections are "
                    "meaningless; pass --weights DEFAULT or a checkpoint", err=True)

@@ -154,10 +154,10 @@ def evaluate_pipeline(
     """Run a detection pipeline over a dataset and evaluate it with pycocotools (12 COCO numbers)."""
     from visionkit.atomic import write_json
     from visionkit.cli_run import _progress
-    from visionkit.config import apply_overrides, load_config, resolve_config
+    from visionkit.config import apply_overrides, load_config
     from visionkit.engine.data import predict_dataset, resolve_dataset
     from visionkit.evaluation.coco import detections_to_coco, evaluate_coco
-    from visionkit.pipeline import build_detector, next_run_dir, read_checkpoint_config, select_device
+    from visionkit.pipeline import build_detector, next_run_dir, resolve_with_checkpoint, select_device
 
     host = _host(ctx)
     user, _ = split_training_config(apply_overrides(load_config(config), set_ or []))
@@ -165,10 +165,7 @@ def evaluate_pipeline(
                                             "batch_size": batch_size}.items() if v is not None}
     if weights is not None and weights.lower() == "none":
         cli["weights"] = None
-    resolved = resolve_config(user, cli)
-    ckpt = read_checkpoint_config(resolved.get("weights"))
-    if ckpt:  # a visionkit checkpoint knows its own architecture; the user's choices still win
-        resolved = resolve_config(ckpt, user, cli)
+    resolved = resolve_with_checkpoint(user, cli)
     ds = resolve_dataset(dataset, split_file, split=split)
     dev = select_device(resolved["device"])
     detector, class_names = build_detector(resolved, host)

@@ -27,7 +27,8 @@ from visionkit.types import BadItem, Detections, Frame, Proposals
 
 __all__ = [
     "select_device", "autocast_context", "build_detector", "build_proposer", "build_sinks",
-    "open_inputs", "check_inputs", "Runner", "RunSummary", "next_run_dir", "class_filter",
+    "open_inputs", "check_inputs", "Runner", "RunSummary", "next_run_dir", "class_filter", "read_checkpoint_config",
+    "resolve_with_checkpoint",
 ]
 
 Result = Detections | Proposals
@@ -72,6 +73,19 @@ def read_checkpoint_config(weights: str | None) -> dict[str, Any]:
     if isinstance(config, Mapping):
         return {k: v for k, v in config.items() if k in MODEL_KEYS}
     return {}
+
+
+def resolve_with_checkpoint(
+    user: Mapping[str, Any] | None, cli: Mapping[str, Any] | None, *, sets: Sequence[str] = (),
+    base: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``resolve_config(user, cli)``; when its ``weights`` is a visionkit checkpoint, the checkpoint's model
+    sections go underneath (it knows its own architecture), and the user's and command line's choices still win."""
+    from visionkit.config import resolve_config
+
+    resolved = resolve_config(user, cli, sets=sets, base=base)
+    ckpt = read_checkpoint_config(resolved.get("weights"))
+    return resolve_config(ckpt, user, cli, sets=sets, base=base) if ckpt else resolved
 
 
 def _class_names_from_config(config: Mapping[str, Any]) -> dict[int, str]:
