@@ -45,7 +45,7 @@ from visionkit.errors import ConfigError
 from visionkit.proposal_cache import ProposalCache, default_cache_dir
 
 from .params import FastRCNNParams
-from .region_head import RegionHeadMixin
+from .region_head import RegionHeadMixin, backbone_problem, check_region_head_parts
 
 __all__ = ["FastRCNNDetector", "RegionFCHead", "build_fast_rcnn"]
 
@@ -161,10 +161,6 @@ class FastRCNNDetector(RegionHeadMixin, nn.Module):
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
 
 
-def _backbone_problem(arch: str, problem: str) -> ConfigError:
-    return ConfigError(f"head '{HEAD}' cannot use backbone '{arch}': {problem}")
-
-
 def _proposal_source(proposer: Any, cache: str) -> Any:
     setting = cache.strip()
     if setting.lower() == "none":
@@ -188,28 +184,10 @@ def build_fast_rcnn(
     ``output_layer(representation_size, num_classes)``, completed to scores + deltas (by default
     softmax + box-regression), as the faster-rcnn head composes it.
     """
-    arch = str(getattr(backbone, "arch", type(backbone).__name__))
-    if proposer is None:
-        raise ConfigError(NO_PROPOSER)
-    if not callable(getattr(proposer, "propose", None)):
-        raise ConfigError(f"head '{HEAD}': the proposer ({type(proposer).__name__}) has no propose(image) method")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ConfigError(f"head '{HEAD}': num_classes counts the background and must be >= 2, got {num_classes!r}")
-    channels = getattr(backbone, "out_channels", None)
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
-        raise _backbone_problem(
-            arch, f"its out_channels must be one positive int shared by every feature map, got {channels!r}"
-        )
-    names = list(getattr(backbone, "feature_names", None) or [])
-    if not names:
-        raise _backbone_problem(arch, "it declares no feature_names")
-    roi_names = list(getattr(backbone, "roi_feature_names", None) or [n for n in names if n != "pool"] or names)
-    unknown = [n for n in roi_names if n not in names]
-    if unknown:
-        raise _backbone_problem(arch, f"roi_feature_names {unknown} are not among feature_names {names}")
+    arch, channels, roi_names = check_region_head_parts(HEAD, backbone, proposer, num_classes)
     if params.roi_pool == "pool" and len(roi_names) > 1:
-        raise _backbone_problem(
-            arch, f"roi_pool 'pool' pools one feature map and it has {len(roi_names)} ({', '.join(roi_names)}); "
+        raise backbone_problem(
+            HEAD, arch, f"roi_pool 'pool' pools one feature map and it has {len(roi_names)} ({', '.join(roi_names)}); "
             "use roi_pool: align (multi-scale RoIAlign) or a single-map backbone such as vgg16 or resnet18",
         )
     predictor = region_predictor(output_layer, params.representation_size, num_classes, head=HEAD)

@@ -18,11 +18,47 @@ import torch.nn.functional as F
 from torchvision.ops import batched_nms
 from torchvision.ops import boxes as box_ops
 
+from visionkit.errors import ConfigError
 from visionkit.types import Proposals
 
 from .sampling import sample_rois
 
-__all__ = ["RegionHeadMixin", "as_boxes"]
+__all__ = ["RegionHeadMixin", "as_boxes", "backbone_problem", "check_region_head_parts"]
+
+
+def backbone_problem(head: str, arch: str, problem: str) -> ConfigError:
+    """The one-line error for a backbone ``head`` cannot take."""
+    return ConfigError(f"head '{head}' cannot use backbone '{arch}': {problem}")
+
+
+def check_region_head_parts(head: str, backbone: Any, proposer: Any, num_classes: Any) -> tuple[str, int, list[str]]:
+    """What a proposal-based head (``fast-rcnn``, ``rcnn``) checks before building: ``(arch, channels, roi_names)``.
+
+    The proposer must exist and have ``propose``; ``num_classes`` counts the background (>= 2);
+    the backbone declares one positive ``out_channels`` and its ``feature_names``, and its
+    ``roi_feature_names`` (default: the feature names but ``pool``) are among them. Raises
+    :class:`ConfigError` naming the head (and the backbone).
+    """
+    arch = str(getattr(backbone, "arch", type(backbone).__name__))
+    if proposer is None:
+        raise ConfigError(f"head '{head}' needs a proposer (e.g. proposer: {{name: selective-search, mode: fast}})")
+    if not callable(getattr(proposer, "propose", None)):
+        raise ConfigError(f"head '{head}': the proposer ({type(proposer).__name__}) has no propose(image) method")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"head '{head}': num_classes counts the background and must be >= 2, got {num_classes!r}")
+    channels = getattr(backbone, "out_channels", None)
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
+        raise backbone_problem(
+            head, arch, f"its out_channels must be one positive int shared by every feature map, got {channels!r}"
+        )
+    names = list(getattr(backbone, "feature_names", None) or [])
+    if not names:
+        raise backbone_problem(head, arch, "it declares no feature_names")
+    roi_names = list(getattr(backbone, "roi_feature_names", None) or [n for n in names if n != "pool"] or names)
+    unknown = [n for n in roi_names if n not in names]
+    if unknown:
+        raise backbone_problem(head, arch, f"roi_feature_names {unknown} are not among feature_names {names}")
+    return arch, channels, roi_names
 
 
 def as_boxes(value: Any, where: str) -> torch.Tensor:

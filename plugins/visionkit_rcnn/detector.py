@@ -43,7 +43,7 @@ from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import box_iou, roi_align
 from torchvision.ops import boxes as box_ops
 from visionkit_fast_rcnn.detector import _proposal_source
-from visionkit_fast_rcnn.region_head import RegionHeadMixin
+from visionkit_fast_rcnn.region_head import RegionHeadMixin, check_region_head_parts
 from visionkit_output_layers.compose import region_predictor
 from visionkit_output_layers.layers import DEFAULT_SMOOTH_L1_BETA
 
@@ -233,10 +233,6 @@ class RCNNDetector(RegionHeadMixin, nn.Module):
         return isinstance(getattr(self.box_predictor, "cls_score", None), LinearSVM)
 
 
-def _backbone_problem(arch: str, problem: str) -> ConfigError:
-    return ConfigError(f"head '{HEAD}' cannot use backbone '{arch}': {problem}")
-
-
 def build_rcnn(
     params: RCNNParams,
     *,
@@ -253,22 +249,7 @@ def build_rcnn(
     global average pooled; the predictor is ``output_layer(out_channels, num_classes)``
     completed to scores + deltas (by default softmax + box-regression).
     """
-    arch = str(getattr(backbone, "arch", type(backbone).__name__))
-    if proposer is None:
-        raise ConfigError(NO_PROPOSER)
-    if not callable(getattr(proposer, "propose", None)):
-        raise ConfigError(f"head '{HEAD}': the proposer ({type(proposer).__name__}) has no propose(image) method")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ConfigError(f"head '{HEAD}': num_classes counts the background and must be >= 2, got {num_classes!r}")
-    channels = getattr(backbone, "out_channels", None)
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
-        raise _backbone_problem(
-            arch, f"its out_channels must be one positive int shared by every feature map, got {channels!r}"
-        )
-    names = list(getattr(backbone, "feature_names", None) or [])
-    if not names:
-        raise _backbone_problem(arch, "it declares no feature_names")
-    roi_names = list(getattr(backbone, "roi_feature_names", None) or [n for n in names if n != "pool"] or names)
+    arch, channels, roi_names = check_region_head_parts(HEAD, backbone, proposer, num_classes)
     predictor = region_predictor(output_layer, channels, num_classes, head=HEAD)
     return RCNNDetector(
         backbone, _proposal_source(proposer, params.proposal_cache), predictor, params,
