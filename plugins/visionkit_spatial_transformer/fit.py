@@ -56,18 +56,6 @@ def _image_folder(root: Path, model: Any, log: Any) -> tuple[Batch, list[str]]:
     return (torch.cat(images), torch.tensor(labels, dtype=torch.int64)), classes
 
 
-def _prepare_tensor(model: Any, x: torch.Tensor) -> torch.Tensor:
-    """What :meth:`STClassifier.prepare` does, for a float ``[N, C, H, W]`` batch in ``[0, 1]`` at once."""
-    import torch.nn.functional as F
-
-    from .head import to_channels
-
-    x = to_channels(x.float(), model.in_channels)
-    if tuple(x.shape[-2:]) != tuple(model.input_size):
-        x = F.interpolate(x, size=tuple(model.input_size), mode="bilinear", align_corners=False, antialias=True)
-    return x
-
-
 def load_classification_set(spec: str, model: Any, *, log: Any = print, seed: int = 0
                             ) -> tuple[Batch, Batch | None, list[str]]:
     """``((images, labels), held-back validation or None, class names)`` from ``spec`` (see the module doc).
@@ -84,11 +72,11 @@ def load_classification_set(spec: str, model: Any, *, log: Any = print, seed: in
     if path.suffix == ".npz" or (path / CLUTTERED_MNIST_FILE).is_file():
         parts = load_cluttered_mnist(path)
         train, valid = parts["train"], parts["valid"]
-        return (_prepare_tensor(model, train[0]), train[1]), (_prepare_tensor(model, valid[0]), valid[1]), digits
+        return (model.prepare_batch(train[0]), train[1]), (model.prepare_batch(valid[0]), valid[1]), digits
     if path.is_dir() and any(path.glob("*-images-idx3-ubyte*")):
         x, y = load_mnist_idx(path)
         (xt, yt), (xv, yv) = split(x, y, 1000, seed=seed)
-        return (_prepare_tensor(model, xt), yt), (_prepare_tensor(model, xv), yv), digits
+        return (model.prepare_batch(xt), yt), (model.prepare_batch(xv), yv), digits
     if path.is_dir():
         data, classes = _image_folder(path, model, log)
         return data, None, classes

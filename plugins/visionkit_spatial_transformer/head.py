@@ -191,12 +191,16 @@ class STClassifier(nn.Module):
             if image.ndim != 3:
                 raise ValueError(f"an image must be [C, H, W] or [H, W], got shape {tuple(image.shape)}")
             x = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-            x = to_channels(x.unsqueeze(0), self.in_channels)
-            if tuple(x.shape[-2:]) != self.input_size:
-                x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-            batch.append(x)
+            batch.append(self.prepare_batch(x.unsqueeze(0)))
         dev = next(self.parameters()).device
         return torch.cat(batch).to(dev)
+
+    def prepare_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """A float batch ``[N, C, H, W]`` in ``[0, 1]`` -> ``[N, in_channels, *input_size]`` (on x's device)."""
+        x = to_channels(x.float(), self.in_channels)
+        if tuple(x.shape[-2:]) != self.input_size:
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
+        return x
 
     @torch.no_grad()
     def classify(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
