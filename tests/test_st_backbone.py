@@ -14,8 +14,7 @@ WRAPPED = {"name": "spatial-transformer", "backbone": {"name": "resnet18", "weig
 
 def test_identity_at_init_gives_the_wrapped_backbones_features(host):
     torch.manual_seed(0)
-    wrapped = host.registry.build("backbone", "spatial-transformer", {"backbone": {"name": "resnet18"}},
-                                  registry=host.registry).eval()
+    wrapped = host.build("backbone", "spatial-transformer", {"backbone": {"name": "resnet18"}}).eval()
     x = torch.rand(2, 3, 64, 80, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         theta = wrapped.transformer.theta(x)
@@ -56,9 +55,8 @@ def test_a_config_puts_it_in_front_of_a_backbone_for_a_head(host, head):
 
 def test_bad_wrapping_is_one_clear_error(host):
     with pytest.raises(ConfigError, match="cannot wrap another 'spatial-transformer'"):
-        host.registry.build("backbone", "spatial-transformer", {"backbone": "spatial-transformer"},
-                            registry=host.registry)
+        host.build("backbone", "spatial-transformer", {"backbone": "spatial-transformer"})
     with pytest.raises(UnknownComponentError, match="resnet19"):
-        host.registry.build("backbone", "spatial-transformer", {"backbone": "resnet19"}, registry=host.registry)
+        host.build("backbone", "spatial-transformer", {"backbone": "resnet19"})
     with pytest.raises(ConfigError, match="output_size"):
-        host.registry.build("backbone", "spatial-transformer", {"output_size": [4, 4]}, registry=host.registry)
+        host.build("backbone", "spatial-transformer", {"output_size": [4, 4]})

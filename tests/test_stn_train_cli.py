@@ -1,4 +1,4 @@
-"""``visionkit train`` for the ``stn`` head (it trains itself: SelfTraining) and ``classify`` on the result."""
+"""``visionkit train`` for the ``stn`` head (it trains itself: a registered Trainer) and ``classify`` on the result."""
 
 from __future__ import annotations
 

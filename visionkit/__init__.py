@@ -1,8 +1,79 @@
-"""visionkit: a plugin-based object-detection and vision toolkit."""
+"""visionkit: a plugin-based object-detection and vision toolkit.
+
+The public API, imported lazily: ``import visionkit`` imports neither torch nor any plugin; each
+name below is imported on first use.
+
+    pipe = visionkit.Pipeline.from_config("configs/raccoon_faster_rcnn.yaml", weights="...pt")
+    dets = pipe("image.jpg")                       # Detections
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from visionkit.errors import VisionkitError
 from visionkit.hookspecs import hookimpl
-from visionkit.types import Detections, Frame, FrameMeta, Proposals
 
-__all__ = ["hookimpl", "Detections", "Frame", "FrameMeta", "Proposals", "VisionkitError", "__version__"]
 __version__ = "0.1.0"
+
+#: public name -> the module that defines it
+_LAZY: dict[str, str] = {
+    "Pipeline": "visionkit.api",
+    "ProposerPipeline": "visionkit.api",
+    "RunSummary": "visionkit.pipeline",
+    "component": "visionkit.api",
+    "proposer": "visionkit.api",
+    "backbone": "visionkit.api",
+    "evaluate_coco": "visionkit.api",
+    "evaluate_voc": "visionkit.api",
+    "evaluate_run": "visionkit.api",
+    "evaluate_proposals": "visionkit.api",
+    "train": "visionkit.api",
+    "classify": "visionkit.api",
+    "caption": "visionkit.api",
+    "load_config": "visionkit.api",
+    "Host": "visionkit.plugins",
+    "get_host": "visionkit.plugins",
+    "Detections": "visionkit.types",
+    "Proposals": "visionkit.types",
+    "Frame": "visionkit.types",
+    "FrameMeta": "visionkit.types",
+    "BadItem": "visionkit.types",
+}
+
+__all__ = ["VisionkitError", "__version__", "hookimpl", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'visionkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names above load lazily
+    from visionkit.api import (
+        Pipeline,
+        ProposerPipeline,
+        backbone,
+        caption,
+        classify,
+        component,
+        evaluate_coco,
+        evaluate_proposals,
+        evaluate_run,
+        evaluate_voc,
+        load_config,
+        proposer,
+        train,
+    )
+    from visionkit.pipeline import RunSummary
+    from visionkit.plugins import Host, get_host
+    from visionkit.types import BadItem, Detections, Frame, FrameMeta, Proposals

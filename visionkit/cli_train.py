@@ -103,13 +103,13 @@ def train(
 
 
 def _self_training(config: Mapping[str, Any], host: Any) -> Any:
-    """The head factory's ``fit`` (see :class:`visionkit.components.SelfTraining`), or ``None``."""
+    """The head's registered ``trainer`` (see :class:`visionkit.components.Trainer`), or ``None``."""
     from visionkit.config import component_section
 
     head = component_section(config.get("head"))
     if head is None:
         return None
-    return getattr(host.registry.get("head", head[0]).factory, "fit", None)
+    return host.registry.get("head", head[0]).trainer
 
 
 def _fit_head(fit: Any, config: Mapping[str, Any], host: Any, *, dataset: str, val_dataset: str | None,

@@ -1,19 +1,29 @@
-"""The small interface each component kind keeps (structural: no base class is required)."""
+"""The interface each component kind keeps (structural: no base class is required).
+
+This module and :mod:`visionkit.hookspecs` are the whole plugin contract. Every member the core
+(or a built-in plugin) may look for on a component is declared here: the required ones as
+Protocol members, the optional ones in :data:`OPTIONAL_MEMBERS` with what they mean and the
+default the core uses when a component lacks them. :func:`optional` is the only way the core
+reads an optional member, so a member that is not declared here cannot be probed.
+
+Importing this module imports no torch (the annotations are strings).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from visionkit.types import BadItem, Detections, Frame, Proposals
+    from visionkit.types import BadItem, Detections, Frame, Proposals
 
 __all__ = [
-    "KINDS", "HOOKS", "Proposer", "Backbone", "Detector", "OutputLayer", "Source", "Sink",
-    "SelfTraining", "TrainRequest",
+    "KINDS", "HOOKS", "OPTIONAL_MEMBERS", "optional", "Proposer", "Backbone", "Detector", "Classifier",
+    "Captioner", "OutputLayer", "Source", "Sink", "ComponentBuilder", "Trainer", "TrainRequest",
 ]
 
 #: component kind -> the hook that registers it
@@ -30,10 +40,15 @@ KINDS: tuple[str, ...] = tuple(HOOKS)
 
 @runtime_checkable
 class Proposer(Protocol):
-    """Maps one image to ranked proposals."""
+    """Maps one image to ranked proposals.
+
+    Optional members (:data:`OPTIONAL_MEMBERS`): ``name`` and ``params`` key the on-disk proposal
+    cache (:mod:`visionkit.proposal_cache`); without them the class path keys it.
+    """
 
     def propose(self, image: torch.Tensor) -> Proposals:
-        """``image``: ``uint8`` RGB ``[3, H, W]``. Returns proposals best first, boxes xyxy pixels."""
+        """``image``: ``uint8`` RGB ``[3, H, W]``. Returns :class:`~visionkit.types.Proposals`, best
+        first, boxes xyxy float32 absolute pixels."""
         ...
 
 
@@ -42,6 +57,8 @@ class Backbone(Protocol):
 
     ``forward(x)`` takes ``[B, 3, H, W]`` float images and returns ``OrderedDict[str, Tensor]``.
     ``out_channels`` is the channel count of every returned map; ``feature_names`` their keys.
+    Optional members (:data:`OPTIONAL_MEMBERS`): ``arch``, ``in_channels``, ``roi_feature_names``,
+    ``default_anchor_sizes``, ``default_aspect_ratios``, ``detection_defaults``.
     """
 
     out_channels: int
@@ -58,6 +75,8 @@ class Detector(Protocol):
     (float32 ``[N, 4]`` xyxy absolute pixels of that image), ``scores`` ``[N]`` and
     ``labels`` (int64 ``[N]``). In training mode ``targets`` holds one dict per image with
     ``boxes`` and ``labels``, and it returns a dict of scalar losses.
+    Optional members (:data:`OPTIONAL_MEMBERS`): ``arch``, ``pretrained_weights``,
+    ``available_pretrained_weights``, ``after_pretrained_load``, ``after_training``.
     """
 
     def __call__(
@@ -65,17 +84,46 @@ class Detector(Protocol):
     ) -> list[dict[str, torch.Tensor]] | dict[str, torch.Tensor]: ...
 
 
+@runtime_checkable
+class Classifier(Protocol):
+    """A head model that classifies whole images (``visionkit classify``; the ``stn`` head)."""
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """``images``: float ``[B, C, H, W]`` prepared as the model was trained. Returns class
+        probabilities ``[B, K]``."""
+        ...
+
+
+@runtime_checkable
+class Captioner(Protocol):
+    """A head model that writes captions (``visionkit caption``; the ``captioning`` head)."""
+
+    def caption(self, images: list[torch.Tensor], **options: Any) -> list[Any]:
+        """``images``: ``uint8`` RGB ``[3, H, W]`` tensors. Returns one caption result per image."""
+        ...
+
+    def generate(self, images: torch.Tensor, **options: Any) -> list[Any]:
+        """Decode captions for a prepared float batch ``[B, 3, H, W]``."""
+        ...
+
+
 class OutputLayer(Protocol):
-    """Pooled region features ``[R, in_features]`` to scores ``[R, K]`` and/or deltas ``[R, 4K]``."""
+    """Pooled region features ``[R, in_features]`` to scores ``[R, K]`` and/or deltas ``[R, 4K]``.
+
+    Optional members (:data:`OPTIONAL_MEMBERS`): ``produces``, ``cls_score``/``bbox_pred``,
+    ``box_weights``, ``smooth_l1_beta``.
+    """
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class Source(Protocol):
-    """Turns an input (path, glob, URL, camera index...) into frames."""
+    """Turns an input (path, glob, URL, camera index, or any scheme a plugin reads) into frames."""
 
     def accepts(self, uri: str) -> bool:
-        """Whether this source reads ``uri``; the host asks sources in registration order."""
+        """Whether this source reads ``uri``. The host asks the sources in registration order and
+        gives the input to the first that accepts it. A source may accept a URI that does not exist
+        as a local path (``s3://...``, ``checker:16``): the host then never calls it "not found"."""
         ...
 
     def frames(self, uri: str) -> Iterator[Frame | BadItem]:
@@ -84,21 +132,30 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    """Receives each frame with its result and writes outputs (atomically)."""
+    """Receives each frame with its result and writes outputs (atomically).
 
-    def write(self, frame: Frame, result: Detections | Proposals) -> None: ...
+    Optional member (:data:`OPTIONAL_MEMBERS`): ``abort()``.
+    """
+
+    def write(self, frame: Frame, result: Detections | Proposals) -> None:
+        """Called once per frame, in input order, from the writer thread."""
+        ...
 
     def close(self) -> list[Path]:
         """Finish writing; returns the files written."""
         ...
 
-    # Optional: ``abort() -> None`` is called instead of ``close()`` when the run fails, to
-    # remove temporary files; targets are never left half-written either way.
+
+class ComponentBuilder(Protocol):
+    """What a factory registered with ``wraps=True`` receives as ``build=``: builds another
+    component from the same host (``build("backbone", "resnet18")`` or with a section)."""
+
+    def __call__(self, kind: str, section: str | Mapping[str, Any], **context: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
 class TrainRequest:
-    """What ``visionkit train`` hands a head that trains itself (see :class:`SelfTraining`).
+    """What ``visionkit train`` hands a head's :class:`Trainer`.
 
     ``dataset``/``val_dataset`` are the ``--dataset``/``--val-dataset`` strings as the user gave
     them (a head reads its own kind of data: MNIST IDX, COCO captions JSON...). ``options`` is
@@ -118,18 +175,68 @@ class TrainRequest:
     resume: Path | None = None
 
 
-class SelfTraining(Protocol):
-    """A head factory for a model that is not a box detector (a classifier, a captioner).
+class Trainer(Protocol):
+    """A head's own training, for a model that is not a box detector (a classifier, a captioner).
 
-    Such a factory carries a ``fit`` attribute: ``fit(request, host) -> TrainResult``. When the
-    config's head has one, ``visionkit train`` calls it instead of the detection engine; it
-    reads ``request.dataset`` itself, builds the model from ``request.config`` (filling in what
-    the data decides, e.g. ``num_classes``), trains, and writes ``last.pt`` and ``best.pt``
+    Registered with the head: ``register("stn", build_stn, params=..., trainer=fit_stn)``. When the
+    config's head has one, ``visionkit train`` calls it instead of the detection engine: it reads
+    ``request.dataset`` itself, builds the model from ``request.config`` through ``host`` (filling in
+    what the data decides, e.g. ``num_classes``), trains, and writes ``last.pt`` and ``best.pt``
     (visionkit checkpoints whose ``config`` rebuilds the model through ``--weights``) and
     ``metrics.csv``/``metrics.json`` under ``request.out_dir``. It returns
     :class:`visionkit.engine.train.TrainResult`.
     """
 
-    def __call__(self, params: Any, **context: Any) -> torch.nn.Module: ...
+    def __call__(self, request: TrainRequest, host: Any) -> Any: ...
 
-    fit: Callable[[TrainRequest, Any], Any]
+
+#: kind -> optional member -> (what it is, what the core does without it). Read with :func:`optional`.
+OPTIONAL_MEMBERS: dict[str, dict[str, str]] = {
+    "proposer": {
+        "name": "str: the proposer's registered name, part of its proposal-cache key (default: the class path)",
+        "params": "its params dataclass, part of its proposal-cache key (default: the name alone keys it)",
+    },
+    "backbone": {
+        "arch": "str: a readable architecture name used in messages and checkpoints (default: the class name)",
+        "in_channels": "int: image channels the backbone takes (default 3)",
+        "roi_feature_names": "list[str]: the maps region heads pool from (default: feature_names without 'pool')",
+        "default_anchor_sizes": "anchor sizes per map for Faster R-CNN's RPN (default: the head's)",
+        "default_aspect_ratios": "anchor aspect ratios per map for Faster R-CNN's RPN (default: the head's)",
+        "detection_defaults": "dict of head parameters this backbone prefers, e.g. min_size (default: none)",
+    },
+    "head": {
+        "arch": "str: the detector's architecture name, stored in checkpoints (default: the class name)",
+        "pretrained_weights": "pretrained_weights(name) -> torchvision WeightsEnum member for --weights NAME "
+                              "(default: weights names are refused)",
+        "available_pretrained_weights": "available_pretrained_weights() -> list of WeightsEnum, listed in the "
+                                        "error for an unknown name (default: none listed)",
+        "after_pretrained_load": "after_pretrained_load(weights) -> None, called after torchvision weights "
+                                 "load (default: nothing)",
+        "after_training": "after_training(context) -> list[Path]: a second stage run on rank 0 after the "
+                          "detection engine's last epoch, e.g. R-CNN's SVMs (default: nothing)",
+    },
+    "output_layer": {
+        "produces": "'scores' | 'deltas' | 'scores+deltas' (default: read from cls_score/bbox_pred or a dummy "
+                    "forward)",
+        "cls_score": "the class-score submodule of a layer that gives scores and deltas",
+        "bbox_pred": "the box-delta submodule of a layer that gives scores and deltas",
+        "box_weights": "(wx, wy, ww, wh) box-coder weights of its deltas (default: the head's)",
+        "smooth_l1_beta": "float: the smooth-L1 beta of its box loss (default: the head's)",
+    },
+    "source": {},
+    "sink": {
+        "abort": "abort() -> None, called instead of close() when the run fails, to remove temporary files "
+                 "(default: nothing; targets are never half-written either way)",
+    },
+}
+
+
+def optional(component: Any, kind: str, member: str, default: Any = None) -> Any:
+    """The optional ``member`` of a ``kind`` component, or ``default`` when it has none.
+
+    Raises ``KeyError`` for a member that :data:`OPTIONAL_MEMBERS` does not declare, so the core
+    cannot grow an undeclared capability.
+    """
+    if member not in OPTIONAL_MEMBERS[kind]:
+        raise KeyError(f"{kind} member '{member}' is not declared in visionkit.components.OPTIONAL_MEMBERS")
+    return getattr(component, member, default)

@@ -8,7 +8,21 @@ once per component it adds::
 ``name`` is the component's config name (lower-case, dashes); ``params`` a dataclass whose
 fields are the component's config keys (validated by the host before ``factory`` is called);
 ``factory`` builds the component from a params instance, with the keyword arguments listed
-per kind below. The host owns names: a name or alias registered twice for the same kind is
+per kind below. ``factory``, ``params`` and ``trainer`` may be import references
+(``"my_plugin.model:build"``, or ``".model:build"`` relative to the plugin's package): the host
+then imports them only when the component is used, so listing plugins or running another
+component never imports this one's models. Keep a plugin's registration module light.
+
+Two keywords declare capabilities beyond the kind's factory call:
+
+``wraps=True``
+    the factory builds other components from its params (a backbone in front of another
+    backbone): it is called with one more keyword, ``build`` (a
+    :class:`visionkit.components.ComponentBuilder` over the same host).
+``trainer=fit``
+    heads only: the head trains itself (a classifier, a captioner); ``visionkit train`` calls
+    ``fit(request, host)`` (a :class:`visionkit.components.Trainer`) instead of the detection
+    engine. The host owns names: a name or alias registered twice for the same kind is
 reported as a clash for the second plugin. All hooks are called once per plugin at load time;
 none of them stops at a first result.
 """
@@ -33,9 +47,11 @@ class Register(Protocol):
         name: str,
         factory: object,
         *,
-        params: type | None = None,
+        params: type | str | None = None,
         aliases: tuple[str, ...] | list[str] = (),
         description: str = "",
+        wraps: bool = False,
+        trainer: object | None = None,
     ) -> None: ...
 
 
@@ -68,7 +84,9 @@ def register_heads(register: Register) -> None:
     where ``backbone`` is a built backbone module, ``output_layer`` a callable
     ``(in_features, num_classes) -> nn.Module`` or ``None`` for the head's default,
     ``proposer`` a built proposer or ``None``, and ``num_classes`` counts the background.
-    The detector follows :class:`visionkit.components.Detector`.
+    The detector follows :class:`visionkit.components.Detector` (or
+    :class:`~visionkit.components.Classifier` / :class:`~visionkit.components.Captioner` for heads
+    registered with a ``trainer``).
     """
 
 

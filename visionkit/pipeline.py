@@ -8,7 +8,6 @@ moved to the device -> detector (``torch.inference_mode`` + optional autocast) o
 from __future__ import annotations
 
 import contextlib
-import inspect
 import queue
 import re
 import threading
@@ -125,9 +124,7 @@ def build_detector(config: Mapping[str, Any], host: Host) -> tuple[torch.nn.Modu
 
     proposer = build_proposer(config, host) if config.get("proposer") else None
     head_params = head_spec.parse(head[1])
-    # a backbone that wraps another (e.g. spatial-transformer) gets the registry to build it from
-    wraps = "registry" in inspect.signature(backbone_spec.factory).parameters
-    backbone = backbone_spec.build(backbone_sec[1], **({"registry": reg} if wraps else {}))
+    backbone = host.build("backbone", backbone_spec.name, backbone_sec[1])  # a wrapping one gets build=
     num_classes = int(config.get("num_classes") or 91)
     detector = head_spec.factory(
         head_params, backbone=backbone, output_layer=output_layer, proposer=proposer, num_classes=num_classes

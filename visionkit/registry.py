@@ -3,27 +3,97 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from visionkit.components import KINDS
-from visionkit.errors import DuplicateComponentError, UnknownComponentError
+from visionkit.errors import DuplicateComponentError, PluginError, UnknownComponentError
 from visionkit.params import NoParams, closest, parse_params
 
-__all__ = ["ComponentSpec", "Registry"]
+__all__ = ["ComponentSpec", "Registry", "load_reference"]
 
 
-@dataclass(frozen=True)
+def load_reference(ref: str, *, what: str) -> Any:
+    """Import ``"package.module:attribute"`` (the lazy form of a factory or params class).
+
+    An import failure becomes a :class:`~visionkit.errors.PluginError` whose message is ``what``
+    followed by the one-line cause, so the component and its plugin are named.
+    """
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise PluginError(f"{what}: bad reference {ref!r}; use 'package.module:attribute'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # a broken plugin module is reported with its component, never raw
+        cause = str(exc).strip().splitlines()
+        raise PluginError(f"{what}: cannot import {ref}: {type(exc).__name__}: {cause[0] if cause else ''}") from exc
+    return obj
+
+
+def _resolve(value: Any, *, base: str) -> Any:
+    """A relative reference ``".module:attr"`` is relative to the registering plugin's package ``base``."""
+    if isinstance(value, str) and value.startswith(".") and base:
+        return base + value
+    return value
+
+
 class ComponentSpec:
-    """A registered component: its kind, name, factory, params dataclass and plugin."""
+    """A registered component: its kind, name, factory, params dataclass and plugin.
 
-    kind: str
-    name: str
-    factory: Callable[..., Any]
-    params: type = NoParams
-    plugin: str = ""
-    aliases: tuple[str, ...] = ()
-    description: str = ""
+    ``factory`` and ``params`` may be given as import references (``"pkg.module:build"``) so that a
+    plugin's models are imported only when one of its components is used; :attr:`factory` and
+    :attr:`params` import them on first access. ``wraps``: the factory builds other components and
+    is called with ``build=`` (see :class:`visionkit.components.ComponentBuilder`). ``trainer``: for a
+    head that trains itself (see :class:`visionkit.components.Trainer`), a callable or a reference.
+    """
+
+    __slots__ = ("_factory", "_params", "_trainer", "aliases", "description", "kind", "name", "plugin", "wraps")
+
+    def __init__(
+        self, *, kind: str, name: str, factory: Callable[..., Any] | str, params: type | str | None = None,
+        plugin: str = "", aliases: tuple[str, ...] = (), description: str = "", wraps: bool = False,
+        trainer: Callable[..., Any] | str | None = None,
+    ) -> None:
+        self.kind, self.name, self.plugin = kind, name, plugin
+        self.aliases, self.description, self.wraps = tuple(aliases), description, bool(wraps)
+        self._factory = factory
+        self._params: Any = NoParams if params is None else params
+        self._trainer = trainer
+
+    def __repr__(self) -> str:
+        return f"ComponentSpec({self.kind} {self.name!r} from {self.plugin!r})"
+
+    def _what(self, part: str) -> str:
+        return f"{self.kind.replace('_', ' ')} '{self.name}' (plugin '{self.plugin}'): {part}"
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the factory has been imported (``False`` while it is still a reference)."""
+        return not isinstance(self._factory, str)
+
+    @property
+    def factory(self) -> Callable[..., Any]:
+        if isinstance(self._factory, str):
+            self._factory = load_reference(self._factory, what=self._what("factory"))
+            if not callable(self._factory):
+                raise PluginError(self._what(f"factory must be callable, got {type(self._factory).__name__}"))
+        return self._factory
+
+    @property
+    def params(self) -> type:
+        if isinstance(self._params, str):
+            self._params = load_reference(self._params, what=self._what("params"))
+        return self._params
+
+    @property
+    def trainer(self) -> Callable[..., Any] | None:
+        """The head's own training entry point, or ``None`` for heads the detection engine trains."""
+        if isinstance(self._trainer, str):
+            self._trainer = load_reference(self._trainer, what=self._what("trainer"))
+        return self._trainer
 
     def parse(self, values: Mapping[str, Any] | None) -> Any:
         """Validate a config section into this component's params dataclass."""

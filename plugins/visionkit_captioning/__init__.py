@@ -3,7 +3,7 @@
 * head ``captioning``: any backbone plugin as the encoder (its last feature map, ``L x D``) and an
   LSTM decoder with soft attention, the gating scalar and the doubly stochastic regulariser;
   ``attention: false`` gives Show and Tell. Greedy and beam-search decoding (:mod:`.decode`).
-* ``visionkit train`` trains it through the factory's ``fit`` (:mod:`.train`) on COCO captions JSON;
+* ``visionkit train`` trains it through its registered ``trainer`` (:func:`.train.fit`) on COCO captions JSON;
   ``visionkit caption`` captions images and, with ``--regions``, detected or proposed regions
   (:mod:`.regions`, drawn by :mod:`.draw`).
 """
@@ -17,6 +17,7 @@ from .decode import Hypothesis, beam_search, greedy_search
 from .head import build_captioning
 from .model import AttentionDecoder, Captioner, ShowTellDecoder, pad_captions, to_rgb
 from .params import CaptioningParams
+from .train import fit
 
 __all__ = [
     "AttentionDecoder", "Captioner", "CaptioningParams", "Hypothesis", "ShowTellDecoder", "beam_search",
@@ -27,7 +28,7 @@ __all__ = [
 @visionkit.hookimpl
 def register_heads(register: Register) -> None:
     register(
-        "captioning", build_captioning, params=CaptioningParams,
+        "captioning", build_captioning, params=CaptioningParams, trainer=fit,
         description="image captioning: any backbone + LSTM decoder with soft attention (Show, Attend and Tell, "
                     "Xu et al. 2015); attention: false gives Show and Tell (Vinyals et al. 2015)",
     )

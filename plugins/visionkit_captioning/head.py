@@ -10,7 +10,6 @@ from visionkit.errors import ConfigError
 
 from .model import Captioner
 from .params import CaptioningParams
-from .train import fit
 
 __all__ = ["build_captioning"]
 
@@ -21,8 +20,8 @@ def build_captioning(params: CaptioningParams, *, backbone: nn.Module, output_la
 
     ``num_classes`` is not used: the vocabulary (``params.vocabulary``) sets the output size.
     ``output_layer`` must be ``None`` (the decoder has its own). A ``proposer`` is kept as
-    ``region_proposer`` for ``visionkit caption --regions``. Training: ``build_captioning.fit``
-    (see :mod:`visionkit_captioning.train`), which ``visionkit train`` calls.
+    ``region_proposer`` for ``visionkit caption --regions``. Training: the head is registered with
+    ``trainer=`` :func:`visionkit_captioning.train.fit`, which ``visionkit train`` calls.
     """
     if output_layer is not None:
         raise ConfigError("captioning head: output_layer is not used (the decoder has its own output layer); "
@@ -33,5 +32,3 @@ def build_captioning(params: CaptioningParams, *, backbone: nn.Module, output_la
     model.region_proposer = proposer
     return model
 
-
-build_captioning.fit = fit  # type: ignore[attr-defined]

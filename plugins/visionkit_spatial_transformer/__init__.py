@@ -28,14 +28,10 @@ __all__ = [
     "affine_sample", "build_small_cnn", "build_stn", "fit_stn", "load_classification_set", "projective_sample",
 ]
 
-#: ``visionkit train`` calls this instead of the detection engine (see visionkit.components.SelfTraining)
-build_stn.fit = fit_stn  # type: ignore[attr-defined]
-
-
 @visionkit.hookimpl
 def register_heads(register: Register) -> None:
     register(
-        "stn", build_stn, params=STNParams,
+        "stn", build_stn, params=STNParams, trainer=fit_stn,
         description="ST-CNN classifier (Jaderberg et al. 2015): spatial transformer (affine or projective) "
                     "in front of any backbone, global pooling, linear classifier",
     )
@@ -48,6 +44,6 @@ def register_backbones(register: Register) -> None:
         description="small 3-conv CNN for digit-sized images (1 or 3 channels; 4*width output channels)",
     )
     register(
-        "spatial-transformer", build_st_backbone, params=STBackboneParams,
+        "spatial-transformer", build_st_backbone, params=STBackboneParams, wraps=True,
         description="a spatial transformer (affine or projective) in front of any backbone (backbone: NAME)",
     )

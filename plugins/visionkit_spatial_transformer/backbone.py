@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from visionkit.components import ComponentBuilder, optional
 from visionkit.errors import ConfigError
 
 from .module import SpatialTransformer, SpatialTransformerBackbone
@@ -45,8 +46,8 @@ class STBackboneParams:
             raise ValueError(f"loc_channels and loc_hidden must be >= 1, got {self.loc_channels}, {self.loc_hidden}")
 
 
-def build_st_backbone(params: STBackboneParams, *, registry: Any = None) -> SpatialTransformerBackbone:
-    """Build the wrapped backbone from ``registry`` (the host's; default the process-wide host) and wrap it."""
+def build_st_backbone(params: STBackboneParams, *, build: ComponentBuilder) -> SpatialTransformerBackbone:
+    """Build the wrapped backbone through ``build`` (the host's builder: registered with ``wraps=True``) and wrap it."""
     from visionkit.config import component_section
 
     section = component_section(params.backbone)
@@ -54,16 +55,12 @@ def build_st_backbone(params: STBackboneParams, *, registry: Any = None) -> Spat
         raise ConfigError(f"backbone '{NAME}': 'backbone' must name the backbone to wrap, e.g. backbone: resnet18")
     if section[0] == NAME:
         raise ConfigError(f"backbone '{NAME}' cannot wrap another '{NAME}'; name the backbone to put behind it")
-    if registry is None:
-        from visionkit.plugins import get_host
-
-        registry = get_host().registry
-    inner = registry.get("backbone", section[0]).build(section[1])
+    inner = build("backbone", {"name": section[0], **section[1]})
     transformer = SpatialTransformer(
-        int(getattr(inner, "in_channels", 3)), transform=params.transform,
+        int(optional(inner, "backbone", "in_channels", 3)), transform=params.transform,
         output_size=tuple(params.output_size) if params.output_size else None,
         loc_channels=params.loc_channels, loc_hidden=params.loc_hidden,
     )
     wrapped = SpatialTransformerBackbone(inner, transformer)
-    wrapped.arch = f"{NAME}({getattr(inner, 'arch', section[0])})"
+    wrapped.arch = f"{NAME}({optional(inner, 'backbone', 'arch', section[0])})"
     return wrapped

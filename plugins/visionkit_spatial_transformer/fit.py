@@ -85,7 +85,7 @@ def load_classification_set(spec: str, model: Any, *, log: Any = print, seed: in
 
 
 def fit_stn(request: Any, host: Any) -> Any:
-    """Train an ``stn`` classifier as :class:`visionkit.components.SelfTraining` describes."""
+    """Train an ``stn`` classifier as :class:`visionkit.components.Trainer` describes."""
     from visionkit.atomic import write_json
     from visionkit.engine.metrics import MetricsLog
     from visionkit.engine.train import TrainResult
