@@ -42,7 +42,12 @@ _LAZY: dict[str, str] = {
     "BadItem": "visionkit.types",
 }
 
-__all__ = ["VisionkitError", "__version__", "hookimpl", *_LAZY]
+__all__ = [
+    "BadItem", "Detections", "Frame", "FrameMeta", "Host", "Pipeline", "Proposals", "ProposerPipeline",
+    "RunSummary", "VisionkitError", "__version__", "backbone", "caption", "classify", "component",
+    "evaluate_coco", "evaluate_proposals", "evaluate_run", "evaluate_voc", "get_host", "hookimpl", "load_config",
+    "proposer", "train",
+]
 
 
 def __getattr__(name: str) -> Any:
