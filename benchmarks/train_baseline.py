@@ -97,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from visionkit.atomic import write_json
-    from visionkit.cli_train import split_training_config
     from visionkit.config import resolve_config
     from visionkit.engine.data import resolve_dataset
     from visionkit.engine.train import parse_train_options, train_detector
     from visionkit.plugins import Host
+    from visionkit.workflows.train import split_training_config
 
     raccoon = DATA / "raccoon"
     if not raccoon.is_dir():

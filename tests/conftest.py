@@ -33,7 +33,10 @@ def host():
 
 @pytest.fixture
 def cli(monkeypatch, tmp_path):
-    """Run the visionkit CLI in-process: ``cli("detect", ...)`` -> result with exit_code, stdout, stderr."""
+    """Run the visionkit CLI in-process: ``cli("detect", ...)`` -> result with exit_code, stdout, stderr.
+
+    ``cli(..., host=Host(plugins=[...], autoload=False))`` runs it with that plugin host, as an application
+    would (``app(args, obj={"host": host})``)."""
     from typer.testing import CliRunner
 
     from visionkit.cli import app
@@ -41,7 +44,8 @@ def cli(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
 
-    def run(*args: str):
-        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    def run(*args: str, host=None):
+        obj = {"host": host} if host is not None else None
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, obj=obj)
 
     return run

@@ -135,7 +135,7 @@ def test_evaluate_captions_tokenises_and_warns():
 def _captions_app():
     import typer
 
-    from visionkit.cli_captions import captions
+    from visionkit.cli.eval import captions
 
     app = typer.Typer()
     app.command()(captions)
@@ -166,7 +166,7 @@ def test_cli_captions_prints_and_writes_json(tmp_path):
 
 
 def test_cli_captions_bad_predictions_raise_input_error(tmp_path):
-    from visionkit.cli_captions import captions
+    from visionkit.cli.eval import captions
 
     annotations = tmp_path / "gt.json"
     annotations.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}],

@@ -266,7 +266,7 @@ def test_gt_without_area_or_iscrowd_is_filled_with_warning():
 def test_cli_eval_coco(tmp_path):
     from typer.testing import CliRunner
 
-    from visionkit.cli_eval import eval_app
+    from visionkit.cli.eval import eval_app
 
     runner = CliRunner()
     res = runner.invoke(eval_app, ["coco", "--predictions", str(BBOX), "--annotations", str(GT), "--out",

@@ -141,7 +141,7 @@ def test_header_only_check_is_fast_and_still_finds_structure(tmp_path):
 # ----------------------------------------------------------------------------- CLI
 
 def test_cli_data_check_convert_split(tmp_path):
-    from visionkit.cli_data import data_app
+    from visionkit.cli.data import data_app
 
     runner = CliRunner()
     res = runner.invoke(data_app, ["check", str(data("raccoon")), "--no-decode"])

@@ -96,14 +96,8 @@ def eval_cli(cli, monkeypatch):
     """The CLI with a host that has the oracle plugin; ``eval run`` mounted."""
     from visionkit.plugins import Host
 
-    original = Host.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        self.add(OraclePlugin(), name="oracle-plugin")
-
-    monkeypatch.setattr(Host, "__init__", init)
-    return cli
+    host = Host(plugins={"oracle-plugin": OraclePlugin()}, autoload=False)
+    return lambda *args: cli(*args, host=host)
 
 
 def write_config(path: Path, label: int = 3) -> Path:

@@ -268,11 +268,11 @@ def test_st_cnn_loss_falls_on_cluttered_mnist(one_thread):
 @pytest.fixture
 def classify_app():
     """A Typer app mounting ``classify`` under a root callback like visionkit.cli's ``_main``."""
-    from visionkit.cli import _Group
-    from visionkit.cli_classify import classify
+    from visionkit.cli.common import ErrorGroup
+    from visionkit.cli.heads import classify
     from visionkit.plugins import Host
 
-    app = typer.Typer(cls=_Group)
+    app = typer.Typer(cls=ErrorGroup)
 
     @app.callback()
     def _main(ctx: typer.Context) -> None:

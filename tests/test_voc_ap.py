@@ -147,7 +147,7 @@ def test_cli_eval_voc(tmp_path):
         pytest.skip(f"shared dataset not available: {root}")
     from typer.testing import CliRunner
 
-    from visionkit.cli_eval import eval_app
+    from visionkit.cli.eval import eval_app
     from visionkit.data import load_dataset
 
     ds = load_dataset(root)

@@ -11,7 +11,7 @@ Importing this module imports no torch (the annotations are strings).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -88,9 +88,9 @@ class Detector(Protocol):
 class Classifier(Protocol):
     """A head model that classifies whole images (``visionkit classify``; the ``stn`` head)."""
 
-    def classify(self, images: torch.Tensor) -> torch.Tensor:
-        """``images``: float ``[B, C, H, W]`` prepared as the model was trained. Returns class
-        probabilities ``[B, K]``."""
+    def classify(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``images``: ``uint8`` ``[C, H, W]`` tensors (any sizes; the model prepares them as it was
+        trained). Returns class probabilities ``[B, K]``, one row per image."""
         ...
 
 
@@ -98,12 +98,9 @@ class Classifier(Protocol):
 class Captioner(Protocol):
     """A head model that writes captions (``visionkit caption``; the ``captioning`` head)."""
 
-    def caption(self, images: list[torch.Tensor], **options: Any) -> list[Any]:
-        """``images``: ``uint8`` RGB ``[3, H, W]`` tensors. Returns one caption result per image."""
-        ...
-
-    def generate(self, images: torch.Tensor, **options: Any) -> list[Any]:
-        """Decode captions for a prepared float batch ``[B, 3, H, W]``."""
+    def caption(self, images: Sequence[torch.Tensor], **options: Any) -> list[str]:
+        """``images``: ``uint8`` ``[C, H, W]`` tensors (any sizes). Returns one caption per image;
+        ``options`` are decoding options the head documents (``beam_size``, ``max_length``...)."""
         ...
 
 
@@ -203,6 +200,8 @@ OPTIONAL_MEMBERS: dict[str, dict[str, str]] = {
         "default_anchor_sizes": "anchor sizes per map for Faster R-CNN's RPN (default: the head's)",
         "default_aspect_ratios": "anchor aspect ratios per map for Faster R-CNN's RPN (default: the head's)",
         "detection_defaults": "dict of head parameters this backbone prefers, e.g. min_size (default: none)",
+        "max_trainable_layers": "int, on the backbone's params class: the largest trainable_layers, what "
+                                "--freeze-stages counts from (default: --freeze-stages is refused)",
     },
     "head": {
         "arch": "str: the detector's architecture name, stored in checkpoints (default: the class name)",

@@ -163,30 +163,44 @@ def build_sinks(
     return sinks
 
 
-_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+def _sources(config: Mapping[str, Any], host: Host) -> list[Any]:
+    """One built source per registered source plugin, in registration order, with the config's parameters."""
+    params = config.get("sources") or {}
+    unknown = set(params) - {s.name for s in host.registry.specs("source")}
+    if unknown:
+        host.registry.get("source", sorted(unknown)[0])  # raises with suggestions
+    return [host.build("source", spec.name, params.get(spec.name) or {}) for spec in host.registry.specs("source")]
+
+
+def check_inputs(inputs: Sequence[str], config: Mapping[str, Any] | None = None, host: Host | None = None) -> None:
+    """Fail early (usage error) on an input that cannot be read: a local path that does not exist, or (given
+    the host) a URI with a scheme (or a camera index) that no registered source accepts. A source may read a
+    scheme of its own (``s3://...``, ``checker:16``): such an input passes when that source accepts it,
+    though nothing exists on disk. An existing file no source reads is skipped at run time, like any bad item."""
+    if not inputs:
+        raise UsageError("no input given; pass image files, folders, globs, videos, a camera index or a URL")
+    sources = _sources(config or {}, host) if host is not None else None
+    for uri in inputs:
+        if _looks_local(uri) and not _GLOB.search(uri) and not Path(uri).expanduser().exists():
+            raise UsageError(f"input not found: {uri}; check the path (no such file or directory)")
+        if sources is not None and not _looks_local(uri) and not any(source.accepts(uri) for source in sources):
+            names = ", ".join(spec.name for spec in host.registry.specs("source"))  # type: ignore[union-attr]
+            raise UsageError(f"no source plugin reads '{uri}' (sources: {names}); check the extension, scheme or "
+                             "URL, or install a source plugin for it")
+
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 _GLOB = re.compile(r"[*?\[]")
 
 
-def check_inputs(inputs: Sequence[str]) -> None:
-    """Fail early (usage error) on local paths that do not exist; URLs, camera indices and globs pass."""
-    if not inputs:
-        raise UsageError("no input given; pass image files, folders, globs, videos, a camera index or a URL")
-    for uri in inputs:
-        if _URL.match(uri) or uri.isdigit() or _GLOB.search(uri):
-            continue
-        if not Path(uri).exists():
-            raise UsageError(f"input not found: {uri}; check the path (no such file or directory)")
+def _looks_local(uri: str) -> bool:
+    """A plain path (no ``scheme:`` prefix, not a camera index)."""
+    return not _URL.match(uri) and not uri.isdigit()
 
 
 def open_inputs(inputs: Sequence[str], config: Mapping[str, Any], host: Host) -> Iterator[Frame | BadItem]:
     """Frames of every input, in order; each input goes to the first source plugin that accepts it."""
-    sources = []
-    params = config.get("sources") or {}
-    for spec in host.registry.specs("source"):
-        sources.append(spec.build(params.get(spec.name) or {}))
-    unknown = set(params) - {s.name for s in host.registry.specs("source")}
-    if unknown:
-        host.registry.get("source", sorted(unknown)[0])  # raises with suggestions
+    sources = _sources(config, host)
     index = 0
     for uri in inputs:
         source = next((s for s in sources if s.accepts(uri)), None)

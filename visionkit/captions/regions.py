@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .model import Captioner
+from visionkit.components import Captioner
 
 __all__ = ["Region", "crop", "propose_regions", "detect_regions", "caption_regions"]
 

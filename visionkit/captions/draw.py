@@ -11,9 +11,8 @@ import cv2
 import numpy as np
 import torch
 
+from visionkit.captions.regions import Region
 from visionkit.imageio import from_numpy, to_bgr_numpy
-
-from .regions import Region
 
 __all__ = ["draw_captions", "wrap_text"]
 

@@ -1,0 +1,328 @@
+"""The Python API: every workflow of visionkit is a call here; the CLI is a thin shell over it.
+
+    import visionkit
+
+    pipe = visionkit.Pipeline.from_config("configs/raccoon_faster_rcnn.yaml",
+                                          weights="samples/checkpoints/raccoon_frcnn.pt", device="cpu")
+    dets = pipe("samples/images/raccoon-57.jpg")          # Detections (boxes xyxy float32 pixels)
+    batch = pipe([path, hwc_rgb_uint8_array, chw_uint8_tensor, pil_image])   # list[Detections], in order
+    for frame, det in pipe.stream("video.mp4"):           # lazily, frame by frame
+        ...
+    summary = pipe.run(["folder/", "video.mp4"], out="runs/x")   # what `visionkit detect` does
+    props = visionkit.proposer("selective-search", mode="fast")(image)
+    metrics = visionkit.evaluate_coco("results.json", "instances.json")
+
+Importing this module imports no torch; building a pipeline does. Every function takes an optional
+``host`` (:class:`visionkit.Host`, the loaded plugins); the default is the process-wide host.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from visionkit.errors import UsageError
+from visionkit.workflows.evaluate import (
+    evaluate_captions,
+    evaluate_coco,
+    evaluate_proposals,
+    evaluate_run,
+    evaluate_voc,
+)
+from visionkit.workflows.heads import CaptionResult, ClassifyResult, caption, classify
+from visionkit.workflows.train import train
+
+if TYPE_CHECKING:
+    import torch
+
+    from visionkit.pipeline import RunSummary
+    from visionkit.plugins import Host
+    from visionkit.types import BadItem, Detections, Frame, Proposals
+
+__all__ = [
+    "Pipeline", "ProposerPipeline", "component", "proposer", "backbone", "load_config", "to_image",
+    "evaluate_coco", "evaluate_voc", "evaluate_run", "evaluate_proposals", "evaluate_captions",
+    "train", "classify", "caption", "ClassifyResult", "CaptionResult",
+]
+
+PathLike = str | os.PathLike[str]
+#: an image the API takes: a file path, an ``[H, W, 3]`` RGB ``uint8`` array, a ``[3, H, W]`` ``uint8``
+#: tensor, or a PIL image
+ImageLike = Any
+
+_UNSET: Any = object()
+
+#: what ``visionkit propose`` starts from (under the user's config)
+PROPOSE_BASE: dict[str, Any] = {
+    "head": None, "backbone": None, "proposer": {"name": "selective-search"},
+    "batch_size": 1, "sinks": {"proposals-json": {}, "annotated-images": {}},
+}
+
+
+def _host(host: Host | None) -> Host:
+    if host is not None:
+        return host
+    from visionkit.plugins import get_host
+
+    return get_host()
+
+
+def load_config(config: PathLike | Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A config as given: a YAML file path or a mapping, with ``key.path=value`` overrides applied
+    (not yet merged with the defaults)."""
+    from visionkit.config import apply_overrides
+    from visionkit.config import load_config as load_file
+
+    data = dict(config) if isinstance(config, Mapping) else load_file(Path(config) if config is not None else None)
+    return apply_overrides(data, list(overrides))
+
+
+def to_image(image: ImageLike) -> torch.Tensor:
+    """Any image the API takes as a ``uint8`` RGB tensor ``[3, H, W]`` (a file is decoded, EXIF-rotated)."""
+    import numpy as np
+    import torch
+
+    if isinstance(image, (str, os.PathLike)):
+        from visionkit.imageio import decode_image
+
+        return decode_image(Path(image))
+    if isinstance(image, torch.Tensor):
+        if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+            raise UsageError(f"a tensor image must be uint8 [3, H, W] RGB, got {image.dtype} {tuple(image.shape)}; "
+                             "convert with (x * 255).round().to(torch.uint8) or permute(2, 0, 1)")
+        return image
+    if type(image).__module__.startswith("PIL."):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
+            raise UsageError(f"an array image must be uint8 [H, W, 3] RGB (or [H, W] grey), got {image.dtype} "
+                             f"{image.shape}; OpenCV's BGR needs cv2.cvtColor(img, cv2.COLOR_BGR2RGB)")
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if image.shape[2] == 1:
+            image = np.repeat(image, 3, axis=2)
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    raise UsageError(f"cannot read an image from {type(image).__name__}; give a path, an [H, W, 3] uint8 RGB array, "
+                     "a uint8 [3, H, W] tensor or a PIL image")
+
+
+def _frames(images: Sequence[ImageLike]) -> list[Frame]:
+    from visionkit.types import Frame, FrameMeta
+
+    frames = []
+    for i, image in enumerate(images):
+        tensor = to_image(image)
+        source = str(image) if isinstance(image, (str, os.PathLike)) else f"<{type(image).__name__} {i}>"
+        meta = FrameMeta(source=source, index=i, width=int(tensor.shape[2]), height=int(tensor.shape[1]))
+        frames.append(Frame(tensor, meta))
+    return frames
+
+
+def _open(inputs: Sequence[str], config: Mapping[str, Any], host: Host) -> Iterator[Frame | BadItem]:
+    from visionkit.pipeline import check_inputs, open_inputs
+
+    check_inputs(inputs, config, host)
+    return open_inputs(inputs, config, host)
+
+
+def _inputs(inputs: PathLike | Sequence[PathLike]) -> list[str]:
+    if isinstance(inputs, (str, os.PathLike)):
+        return [os.fspath(inputs)]
+    return [os.fspath(i) for i in inputs]
+
+
+class Pipeline:
+    """A detector assembled from plugins, with its config, device and class names: the object to start from.
+
+    Build it with :meth:`from_config`. Call it on images (:meth:`__call__`), stream a source
+    (:meth:`stream`) or run it over inputs into output files (:meth:`run`, what ``visionkit detect``
+    does). ``config`` is the resolved config (every key filled in); ``class_names`` maps category id
+    to name; ``warnings`` lists what a user should know (e.g. no weights).
+    """
+
+    def __init__(self, config: Mapping[str, Any], *, host: Host | None = None,
+                 classes: Sequence[str | int] | None = None) -> None:
+        from visionkit.pipeline import build_detector, class_filter, select_device
+
+        self.host = _host(host)
+        self.config: dict[str, Any] = dict(config)
+        self.warnings: list[str] = []
+        if not self.config.get("weights"):
+            self.warnings.append("no weights: the detector is randomly initialised and its detections are "
+                                 "meaningless; pass --weights DEFAULT or a checkpoint")
+        self.device = select_device(self.config.get("device") or "auto")
+        self.detector, self.class_names = build_detector(self.config, self.host)
+        self.keep_labels = class_filter(classes, self.class_names)
+        self.skipped: list[BadItem] = []
+
+    @classmethod
+    def from_config(
+        cls, config: PathLike | Mapping[str, Any] | None = None, *, weights: str | None = _UNSET,
+        device: str | None = None, precision: str | None = None, batch_size: int | None = None,
+        score_threshold: float | None = None, classes: Sequence[str | int] | None = None,
+        stride: int | None = None, overrides: Sequence[str] = (), host: Host | None = None,
+    ) -> Pipeline:
+        """Build from a YAML file or mapping (default: Faster R-CNN ResNet-50 FPN with COCO weights).
+
+        ``weights``: a torchvision weights name (``"DEFAULT"``), a checkpoint path, or ``None`` for
+        none (default: the config's, else ``DEFAULT``). A visionkit checkpoint brings its own model
+        sections; the config and these arguments still win. ``overrides``: ``key.path=value``
+        strings as ``--set`` takes. ``classes``: keep only these class names or ids.
+        """
+        from visionkit.config import DEFAULT_CONFIG
+        from visionkit.pipeline import resolve_with_checkpoint
+
+        user = load_config(config)
+        given: dict[str, Any] = {k: v for k, v in {
+            "device": device, "precision": precision, "batch_size": batch_size, "score_threshold": score_threshold,
+        }.items() if v is not None}
+        if weights is not _UNSET:
+            given["weights"] = None if weights is None or str(weights).lower() == "none" else weights
+        if stride is not None:
+            given["sources"] = {"video": {"stride": stride}, "stream": {"stride": stride}}
+        base = {**DEFAULT_CONFIG, "weights": "DEFAULT"}  # never a random detector unless asked for
+        resolved = resolve_with_checkpoint(user, given, sets=list(overrides), base=base)
+        return cls(resolved, host=host, classes=classes)
+
+    def __repr__(self) -> str:
+        head = self.config.get("head")
+        name = head.get("name") if isinstance(head, Mapping) else head
+        return f"Pipeline(head={name!r}, weights={self.config.get('weights')!r}, device='{self.device}')"
+
+    def _infer(self) -> Callable[[list[Frame]], list[Detections]]:
+        from visionkit.pipeline import detector_infer
+
+        return detector_infer(self.detector, self.device, self.config.get("precision") or "fp32",
+                              score_threshold=float(self.config.get("score_threshold") or 0.0),
+                              keep_labels=self.keep_labels)
+
+    def predict(self, images: Sequence[ImageLike]) -> list[Detections]:
+        """Detections for each image, in order (batched by the config's ``batch_size``)."""
+        frames = _frames(images)
+        infer = self._infer()
+        size = max(1, int(self.config.get("batch_size") or 1))
+        out: list[Detections] = []
+        for start in range(0, len(frames), size):
+            out.extend(infer(frames[start:start + size]))
+        return out
+
+    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> Detections | list[Detections]:
+        """One image -> one :class:`~visionkit.types.Detections`; a list -> a list, in order."""
+        if isinstance(images, (list, tuple)):
+            return self.predict(images)
+        return self.predict([images])[0]
+
+    def stream(self, source: PathLike | Sequence[PathLike]) -> Iterator[tuple[Frame, Detections]]:
+        """``(frame, detections)`` for every frame of the inputs (files, folders, videos, cameras, streams, any
+        scheme a source plugin reads), lazily and in order. Unreadable items are skipped and listed in
+        :attr:`skipped`."""
+        infer = self._infer()
+        self.skipped = []
+        from visionkit.types import BadItem
+
+        for item in _open(_inputs(source), self.config, self.host):
+            if isinstance(item, BadItem):
+                self.skipped.append(item)
+                continue
+            yield item, infer([item])[0]
+
+    def run(self, inputs: PathLike | Sequence[PathLike], out: PathLike | None = None, *, save: bool = True,
+            on_item: Callable[[Frame | BadItem], None] | None = None) -> RunSummary:
+        """Run over ``inputs`` and write the config's sinks (annotated images and videos, ``predictions.jsonl``,
+        ...) under ``out`` (default ``runs/detect/runN``): exactly ``visionkit detect``. Decoding and writing run
+        in background threads. ``save=False`` skips the annotated images and videos. Bad inputs are
+        skipped and listed in the summary's ``bad``. ``on_item`` is called once per frame or bad item."""
+        from visionkit.pipeline import Runner, build_sinks, next_run_dir
+
+        out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "detect")
+        names = list(self.config.get("sinks") or {})
+        only = None if save else [n for n in names if n not in ("annotated-images", "annotated-video")]
+        items = _open(_inputs(inputs), self.config, self.host)
+        sinks = build_sinks(self.config, self.host, out_dir, self.class_names, only=only)
+        runner = Runner(self._infer(), sinks, batch_size=int(self.config.get("batch_size") or 1))
+        return runner.run(items, on_item)
+
+
+class ProposerPipeline:
+    """A proposer plugin with the API's image handling: ``ProposerPipeline.from_config(...)(image)`` ->
+    :class:`~visionkit.types.Proposals` (boxes xyxy float32 pixels, best first); :meth:`run` is
+    ``visionkit propose``."""
+
+    def __init__(self, config: Mapping[str, Any], *, host: Host | None = None, top: int | None = None) -> None:
+        from visionkit.pipeline import build_proposer
+
+        self.host = _host(host)
+        self.config = dict(config)
+        self.top = top
+        self.proposer = build_proposer(self.config, self.host)
+
+    @classmethod
+    def from_config(cls, config: PathLike | Mapping[str, Any] | None = None, *, top: int | None = None,
+                    overrides: Sequence[str] = (), host: Host | None = None, **proposer: Any) -> ProposerPipeline:
+        """From a config with a ``proposer`` section (default: selective search); keyword arguments are the
+        proposer's parameters (``mode="fast"``, ``color_spaces="hsv,lab"``...)."""
+        from visionkit.config import DEFAULT_CONFIG, resolve_config
+
+        given: dict[str, Any] = {"proposer": {k: v for k, v in proposer.items() if v is not None}}
+        if not given["proposer"]:
+            given = {}
+        if top is not None:
+            given["sinks"] = {"annotated-images": {"max_proposals": top}}
+        resolved = resolve_config(load_config(config), given, sets=list(overrides),
+                                  base={**DEFAULT_CONFIG, **PROPOSE_BASE})
+        return cls(resolved, host=host, top=top)
+
+    def __call__(self, image: ImageLike) -> Proposals:
+        """Ranked proposals of one image (the best ``top`` when set)."""
+        return self._checked(self.proposer.propose(to_image(image))).top(self.top)
+
+    def _checked(self, result: Any) -> Proposals:
+        from visionkit.types import Proposals
+
+        if not isinstance(result, Proposals):
+            section = self.config.get("proposer")
+            name = section.get("name") if isinstance(section, Mapping) else section
+            plugin = self.host.registry.get("proposer", str(name)).plugin
+            raise UsageError(f"proposer '{name}' (plugin '{plugin}') returned {type(result).__name__}, not "
+                             "visionkit.Proposals; the plugin breaks the Proposer contract (visionkit.components)")
+        return result
+
+    def run(self, inputs: PathLike | Sequence[PathLike], out: PathLike | None = None, *,
+            on_item: Callable[[Frame | BadItem], None] | None = None) -> RunSummary:
+        """Proposals for every input: a JSON file per image and the top N drawn (``visionkit propose``)."""
+        from visionkit.pipeline import Runner, build_sinks, next_run_dir
+
+        out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "propose")
+        items = _open(_inputs(inputs), self.config, self.host)
+        sinks = build_sinks(self.config, self.host, out_dir, None)
+
+        def infer(frames: list[Frame]) -> list[Proposals]:
+            return [self._checked(self.proposer.propose(f.image)).top(self.top) for f in frames]
+
+        return Runner(infer, sinks, batch_size=1).run(items, on_item)
+
+
+def component(kind: str, name: str, *, host: Host | None = None, **params: Any) -> Any:
+    """Build any registered component by kind and name (``component("backbone", "resnet18", weights=None)``);
+    keyword arguments are its parameters, validated as in a config. Factories that need context (heads,
+    output layers, sinks) take it through :meth:`visionkit.Host.build` instead."""
+    from visionkit.components import KINDS
+
+    kind = kind.replace("-", "_")
+    if kind not in KINDS:
+        raise UsageError(f"unknown component kind '{kind}'; kinds: {', '.join(KINDS)}")
+    return _host(host).build(kind, name, params)
+
+
+def proposer(name: str = "selective-search", *, top: int | None = None, host: Host | None = None,
+             **params: Any) -> ProposerPipeline:
+    """A proposer plugin by name, callable on any image: ``proposer("selective-search", mode="fast")(image)``."""
+    return ProposerPipeline.from_config({"proposer": {"name": name, **params}}, top=top, host=host)
+
+
+def backbone(name: str, *, host: Host | None = None, **params: Any) -> Any:
+    """A backbone plugin by name (an ``nn.Module`` returning an ordered dict of feature maps)."""
+    return component("backbone", name, host=host, **params)
+

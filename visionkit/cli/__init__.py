@@ -1,0 +1,74 @@
+"""The ``visionkit`` command line (Typer): a thin shell over the Python API (:mod:`visionkit.api`).
+
+One module per command group: :mod:`.run` (detect, propose), :mod:`.train`, :mod:`.eval`, :mod:`.heads`
+(classify, caption), :mod:`.data`, :mod:`.plugins` (plugins, config show); :mod:`.common` holds what
+they share. No CLI module imports a plugin, and ``visionkit --help`` imports no torch.
+
+Errors from visionkit become one line on stderr and exit code 2 (usage/config) or 1 (runtime);
+``--debug`` (or ``VISIONKIT_DEBUG=1``) shows the traceback instead. An application (or a test) can run
+the CLI with its own plugin host: ``app(args, obj={"host": host})``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from visionkit.cli import common
+from visionkit.cli.data import data_app
+from visionkit.cli.eval import eval_app
+from visionkit.cli.heads import caption, classify
+from visionkit.cli.plugins import config_app, plugins_cmd
+from visionkit.cli.run import detect, propose
+from visionkit.cli.train import train
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    cls=common.ErrorGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="visionkit: plugin-based object detection: detect, propose, evaluate, train, list plugins.",
+)
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+    plugin: list[str] = typer.Option(None, "--plugin", help="Load only these plugins (repeatable; "
+                                     "default: env VISIONKIT_PLUGINS or all)."),
+    disable_plugin: list[str] = typer.Option(None, "--disable-plugin", help="Do not load this plugin (repeatable; "
+                                             "also env VISIONKIT_DISABLE_PLUGINS)."),
+    disable_component: list[str] = typer.Option(None, "--disable-component", help="Do not register this "
+                                                "component, as KIND:NAME (e.g. head:rcnn; repeatable; also env "
+                                                "VISIONKIT_DISABLE_COMPONENTS)."),
+) -> None:
+    given = ctx.obj if isinstance(ctx.obj, dict) else {}
+    ctx.obj = {**given, "host_args": {"allow": plugin or None, "deny": disable_plugin or None,
+                                      "disable": disable_component or None}}
+
+    def get_host() -> Any:
+        if "host" not in ctx.obj:
+            from visionkit.plugins import Host
+
+            ctx.obj["host"] = Host(**ctx.obj["host_args"])
+        return ctx.obj["host"]
+
+    ctx.obj["get_host"] = get_host
+
+
+app.command("detect")(detect)
+app.command("propose")(propose)
+app.command("train")(train)
+app.command("classify")(classify)
+app.command("caption")(caption)
+app.command("plugins")(plugins_cmd)
+app.add_typer(config_app, name="config")
+app.add_typer(eval_app, name="eval")
+app.add_typer(data_app, name="data")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="visionkit")

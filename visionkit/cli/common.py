@@ -1,0 +1,138 @@
+"""What every command shares: the host of this invocation, the progress bar, tables and the closing report."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from visionkit.errors import InputError, VisionkitError
+
+__all__ = ["ErrorGroup", "debug", "host", "progress", "report", "skipped", "warn", "given", "print_table", "fmt",
+           "term_width", "image_total"]
+
+
+class ErrorGroup(TyperGroup):
+    """Turns visionkit errors into a one-line message and the right exit code (2 usage, 1 runtime)."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VisionkitError as exc:
+            if debug(ctx):
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            # the CLI framework's own signals (exit, abort, usage errors) pass through untouched
+            if type(exc).__module__.split(".")[0] in ("typer", "click") or debug(ctx):
+                raise
+            text = str(exc).strip().splitlines()
+            typer.echo(f"error: {type(exc).__name__}: {text[0] if text else ''} (run with --debug for the traceback)",
+                       err=True)
+            raise typer.Exit(1) from None
+
+
+def debug(ctx: typer.Context) -> bool:
+    root = ctx.find_root()
+    return bool(root.params.get("debug") or ctx.params.get("debug")) or \
+        os.environ.get("VISIONKIT_DEBUG", "") in ("1", "true", "yes")
+
+
+def host(ctx: typer.Context) -> Any:
+    """The plugin host of this invocation (built on first use from the global options, or the one an
+    application passed as ``app(obj={"host": host})``)."""
+    return ctx.find_root().obj["get_host"]()
+
+
+def given(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The options the user gave (``None`` means not given)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def warn(lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(f"warning: {line}", err=True)
+
+
+def progress(quiet: bool, total: int | None) -> tuple[Any, Callable[[Any], None], Callable[[int], None]]:
+    """``(context manager, on_item, set_total)``: a rich progress bar with items/s (no-ops when quiet)."""
+    if quiet:
+        from contextlib import nullcontext
+
+        return nullcontext(), lambda item: None, lambda total: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} items/s"), TimeElapsedColumn(), transient=False,
+    )
+    task = bar.add_task("running", total=total, rate="-")
+
+    def on_item(item: Any) -> None:
+        bar.advance(task)
+        elapsed = bar.tasks[0].elapsed or 0.0
+        done = bar.tasks[0].completed
+        meta = getattr(item, "meta", None)
+        source = meta.source if meta is not None else getattr(item, "source", "")
+        bar.update(task, rate=f"{done / elapsed:.1f}" if elapsed > 0 else "-", description=Path(source).name[:30])
+
+    return bar, on_item, lambda n: bar.update(task, total=n)
+
+
+def report(summary: Any, quiet: bool, what: str) -> None:
+    """The closing summary of a run; exit code 1 when inputs were skipped."""
+    if not quiet:
+        typer.echo(f"{summary.items} item(s), {summary.detections} {what}, {summary.seconds:.1f} s "
+                   f"({summary.items_per_second:.2f} items/s)")
+        for path in summary.outputs:
+            typer.echo(f"wrote {path}")
+    skipped(summary.bad, "processed")
+
+
+def skipped(bad: list[Any], verb: str) -> None:
+    """List the skipped inputs (``BadItem`` or ``(source, error)``) and fail with exit code 1 if any."""
+    for item in bad:
+        source, error = (item.source, item.error) if hasattr(item, "source") else item
+        typer.echo(f"skipped {source}: {error}", err=True)
+    if bad:
+        raise InputError(f"{len(bad)} input(s) could not be read (listed above); the others were {verb}")
+
+
+def image_total(inputs: list[str]) -> int | None:
+    """How many frames to expect, when every input is a still image file."""
+    from visionkit.imageio import IMAGE_EXTENSIONS
+
+    if all(Path(u).suffix.lower() in IMAGE_EXTENSIONS and Path(u).is_file() for u in inputs):
+        return len(inputs)
+    return None
+
+
+def fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i < 2 else "right")
+    for r in rows:
+        table.add_row(*r)
+    Console(soft_wrap=False, width=120).print(table)
+
+
+def term_width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 120

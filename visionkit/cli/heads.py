@@ -1,0 +1,98 @@
+"""``visionkit classify`` and ``visionkit caption``: thin shells over :func:`visionkit.classify` and
+:func:`visionkit.caption`.
+
+``classify`` prints ``path: class (probability)`` per image and writes ``predictions.json``::
+
+    {"weights": ..., "config": {...}, "predictions": [
+        {"image": path, "class_id": 3, "class_name": "3", "probability": 0.98, "top": [...]}, ...]}
+
+``caption`` writes ``captions.json`` in the COCO caption results format (``visionkit eval captions``
+reads it), with ``regions`` under ``--regions``, and each image with its caption under it in ``images/``.
+Unreadable images are reported and skipped; the command then exits 1 after writing the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from visionkit.cli import common
+
+__all__ = ["classify", "caption"]
+
+
+def classify(
+    ctx: typer.Context,
+    image: list[Path] = typer.Argument(..., help="Image files to classify."),
+    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML) with a classifier head "
+                                "(e.g. configs/stn.yaml)."),
+    weights: str = typer.Option(None, "--weights", "-w", help="A visionkit checkpoint of the classifier."),
+    set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set head.input_size=[40,40]."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder for predictions.json "
+                             "(default: runs/classify/runN)."),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="Also list the K most probable classes in the JSON."),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Classify images with a classifier head (the ST-CNN ``stn``): class and probability per image."""
+    from visionkit.api import classify as run
+    from visionkit.pipeline import next_run_dir
+
+    def show(record: dict[str, Any]) -> None:
+        if not quiet:
+            typer.echo(f"{record['image']}: {record['class_name']} ({record['probability']:.3f})")
+
+    result = run(image, config=config, weights=weights, top_k=top_k, device=device, overrides=set_ or [],
+                 out=out if out is not None else next_run_dir(Path("runs") / "classify"), host=common.host(ctx),
+                 on_item=show)
+    common.warn(result.warnings)
+    if not quiet:
+        typer.echo(f"wrote {result.file}")
+    common.skipped(result.skipped, "classified")
+
+
+def caption(
+    ctx: typer.Context,
+    image: list[Path] = typer.Argument(..., help="Image files to caption."),
+    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML) with the captioning head "
+                                "(e.g. configs/captioning.yaml); a checkpoint's own config is used by default."),
+    weights: str = typer.Option(None, "--weights", "-w", help="A visionkit checkpoint of the captioner "
+                                "(last.pt / best.pt of visionkit train)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set head.length_normalize=true."),
+    beam: int = typer.Option(None, "--beam", min=1, help="Beam width (1: greedy); default: head.beam_size (3)."),
+    max_length: int = typer.Option(None, "--max-length", min=1, help="Most words per caption; default: "
+                                   "head.max_length."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: runs/caption/runN)."),
+    regions: bool = typer.Option(False, "--regions", help="Also caption each detected or proposed region "
+                                 "(needs --detector-config or --proposer)."),
+    detector_config: Path = typer.Option(None, "--detector-config", help="Detector pipeline config whose "
+                                         "detections are the regions (e.g. configs/raccoon_faster_rcnn.yaml)."),
+    detector_weights: str = typer.Option(None, "--detector-weights", help="Weights of that detector "
+                                         "(e.g. samples/checkpoints/raccoon_frcnn.pt)."),
+    proposer: str = typer.Option(None, "--proposer", help="Proposer whose top proposals are the regions, e.g. "
+                                 "selective-search (its parameters: --set proposer.mode=fast)."),
+    top_n: int = typer.Option(5, "--top-n", min=1, help="Regions per image (best first)."),
+    no_images: bool = typer.Option(False, "--no-images", help="Write captions.json only, no captioned images."),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    """Caption images (Show, Attend and Tell / Show and Tell heads); with --regions, each region too."""
+    from visionkit.api import caption as run
+
+    def show(record: dict[str, Any]) -> None:
+        if quiet:
+            return
+        typer.echo(f"{record['path']}: {record['caption']}")
+        for i, r in enumerate(record["found"], start=1):
+            typer.echo(f"  region {i} {[round(v) for v in r.box]}: {r.caption}")
+
+    result = run(image, config=config, weights=weights, beam=beam, max_length=max_length, regions=regions,
+                 detector_config=detector_config, detector_weights=detector_weights, proposer=proposer, top_n=top_n,
+                 save_images=not no_images, device=device, overrides=set_ or [], out=out, host=common.host(ctx),
+                 on_item=show)
+    common.warn(result.warnings)
+    if not quiet:
+        typer.echo(f"wrote {result.files[0]}")
+    common.skipped(result.skipped, "captioned")

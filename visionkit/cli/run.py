@@ -1,0 +1,68 @@
+"""``visionkit detect`` and ``visionkit propose``: thin shells over :class:`visionkit.Pipeline` and
+:class:`visionkit.ProposerPipeline`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from visionkit.cli import common
+
+__all__ = ["detect", "propose"]
+
+
+def detect(
+    ctx: typer.Context,
+    source: list[str] = typer.Argument(..., help="Images, folders, globs, .txt lists, videos, a camera index "
+                                       "or a stream URL."),
+    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML); default: Faster R-CNN."),
+    set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set head.min_size=600."),
+    weights: str = typer.Option(None, "--weights", "-w", help="A torchvision weights name (e.g. DEFAULT), "
+                                "a local checkpoint file, or 'none'."),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    precision: str = typer.Option(None, "--precision", help="fp32 | fp16 | bf16"),
+    batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Images per batch."),
+    score_threshold: float = typer.Option(None, "--score-threshold", min=0.0, max=1.0,
+                                          help="Drop detections scoring below this."),
+    classes: list[str] = typer.Option(None, "--classes", help="Keep only these classes (names or ids)."),
+    stride: int = typer.Option(None, "--stride", min=1, help="Take every N-th video frame."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: runs/detect/runN)."),
+    save: bool = typer.Option(True, "--save/--no-save", help="Write annotated images and videos."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Detect objects in images, folders, videos, cameras and streams."""
+    from visionkit.api import Pipeline
+
+    kwargs = {} if weights is None else {"weights": weights}
+    pipe = Pipeline.from_config(config, device=device, precision=precision, batch_size=batch_size,
+                                score_threshold=score_threshold, classes=classes, stride=stride,
+                                overrides=set_ or [], host=common.host(ctx), **kwargs)
+    common.warn(pipe.warnings)
+    bar, on_item, _ = common.progress(quiet, common.image_total(source))
+    with bar:
+        summary = pipe.run(source, out, save=save, on_item=on_item)
+    common.report(summary, quiet, "detections")
+
+
+def propose(
+    ctx: typer.Context,
+    source: list[str] = typer.Argument(..., help="Images, folders, globs or .txt lists (videos too)."),
+    mode: str = typer.Option(None, "--mode", help="Selective search mode: single | fast | quality."),
+    color_spaces: str = typer.Option(None, "--color-spaces", help="Comma-separated colour spaces, e.g. hsv,lab."),
+    top: int = typer.Option(None, "--top", min=1, help="Keep the N best proposals per image."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Processes for the strategies."),
+    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML) with a 'proposer' section."),
+    set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set proposer.sigma=0.8."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: runs/propose/runN)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Generate ranked region proposals (selective search by default): JSON per image + the top-N drawn."""
+    from visionkit.api import ProposerPipeline
+
+    pipe = ProposerPipeline.from_config(config, top=top, overrides=set_ or [], host=common.host(ctx),
+                                        mode=mode, color_spaces=color_spaces, workers=workers)
+    bar, on_item, _ = common.progress(quiet, common.image_total(source))
+    with bar:
+        summary = pipe.run(source, out, on_item=on_item)
+    common.report(summary, quiet, "proposals")

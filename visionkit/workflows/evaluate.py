@@ -1,0 +1,191 @@
+"""Evaluation workflows: COCO and VOC metrics of a results file, a pipeline over a dataset, proposals,
+captions. Each returns the numbers the matching ``visionkit eval`` command prints, as a dict.
+
+``evaluate_coco``/``evaluate_voc``/``evaluate_captions`` import no torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from visionkit.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    from visionkit.plugins import Host
+
+__all__ = ["evaluate_coco", "evaluate_voc", "evaluate_run", "evaluate_proposals", "evaluate_captions"]
+
+PathLike = str | os.PathLike[str]
+
+
+def _ground_truth(annotations: Any) -> Any:
+    """A COCO JSON path stays a path (pycocotools reads it); a VOC/YOLO folder or YAML is loaded."""
+    if isinstance(annotations, (str, os.PathLike)):
+        path = Path(annotations)
+        if path.is_dir() or path.suffix.lower() in (".yaml", ".yml"):
+            from visionkit.data import load_dataset
+
+            return load_dataset(path)
+        return path
+    return annotations
+
+
+def evaluate_coco(predictions: Any, annotations: Any, *, iou_type: str = "bbox", out: PathLike | None = None,
+                  backend: str = "pycocotools") -> dict[str, Any]:
+    """COCO evaluation with pycocotools: the 12 standard numbers, per-class AP and pycocotools' summary.
+
+    ``predictions``: a COCO results JSON path, a list of ``{image_id, category_id, bbox [x, y, w, h], score}``
+    or ``{image_id: Detections}`` (boxes xyxy pixels). ``annotations``: a COCO instances JSON path (or dict),
+    a VOC/YOLO dataset folder or YAML, or a :class:`visionkit.data.DetectionDataset`. ``out``: a folder for
+    ``coco_eval_<iou_type>.json`` and the PR-curve PNG. Returns ``CocoEvalResult.to_dict()``: ``stats``
+    (the 12 numbers by name), ``per_class``, ``summary`` (pycocotools' text), ``warnings``, ``files``.
+    """
+    from visionkit.evaluation.coco import evaluate_coco as run
+
+    if iou_type not in ("bbox", "segm"):
+        raise UsageError(f"iou_type must be bbox or segm, got {iou_type!r}")
+    result = run(_ground_truth(annotations), predictions, iou_type=iou_type, out_dir=out, backend=backend)  # type: ignore[arg-type]
+    return result.to_dict()
+
+
+def evaluate_voc(predictions: Any, annotations: Any, *, iou: float = 0.5, method: str = "all-point",
+                 plus_one: bool = False) -> dict[str, Any]:
+    """Pascal VOC AP per class and mAP (difficult objects ignored), as the VOC devkit computes them.
+
+    ``predictions`` as for :func:`evaluate_coco`; ``annotations`` a dataset (VOC folder, COCO JSON, YOLO
+    folder/YAML) or a loaded :class:`visionkit.data.DetectionDataset`. Returns ``VocResult.to_dict()``.
+    """
+    from visionkit.data import load_dataset
+    from visionkit.evaluation.voc import evaluate_voc as run
+
+    gt = load_dataset(annotations) if isinstance(annotations, (str, os.PathLike)) else annotations
+    return run(gt, predictions, iou_threshold=iou, method=method, plus_one=plus_one).to_dict()  # type: ignore[arg-type]
+
+
+def evaluate_captions(predictions: PathLike, annotations: PathLike, *, out: PathLike | None = None) -> dict[str, Any]:
+    """BLEU-1..4 and CIDEr-D of COCO caption results (equal to pycocoevalcap's); ``out`` a ``.json`` file or a
+    folder for ``caption_eval.json``. Returns the metrics with ``per_image`` scores, ``warnings`` and ``file``."""
+    from visionkit.atomic import write_json
+    from visionkit.captions.data import load_caption_results, load_coco_captions
+    from visionkit.captions.metrics import evaluate_captions as run
+
+    ground_truth = load_coco_captions(Path(annotations))
+    metrics = run(ground_truth.references(), load_caption_results(Path(predictions)))
+    metrics.warnings[:0] = ground_truth.warnings
+    payload = {**metrics.to_dict(per_image=True), "predictions": str(predictions), "annotations": str(annotations)}
+    if out is not None:
+        target = Path(out)
+        target = target if target.suffix.lower() == ".json" else target / "caption_eval.json"
+        write_json(target, payload)
+        payload["file"] = str(target)
+    return payload
+
+
+def evaluate_run(
+    config: PathLike | Mapping[str, Any] | None = None, dataset: PathLike | None = None, *,
+    split_file: PathLike | None = None, split: str | None = None, weights: str | None = None,
+    device: str | None = None, precision: str | None = None, batch_size: int | None = None,
+    overrides: Sequence[str] = (), out: PathLike | None = None, host: Host | None = None,
+    on_item: Callable[[Any], None] | None = None, on_start: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Run a detection pipeline over an annotated dataset and evaluate it with pycocotools (``eval run``).
+
+    The dataset's category ids are the model's labels. Writes ``predictions.json`` (COCO results) and
+    ``coco_eval_bbox.json`` with the PR curves under ``out`` (default ``runs/eval/runN``). Returns the
+    COCO result dict plus ``images``, ``detections``, ``seconds``, ``skipped`` (``[source, error]``) and
+    ``files``. ``on_start(total)`` is called once the dataset is loaded; ``on_item`` once per image.
+    """
+    from visionkit.api import _host, load_config
+    from visionkit.atomic import write_json
+    from visionkit.engine.data import predict_dataset, resolve_dataset
+    from visionkit.evaluation.coco import detections_to_coco
+    from visionkit.evaluation.coco import evaluate_coco as run
+    from visionkit.pipeline import build_detector, next_run_dir, resolve_with_checkpoint, select_device
+    from visionkit.workflows.train import split_training_config
+
+    if dataset is None:
+        raise UsageError("evaluate_run needs a dataset (COCO JSON, VOC or YOLO folder/YAML)")
+    host = _host(host)
+    user, _ = split_training_config(load_config(config, overrides))
+    given: dict[str, Any] = {k: v for k, v in {"weights": weights, "device": device, "precision": precision,
+                                               "batch_size": batch_size}.items() if v is not None}
+    if weights is not None and weights.lower() == "none":
+        given["weights"] = None
+    resolved = resolve_with_checkpoint(user, given)
+    ds = resolve_dataset(dataset, split_file, split=split)
+    dev = select_device(resolved["device"])
+    detector, class_names = build_detector(resolved, host)
+    out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "eval")
+    if on_start is not None:
+        on_start(len(ds))
+    preds, summary = predict_dataset(detector, ds, dev, batch_size=resolved["batch_size"],
+                                     precision=resolved["precision"], on_item=on_item)
+    unknown = sorted({int(x) for d in preds.values() for x in d.labels.tolist()} - set(ds.classes))
+    if unknown:
+        names = ", ".join(f"{i} ({class_names.get(i, '?')})" for i in unknown[:5])
+        raise InputError(f"the model predicts label ids {names} that are not categories of {ds.source} "
+                         f"(ids {', '.join(map(str, list(ds.classes)[:10]))}); it was trained on other classes "
+                         "or with another numbering")
+    write_json(out_dir / "predictions.json", detections_to_coco(preds))
+    result = run(ds, preds, out_dir=out_dir).to_dict()
+    result["files"] = {"predictions": str(out_dir / "predictions.json"), **result.get("files", {})}
+    result.update(images=len(preds), detections=summary.detections, seconds=summary.seconds,
+                  skipped=[[b.source, b.error] for b in summary.bad])
+    return result
+
+
+def evaluate_proposals(
+    dataset: PathLike, *, config: PathLike | Mapping[str, Any] | None = None, split: str | None = None,
+    top_ns: Sequence[int] = (100, 500, 1000, 2000), limit: int | None = None, out: PathLike | None = None,
+    overrides: Sequence[str] = (), host: Host | None = None, on_item: Callable[[Any], None] | None = None,
+    on_start: Callable[[int], None] | None = None, **proposer: Any,
+) -> dict[str, Any]:
+    """Proposal quality of a proposer on an annotated dataset (``eval proposals``): recall at IoU 0.5/0.7 for
+    the top N, AR (IoU 0.5:0.95) and MABO; writes ``proposals_eval.json`` and ``recall.png`` under ``out``
+    (default ``runs/eval-proposals/runN``). Keyword arguments are the proposer's parameters
+    (``mode="fast"``). Returns the metrics plus ``seconds_per_image``, ``skipped`` and ``files``."""
+    from visionkit.api import ProposerPipeline
+    from visionkit.atomic import write_json
+    from visionkit.data import load_dataset
+    from visionkit.engine.data import dataset_frames
+    from visionkit.evaluation.proposals import ProposalEvaluator, plot_recall_curves
+    from visionkit.pipeline import Runner, next_run_dir
+
+    try:
+        evaluator = ProposalEvaluator(top_ns=[int(n) for n in top_ns])
+    except ValueError:
+        raise UsageError(f"top_ns must be numbers >= 1, got {list(top_ns)!r}") from None
+    pipe = ProposerPipeline.from_config(config, overrides=overrides, host=host, **proposer)
+    ds = load_dataset(dataset, split=split)
+    if len(ds) == 0:
+        raise InputError(f"dataset {dataset} has no images")
+    total = len(ds) if limit is None else min(limit, len(ds))
+    if on_start is not None:
+        on_start(total)
+
+    class EvaluatorSink:
+        def write(self, frame: Any, result: Any) -> None:
+            rec = ds.by_id(frame.meta.extra["image_id"])
+            keep = ~rec.iscrowd.bool()  # crowd regions are not objects to recall
+            evaluator.add(result.boxes, rec.boxes[keep], rec.labels[keep])
+
+        def close(self) -> list[Path]:
+            return []
+
+    infer = lambda frames: [pipe._checked(pipe.proposer.propose(f.image)) for f in frames]  # noqa: E731
+    summary = Runner(infer, [EvaluatorSink()]).run(dataset_frames(ds, None if limit is None else range(total)),
+                                                   on_item)
+    metrics = evaluator.compute()
+    out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "eval-proposals")
+    section = pipe.config["proposer"]
+    name = section["name"] if isinstance(section, Mapping) else str(section)
+    report = {"dataset": str(dataset), "proposer": section, **metrics.as_dict(),
+              "seconds_per_image": summary.seconds / max(1, summary.items)}
+    write_json(out_dir / "proposals_eval.json", report)
+    plot_recall_curves({name: evaluator.curve()}, out_dir / "recall.png", title=f"{name} on {Path(dataset).name}")
+    report.update(top_ns=list(metrics.top_ns), skipped=[[b.source, b.error] for b in summary.bad],
+                  files={"report": str(out_dir / "proposals_eval.json"), "plot": str(out_dir / "recall.png")})
+    return report
