@@ -15,10 +15,10 @@ from torchvision.models import ResNet18_Weights, resnet18
 from torchvision.models.detection.backbone_utils import _mobilenet_extractor, _resnet_fpn_extractor
 from torchvision.ops.misc import FrozenBatchNorm2d
 from visionkit_small_cnn import SmallCNN
-from visionkit_torchvision_backbones.transfer import replace_classifier
 
 from tests.conftest import data_path
 from visionkit.errors import ConfigError, WeightsError
+from visionkit.nn.transfer import replace_classifier
 from visionkit.plugins import Host
 from visionkit.weights import cached_weights_path
 

@@ -11,11 +11,11 @@ from torch import nn
 from torchvision.ops import MultiScaleRoIAlign, box_iou
 from visionkit_fast_rcnn import FastRCNNDetector, sample_rois
 from visionkit_fast_rcnn.detector import NO_PROPOSER
-from visionkit_output_layers.layers import BoxRegression, RegionPredictor
 
 from tests.conftest import ROOT
 from tests.test_faster_rcnn import load_raccoon
 from visionkit.config import load_config, resolve_config
+from visionkit.detection.layers import BoxRegression, RegionPredictor
 from visionkit.errors import ConfigError
 from visionkit.pipeline import build_detector
 from visionkit.proposal_cache import ProposalCache

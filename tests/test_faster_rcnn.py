@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from torchvision.models.detection import faster_rcnn as tv
 from torchvision.ops.misc import FrozenBatchNorm2d
-from visionkit_output_layers.layers import RegionPredictor, SoftmaxClassifier
 
 from tests.conftest import data_path
+from visionkit.detection.layers import RegionPredictor, SoftmaxClassifier
 from visionkit.errors import ConfigError, WeightsError
 from visionkit.plugins import Host
 

@@ -160,7 +160,7 @@ def test_svm_hinge_loss_matches_the_objective(host, loss):
 
 
 def test_mining_keeps_exactly_the_highest_scoring_negatives():
-    from visionkit_output_layers.svm import mine_hard_negatives
+    from visionkit.detection.svm import mine_hard_negatives
 
     g = torch.Generator().manual_seed(7)
     scores = torch.randn(40, 3, generator=g) * 1.5
@@ -200,7 +200,7 @@ def test_svm_reaches_zero_training_error_on_separable_features(host):
 
 
 def test_hard_negative_miner_cache(host):
-    from visionkit_output_layers.svm import HardNegativeMiner
+    from visionkit.detection.svm import HardNegativeMiner
 
     svm = host.registry.build("output_layer", "svm", {}, in_features=2, num_classes=3)
     with torch.no_grad():

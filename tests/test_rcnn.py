@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 from torchvision.ops import box_iou
-from visionkit_output_layers.layers import BoxRegression, RegionPredictor
 from visionkit_rcnn import RCNNDetector, context_boxes, warp_regions
 from visionkit_rcnn.detector import NO_PROPOSER
 
@@ -15,6 +14,7 @@ from tests.conftest import ROOT
 from tests.test_fast_rcnn import JitterProposer, MustNotRun, NoProposals
 from tests.test_faster_rcnn import load_raccoon
 from visionkit.config import load_config, resolve_config
+from visionkit.detection.layers import BoxRegression, RegionPredictor
 from visionkit.errors import ConfigError
 from visionkit.pipeline import build_detector
 from visionkit.proposal_cache import ProposalCache

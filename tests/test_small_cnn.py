@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from visionkit_small_cnn import SmallCNN, parse_layers
 from visionkit_small_cnn.network import PointwiseLinear
-from visionkit_torchvision_backbones.transfer import replace_classifier
 
 from visionkit.errors import ConfigError, WeightsError
+from visionkit.nn.transfer import replace_classifier
 
 ISSUE_SPEC = ["conv:32:3", "bn", "relu", "lrn", "maxpool:2", "conv:64:3", "relu", "avgpool:2", "dropout:0.5"]
 

@@ -10,25 +10,40 @@
 
 from __future__ import annotations
 
-import visionkit
-from visionkit.hookspecs import Register
+import importlib
+from typing import Any
 
-from .decode import Hypothesis, beam_search, greedy_search
-from .head import build_captioning
-from .model import AttentionDecoder, Captioner, ShowTellDecoder, pad_captions, to_rgb
-from .params import CaptioningParams
-from .train import fit
+from visionkit.hookspecs import Register, hookimpl
 
 __all__ = [
     "AttentionDecoder", "Captioner", "CaptioningParams", "Hypothesis", "ShowTellDecoder", "beam_search",
     "build_captioning", "greedy_search", "pad_captions", "to_rgb",
 ]
 
+#: public names, imported on first use (PEP 562) so that registering the plugin imports no torch
+_LAZY = {
+    "Hypothesis": ".decode", "beam_search": ".decode", "greedy_search": ".decode",
+    "build_captioning": ".head",
+    "AttentionDecoder": ".model", "Captioner": ".model", "ShowTellDecoder": ".model", "pad_captions": ".model",
+    "to_rgb": ".model",
+    "CaptioningParams": ".params",
+    "fit": ".train",
+}
 
-@visionkit.hookimpl
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+@hookimpl
 def register_heads(register: Register) -> None:
     register(
-        "captioning", build_captioning, params=CaptioningParams, trainer=fit,
+        "captioning", ".head:build_captioning", params=".params:CaptioningParams", trainer=".train:fit",
         description="image captioning: any backbone + LSTM decoder with soft attention (Show, Attend and Tell, "
                     "Xu et al. 2015); attention: false gives Show and Tell (Vinyals et al. 2015)",
     )

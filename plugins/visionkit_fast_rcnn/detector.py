@@ -38,14 +38,18 @@ from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, roi_pool
 from torchvision.ops import boxes as box_ops
-from visionkit_output_layers.compose import region_predictor
-from visionkit_output_layers.layers import DEFAULT_SMOOTH_L1_BETA
 
+from visionkit.detection.compose import box_coding, region_predictor
+from visionkit.detection.params import DEFAULT_BOX_WEIGHTS
+from visionkit.detection.region_head import (
+    RegionHeadMixin,
+    backbone_problem,
+    check_region_head_parts,
+    proposal_source,
+)
 from visionkit.errors import ConfigError
-from visionkit.proposal_cache import ProposalCache, default_cache_dir
 
 from .params import FastRCNNParams
-from .region_head import RegionHeadMixin, backbone_problem, check_region_head_parts
 
 __all__ = ["FastRCNNDetector", "RegionFCHead", "build_fast_rcnn"]
 
@@ -98,10 +102,8 @@ class FastRCNNDetector(RegionHeadMixin, nn.Module):
         )
         self.box_head = RegionFCHead(channels * size * size, params.representation_size, params.dropout)
         self.box_predictor = predictor
-        bbox_pred = getattr(predictor, "bbox_pred", None)
-        weights = getattr(predictor, "box_weights", None) or getattr(bbox_pred, "box_weights", None)
-        self.box_coder = BoxCoder(tuple(weights) if weights else (10.0, 10.0, 5.0, 5.0))
-        self.smooth_l1_beta = float(getattr(bbox_pred, "smooth_l1_beta", DEFAULT_SMOOTH_L1_BETA))
+        weights, self.smooth_l1_beta = box_coding(predictor)
+        self.box_coder = BoxCoder(weights or DEFAULT_BOX_WEIGHTS)
 
     # -- proposals --------------------------------------------------------------------------
     def image_proposals(
@@ -161,14 +163,6 @@ class FastRCNNDetector(RegionHeadMixin, nn.Module):
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
 
 
-def _proposal_source(proposer: Any, cache: str) -> Any:
-    setting = cache.strip()
-    if setting.lower() == "none":
-        return proposer
-    root = default_cache_dir() if setting.lower() == "auto" else setting
-    return ProposalCache(root, proposer)
-
-
 def build_fast_rcnn(
     params: FastRCNNParams,
     *,
@@ -192,6 +186,6 @@ def build_fast_rcnn(
         )
     predictor = region_predictor(output_layer, params.representation_size, num_classes, head=HEAD)
     return FastRCNNDetector(
-        backbone, _proposal_source(proposer, params.proposal_cache), predictor, params,
+        backbone, proposal_source(proposer, params.proposal_cache), predictor, params,
         backbone_arch=arch, num_classes=num_classes, roi_names=roi_names, channels=channels,
     )

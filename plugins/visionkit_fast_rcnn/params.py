@@ -1,11 +1,13 @@
-"""The ``fast-rcnn`` head's parameters, with Fast R-CNN's (Girshick, ICCV 2015) values as defaults."""
+"""The ``fast-rcnn`` head's parameters, with Fast R-CNN's (Girshick, ICCV 2015) values as defaults (no torch)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-__all__ = ["FastRCNNParams", "check_region_params"]
+from visionkit.detection.params import check_region_params
+
+__all__ = ["FastRCNNParams"]
 
 _POSITIVE_INTS = (
     "max_size", "roi_output_size", "representation_size", "batch_size_per_image", "proposals_per_image_train",
@@ -13,26 +15,6 @@ _POSITIVE_INTS = (
 )
 _FRACTIONS = ("positive_fraction", "fg_iou_thresh", "bg_iou_thresh_lo", "bg_iou_thresh_hi", "score_thresh",
               "nms_thresh", "dropout")
-
-
-def check_region_params(params: Any, positive_ints: tuple[str, ...], fractions: tuple[str, ...]) -> None:
-    """The checks the region heads (``fast-rcnn``, ``rcnn``) share; raises ``ValueError`` naming the key."""
-    for name in positive_ints:
-        value = getattr(params, name)
-        if value <= 0:
-            raise ValueError(f"{name} must be > 0, got {value}")
-    for name in fractions:
-        value = getattr(params, name)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be between 0 and 1, got {value}")
-    for name in ("image_mean", "image_std"):
-        value = getattr(params, name)
-        if len(value) != 3:
-            raise ValueError(f"{name} must be 3 numbers (R, G, B), got {list(value)}")
-    if any(s <= 0 for s in params.image_std):
-        raise ValueError(f"image_std must be positive, got {list(params.image_std)}")
-    if not str(params.proposal_cache).strip():
-        raise ValueError("proposal_cache must be a directory, 'auto' or 'none', got ''")
 
 
 @dataclass(frozen=True)

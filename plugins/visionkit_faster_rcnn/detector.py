@@ -24,8 +24,10 @@ from torchvision.models.detection._utils import overwrite_eps
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
-from visionkit_output_layers.compose import region_predictor
 
+from visionkit.components import optional
+from visionkit.detection.compose import box_coding, region_predictor
+from visionkit.detection.region_head import backbone_parts, backbone_problem, check_num_classes
 from visionkit.errors import ConfigError, WeightsError
 
 from .params import FasterRCNNParams
@@ -109,10 +111,6 @@ class FasterRCNNDetector(tv.FasterRCNN):
             overwrite_eps(self, 0.0)
 
 
-def _backbone_problem(backbone: nn.Module, arch: str, problem: str) -> ConfigError:
-    return ConfigError(f"head '{HEAD}' cannot use backbone '{arch}': {problem}")
-
-
 def _check_channels(module: nn.Module, inputs: Any, output: Any, *, arch: str, channels: int) -> None:
     """Forward hook: every feature map has the declared ``out_channels`` (else a one-line error, not torch's)."""
     for name, fmap in (output.items() if isinstance(output, dict) else []):
@@ -123,17 +121,19 @@ def _check_channels(module: nn.Module, inputs: Any, output: Any, *, arch: str, c
 
 def _anchors(params: FasterRCNNParams, backbone: nn.Module, arch: str, n_maps: int) -> AnchorGenerator:
     """One tuple of sizes and of ratios per feature map, as torchvision pairs them with the backbone."""
-    sizes: Sequence[Sequence[int]] | None = params.anchor_sizes or getattr(backbone, "default_anchor_sizes", None)
+    sizes: Sequence[Sequence[int]] | None = params.anchor_sizes or optional(
+        backbone, "backbone", "default_anchor_sizes")
     if sizes is None:
         sizes = [(s,) for s in _DEFAULT_SIZES] if n_maps == len(_DEFAULT_SIZES) else [_DEFAULT_SIZES] * n_maps
-    ratios: Sequence[Sequence[float]] | None = params.aspect_ratios or getattr(backbone, "default_aspect_ratios", None)
+    ratios: Sequence[Sequence[float]] | None = params.aspect_ratios or optional(
+        backbone, "backbone", "default_aspect_ratios")
     if ratios is None:
         ratios = [_DEFAULT_RATIOS] * len(sizes)
     elif len(ratios) == 1 and len(sizes) > 1:
         ratios = list(ratios) * len(sizes)
     if len(sizes) != n_maps:
-        raise _backbone_problem(
-            backbone, arch,
+        raise backbone_problem(
+            HEAD, arch,
             f"anchor_sizes has {len(sizes)} level(s) but the backbone gives {n_maps} feature map(s); "
             "give one list of sizes per feature map",
         )
@@ -167,28 +167,15 @@ def build_faster_rcnn(
     ``output_layer(in_features, num_classes)``, completed to scores + deltas; by default
     softmax + box-regression.
     """
-    arch = str(getattr(backbone, "arch", type(backbone).__name__))
     if proposer is not None:
         raise ConfigError(
             f"head '{HEAD}' proposes regions with its own RPN and takes no proposer; remove the 'proposer' section"
         )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ConfigError(f"head '{HEAD}': num_classes counts the background and must be >= 2, got {num_classes!r}")
-    channels = getattr(backbone, "out_channels", None)
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
-        raise _backbone_problem(
-            backbone, arch,
-            f"its out_channels must be one positive int shared by every feature map, got {channels!r}",
-        )
-    names = list(getattr(backbone, "feature_names", None) or [])
-    if not names:
-        raise _backbone_problem(backbone, arch, "it declares no feature_names")
-    roi_names = list(getattr(backbone, "roi_feature_names", None) or [n for n in names if n != "pool"] or names)
-    unknown = [n for n in roi_names if n not in names]
-    if unknown:
-        raise _backbone_problem(backbone, arch, f"roi_feature_names {unknown} are not among feature_names {names}")
+    check_num_classes(HEAD, num_classes)
+    parts = backbone_parts(HEAD, backbone)
+    arch, channels, names, roi_names = parts.arch, parts.channels, parts.feature_names, parts.roi_names
 
-    hints: dict[str, Any] = dict(getattr(backbone, "detection_defaults", None) or {})
+    hints: dict[str, Any] = dict(optional(backbone, "backbone", "detection_defaults") or {})
     anchor_generator = _anchors(params, backbone, arch, len(names))
     backbone.register_forward_hook(functools.partial(_check_channels, arch=arch, channels=channels))
     conv_depth = params.rpn_conv_depth or int(hints.get("rpn_conv_depth", 1))
@@ -207,9 +194,7 @@ def build_faster_rcnn(
     else:
         box_head = tv.TwoMLPHead(channels * resolution**2, rep)
     predictor = region_predictor(output_layer, rep, num_classes, head=HEAD)
-    box_weights = getattr(predictor, "box_weights", None) or getattr(
-        getattr(predictor, "bbox_pred", None), "box_weights", None
-    )
+    box_weights, _ = box_coding(predictor)
     rpn_score_thresh = params.rpn_score_thresh
     if rpn_score_thresh is None:
         rpn_score_thresh = float(hints.get("rpn_score_thresh", 0.0))
@@ -246,5 +231,5 @@ def build_faster_rcnn(
         box_bg_iou_thresh=params.box_bg_iou_thresh,
         box_batch_size_per_image=params.box_batch_size_per_image,
         box_positive_fraction=params.box_positive_fraction,
-        bbox_reg_weights=tuple(box_weights) if box_weights is not None else None,
+        bbox_reg_weights=box_weights,
     )

@@ -1,23 +1,40 @@
 """Built-in plugin: the ``rcnn`` head (Girshick et al., CVPR 2014) over any backbone, output layer and proposer.
 
-See :mod:`.detector` for the calling convention, the warping and the SVM stage, and
-:mod:`.params` for the parameters.
+See :mod:`.detector` for the calling convention, the warping and the SVM stage (:mod:`.svm_stage`), and
+:mod:`.params` for the parameters. Importing this module imports no torch.
 """
 
 from __future__ import annotations
 
-import visionkit
-from visionkit.hookspecs import Register
+import importlib
+from typing import Any
 
-from .detector import RCNNDetector, build_rcnn, context_boxes, warp_regions
-from .params import RCNNParams
+from visionkit.hookspecs import Register, hookimpl
 
 __all__ = ["RCNNDetector", "RCNNParams", "build_rcnn", "context_boxes", "warp_regions"]
 
+#: public names, imported on first use (PEP 562) so that registering the plugin imports no torch
+_LAZY = {
+    "RCNNDetector": ".detector",
+    "build_rcnn": ".detector",
+    "context_boxes": ".detector",
+    "warp_regions": ".detector",
+    "RCNNParams": ".params",
+}
 
-@visionkit.hookimpl
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+@hookimpl
 def register_heads(register: Register) -> None:
     register(
-        "rcnn", build_rcnn, params=RCNNParams,
+        "rcnn", ".detector:build_rcnn", params=".params:RCNNParams",
         description="R-CNN: each proposal warped (16 px context) through the backbone, svm/softmax + box regression",
     )

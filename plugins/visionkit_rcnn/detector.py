@@ -16,12 +16,13 @@ Calling convention (torchvision's): ``detector(images, targets=None, proposals=N
   and ``labels`` int64 ``[N]`` (1..K; 0 is the background).
 * Training (fine-tuning): ``targets`` holds per image ``boxes`` float32 ``[M, 4]`` xyxy pixels
   and ``labels`` int64 ``[M]``; returns ``{"loss_classifier", "loss_box_reg"}``. Regions are
-  sampled with the ``fast-rcnn`` head's :func:`~visionkit_fast_rcnn.sample_rois`.
+  sampled with :func:`visionkit.detection.sampling.sample_rois`, as the ``fast-rcnn`` head samples them.
 
 The paper's separate SVM stage: :meth:`RCNNDetector.svm_features` returns the region features
 of the ground-truth boxes (positives, their class) and of the proposals with IoU below
 ``svm_neg_iou_thresh`` (0.3) with every box (negatives, label 0). With ``output_layer: svm``,
-``visionkit train`` runs :meth:`RCNNDetector.fit_svms` (:mod:`.svm_stage`) after fine-tuning:
+``visionkit train`` runs :meth:`RCNNDetector.fit_svms` (:mod:`.svm_stage`) after fine-tuning, through the
+head's declared ``after_training`` member (:meth:`RCNNDetector.after_training`):
 hard-negative mining and the hinge loss, as R-CNN trained its SVMs; the detector then scores
 regions with them (buffers ``svm_trained`` and ``svm_feature_scale``, saved in checkpoints).
 
@@ -34,7 +35,8 @@ reads as 0 after normalisation, i.e. the mean colour, as the paper pads.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -42,14 +44,18 @@ from torch import nn
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import box_iou, roi_align
 from torchvision.ops import boxes as box_ops
-from visionkit_fast_rcnn.detector import _proposal_source
-from visionkit_fast_rcnn.region_head import RegionHeadMixin, check_region_head_parts
-from visionkit_output_layers.compose import region_predictor
-from visionkit_output_layers.layers import DEFAULT_SMOOTH_L1_BETA
 
+from visionkit.components import optional
+from visionkit.detection.compose import box_coding, region_predictor
+from visionkit.detection.params import DEFAULT_BOX_WEIGHTS
+from visionkit.detection.region_head import RegionHeadMixin, check_region_head_parts, proposal_source
+from visionkit.detection.svm import LinearSVM
 from visionkit.errors import ConfigError
 
 from .params import RCNNParams
+
+if TYPE_CHECKING:
+    from visionkit.engine.context import AfterTrainingContext
 
 __all__ = ["RCNNDetector", "build_rcnn", "context_boxes", "warp_regions"]
 
@@ -105,10 +111,8 @@ class RCNNDetector(RegionHeadMixin, nn.Module):
         # set by the SVM stage (svm_stage.fit_svms) and saved with the weights: score with the SVMs
         self.register_buffer("svm_trained", torch.tensor(False))
         self.register_buffer("svm_feature_scale", torch.tensor(1.0))
-        bbox_pred = getattr(predictor, "bbox_pred", None)
-        weights = getattr(predictor, "box_weights", None) or getattr(bbox_pred, "box_weights", None)
-        self.box_coder = BoxCoder(tuple(weights) if weights else (10.0, 10.0, 5.0, 5.0))
-        self.smooth_l1_beta = float(getattr(bbox_pred, "smooth_l1_beta", DEFAULT_SMOOTH_L1_BETA))
+        weights, self.smooth_l1_beta = box_coding(predictor)
+        self.box_coder = BoxCoder(weights or DEFAULT_BOX_WEIGHTS)
 
     # -- proposals --------------------------------------------------------------------------
     def image_proposals(
@@ -225,12 +229,19 @@ class RCNNDetector(RegionHeadMixin, nn.Module):
 
         return fit_svms(self, samples, device=device, log=log)
 
+    def after_training(self, context: AfterTrainingContext) -> list[Path]:
+        """The SVM stage, when the output layer is ``svm``: ``svm.pt`` and ``svm_stage.json`` under
+        ``context.out_dir`` (:func:`.svm_stage.run_svm_stage`); nothing for another output layer."""
+        if not self.has_svm:
+            return []
+        from .svm_stage import run_svm_stage
+
+        return run_svm_stage(self, context)
+
     @property
     def has_svm(self) -> bool:
         """Whether the output layer is ``svm`` (then ``visionkit train`` runs the SVM stage after fine-tuning)."""
-        from visionkit_output_layers.svm import LinearSVM
-
-        return isinstance(getattr(self.box_predictor, "cls_score", None), LinearSVM)
+        return isinstance(optional(self.box_predictor, "output_layer", "cls_score"), LinearSVM)
 
 
 def build_rcnn(
@@ -244,7 +255,7 @@ def build_rcnn(
     """R-CNN over ``backbone`` with ``num_classes`` classes (background included).
 
     ``proposer`` (required) is any visionkit proposer, wrapped in the proposal cache unless
-    ``params.proposal_cache`` is ``none`` (the ``fast-rcnn`` head's wrapping). The region
+    ``params.proposal_cache`` is ``none`` (:func:`visionkit.detection.region_head.proposal_source`). The region
     feature is the backbone's last map (of ``roi_feature_names``, else ``feature_names``),
     global average pooled; the predictor is ``output_layer(out_channels, num_classes)``
     completed to scores + deltas (by default softmax + box-regression).
@@ -252,6 +263,6 @@ def build_rcnn(
     arch, channels, roi_names = check_region_head_parts(HEAD, backbone, proposer, num_classes)
     predictor = region_predictor(output_layer, channels, num_classes, head=HEAD)
     return RCNNDetector(
-        backbone, _proposal_source(proposer, params.proposal_cache), predictor, params,
+        backbone, proposal_source(proposer, params.proposal_cache), predictor, params,
         backbone_arch=arch, num_classes=num_classes, feature_name=roi_names[-1], channels=channels,
     )

@@ -1,10 +1,10 @@
-"""The ``rcnn`` head's parameters, with R-CNN's (Girshick et al., CVPR 2014) values as defaults."""
+"""The ``rcnn`` head's parameters, with R-CNN's (Girshick et al., CVPR 2014) values as defaults (imports no torch)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from visionkit_fast_rcnn.params import check_region_params
+from visionkit.detection.params import check_region_params
 
 __all__ = ["RCNNParams"]
 

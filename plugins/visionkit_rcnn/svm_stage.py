@@ -9,12 +9,12 @@ class on fixed CNN features:
   (``svm_neg_iou_thresh``; :meth:`~visionkit_rcnn.RCNNDetector.svm_features`);
 * features are scaled by one constant so that their mean L2 norm is 20 (``feat_norm_mean``);
 * the SVMs start at zero and go over the training images once, mining hard negatives
-  (:class:`~visionkit_output_layers.HardNegativeMiner`: score above -1.0001); whenever more
+  (:class:`~visionkit.detection.svm.HardNegativeMiner`: score above -1.0001); whenever more
   than ``svm_retrain_limit`` new hard negatives were added they are retrained on the positives
   and the cache, then easy negatives (score below -1.2) are evicted; a last retrain ends it.
 
 Each retrain minimises the ``svm`` layer's objective ``1/2 ||w_c||^2 + C * sum a_i hinge``
-(:meth:`~visionkit_output_layers.LinearSVM.hinge_loss`) for one class at a time with L-BFGS
+(:meth:`~visionkit.detection.svm.LinearSVM.hinge_loss`) for one class at a time with L-BFGS
 (``svm_max_iter`` iterations) where the authors call liblinear; the objective is the same, the
 solver is not, so the weights agree to the solver's tolerance, not bit for bit. The bias is not
 regularised (liblinear regularises an appended constant feature). Box regression keeps the
@@ -29,12 +29,19 @@ Afterwards the detector scores regions with the SVMs: class ``c``'s score is
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
-from visionkit_output_layers.svm import HardNegativeMiner, LinearSVM
 
-__all__ = ["SVMStageResult", "fit_svms"]
+from visionkit.components import optional
+from visionkit.detection.svm import HardNegativeMiner, LinearSVM
+
+if TYPE_CHECKING:
+    from visionkit.engine.context import AfterTrainingContext
+
+__all__ = ["SVMStageResult", "fit_svms", "run_svm_stage"]
 
 #: regions per image the id of a region is spaced by (its image's index times this, plus its row)
 _ID_STRIDE = 1 << 20
@@ -95,7 +102,7 @@ def fit_svms(
 
     started = time.perf_counter()
     say = log or (lambda _msg: None)
-    svm = getattr(detector.box_predictor, "cls_score", None)
+    svm = optional(detector.box_predictor, "output_layer", "cls_score")
     if not isinstance(svm, LinearSVM):
         raise ValueError(
             f"the SVM stage needs output_layer: {{name: svm}} (a LinearSVM cls_score), got {type(svm).__name__}"
@@ -157,3 +164,27 @@ def fit_svms(
     say(f"SVM stage: {sum(result.positives.values())} positives, {sum(result.negatives.values())} hard negatives "
         f"kept, {retrains} retrain(s), feature scale {scale:.4g}, {result.seconds:.0f} s")
     return result
+
+
+def run_svm_stage(detector: torch.nn.Module, context: AfterTrainingContext) -> list[Path]:
+    """R-CNN's second stage as ``visionkit train`` runs it after fine-tuning: :func:`fit_svms` on the
+    un-augmented training images, then ``svm.pt`` (the fine-tuned network scored by the SVMs, its own
+    checkpoint, so ``last.pt`` still resumes fine-tuning) and ``svm_stage.json`` (the stage's figures and,
+    with a validation set, its COCO AP) under ``context.out_dir``. Returns both paths."""
+    from visionkit.atomic import write_json
+    from visionkit.weights import save_checkpoint
+
+    say = context.log
+    say("fitting the SVMs on the fine-tuned region features (R-CNN's second stage)")
+    result = fit_svms(detector, context.train_samples, device=context.device, log=say)
+    path = save_checkpoint(context.out_dir / "svm.pt", detector, class_names=context.class_names,
+                           config=context.config)
+    report: dict[str, Any] = {"checkpoint": str(path), **asdict(result)}
+    stats = context.evaluate(detector)
+    if stats is not None:
+        report["val"] = {k: round(v, 5) for k, v in stats.items()}
+        say(f"SVM stage: AP {stats['AP']:.4f}, AP50 {stats['AP50']:.4f}")
+    report_path = context.out_dir / "svm_stage.json"
+    write_json(report_path, report)
+    say(f"wrote {path} (the fine-tuned network scored by the SVMs)")
+    return [path, report_path]

@@ -2,23 +2,42 @@
 
 Registers the proposer ``selective-search`` (alias ``ss``); see :class:`SelectiveSearchParams`
 for its config keys. A plugin can add a colour space with :func:`register_color_space`.
+Importing this module imports neither numba nor OpenCV nor torch; the names below are imported on first use.
 """
 
 from __future__ import annotations
 
-import visionkit
-from visionkit_selective_search.colour_spaces import color_space_names, register_color_space
-from visionkit_selective_search.proposer import SelectiveSearch, SelectiveSearchParams
+import importlib
+from typing import Any
+
+from visionkit.hookspecs import Register, hookimpl
 
 __all__ = ["SelectiveSearch", "SelectiveSearchParams", "color_space_names", "register_color_space"]
 
+#: public names, imported on first use (PEP 562) so that registering the plugin imports no numba/cv2/torch
+_LAZY = {
+    "SelectiveSearch": ".proposer",
+    "SelectiveSearchParams": ".proposer",
+    "color_space_names": ".colour_spaces",
+    "register_color_space": ".colour_spaces",
+}
 
-@visionkit.hookimpl
-def register_proposers(register) -> None:
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+@hookimpl
+def register_proposers(register: Register) -> None:
     register(
         "selective-search",
-        SelectiveSearch,
-        params=SelectiveSearchParams,
+        ".proposer:SelectiveSearch",
+        params=".proposer:SelectiveSearchParams",
         aliases=("ss",),
         description="Selective search region proposals (Uijlings et al., IJCV 2013): modes single, fast, quality",
     )

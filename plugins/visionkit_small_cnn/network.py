@@ -30,18 +30,22 @@ or ``fc`` layer, with the ``bn`` layers after it), used by ``trainable_layers``.
 To classify, :meth:`SmallCNN.classifier` gives a :class:`SmallCNNClassifier` (the network,
 global average pooling, ``fc``: ``[B, in_channels, H, W]`` -> logits ``[B, num_classes]``), and
 :meth:`SmallCNN.classifier_head` the head alone (``[B, C_out, h, w]`` -> ``[B, num_classes]``).
-``replace_classifier(model, n)`` from ``visionkit_torchvision_backbones.transfer`` swaps its ``fc``.
+``replace_classifier(model, n)`` from :mod:`visionkit.nn.transfer` swaps its ``fc``; the layer specs are
+parsed by :mod:`.layer_specs`.
 """
 
 from __future__ import annotations
 
-import difflib
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from visionkit.nn.transfer import freeze_stages
+
+from .layer_specs import LAYER_SYNTAX, LayerSpec, parse_layers
+from .params import SmallCNNParams
 
 __all__ = [
     "LayerSpec",
@@ -50,78 +54,8 @@ __all__ = [
     "PointwiseLinear",
     "SmallCNN",
     "SmallCNNClassifier",
+    "build_small_cnn",
 ]
-
-#: the syntax of each layer type, for messages and docs
-LAYER_SYNTAX: dict[str, str] = {
-    "conv": "conv:OUT:K[:STRIDE[:PADDING]]",
-    "bn": "bn",
-    "relu": "relu",
-    "lrn": "lrn[:SIZE]",
-    "maxpool": "maxpool:K[:STRIDE]",
-    "avgpool": "avgpool:K[:STRIDE]",
-    "dropout": "dropout[:P]",
-    "fc": "fc:OUT",
-}
-#: (least, most) arguments of each layer type
-_ARITY: dict[str, tuple[int, int]] = {
-    "conv": (2, 4), "bn": (0, 0), "relu": (0, 0), "lrn": (0, 1),
-    "maxpool": (1, 2), "avgpool": (1, 2), "dropout": (0, 1), "fc": (1, 1),
-}
-_ARG_NAMES: dict[str, tuple[str, ...]] = {
-    "conv": ("OUT", "K", "STRIDE", "PADDING"), "lrn": ("SIZE",), "maxpool": ("K", "STRIDE"),
-    "avgpool": ("K", "STRIDE"), "dropout": ("P",), "fc": ("OUT",),
-}
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One parsed layer: its ``kind`` (``"conv"``...) and arguments (ints, or a float for dropout)."""
-
-    kind: str
-    args: tuple[float, ...] = ()
-    text: str = ""
-
-
-def _parse_one(index: int, text: object) -> LayerSpec:
-    where = f"layers[{index}] {text!r}"
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{where}: a layer is a non-empty string such as 'conv:32:3'")
-    kind, *raw = [part.strip() for part in text.strip().split(":")]
-    kind = kind.lower()
-    if kind not in LAYER_SYNTAX:
-        hint = difflib.get_close_matches(kind, list(LAYER_SYNTAX), n=1, cutoff=0.5)
-        did = f" (did you mean '{hint[0]}'?)" if hint else ""
-        raise ValueError(f"{where}: unknown layer type '{kind}'{did}; known: {', '.join(LAYER_SYNTAX)}")
-    least, most = _ARITY[kind]
-    if not least <= len(raw) <= most:
-        raise ValueError(f"{where}: expected {LAYER_SYNTAX[kind]}, got {len(raw)} argument(s)")
-    args: list[float] = []
-    for name, value in zip(_ARG_NAMES.get(kind, ()), raw, strict=False):
-        if kind == "dropout":
-            try:
-                p = float(value)
-            except ValueError:
-                p = -1.0
-            if not 0.0 <= p < 1.0:
-                raise ValueError(f"{where}: P must be a number in [0, 1), got {value!r}")
-            args.append(p)
-            continue
-        minimum = 0 if name == "PADDING" else 1
-        if not value.isdigit() or int(value) < minimum:
-            what = "a non-negative" if minimum == 0 else "a positive"
-            raise ValueError(f"{where}: {name} must be {what} integer ({LAYER_SYNTAX[kind]}), got {value!r}")
-        args.append(int(value))
-    return LayerSpec(kind, tuple(args), text.strip())
-
-
-def parse_layers(layers: Sequence[str]) -> list[LayerSpec]:
-    """Parse and check layer specs; raises ``ValueError`` naming the first bad layer (index and text)."""
-    if isinstance(layers, str) or not isinstance(layers, Sequence):
-        raise ValueError(f"layers must be a list of layer specs such as ['conv:32:3', 'relu'], got {layers!r}")
-    if not layers:
-        raise ValueError("layers must not be empty; e.g. ['conv:32:3', 'bn', 'relu', 'maxpool:2']")
-    return [_parse_one(i, text) for i, text in enumerate(layers)]
 
 
 class PointwiseLinear(nn.Linear):
@@ -230,3 +164,15 @@ class SmallCNNClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
+
+
+def build_small_cnn(params: SmallCNNParams) -> SmallCNN:
+    """The network for ``params``, with ``weights`` loaded and the first stages frozen as asked."""
+    model = SmallCNN(params.layers, in_channels=params.in_channels)
+    if params.weights is not None:
+        from visionkit.weights import load_weights
+
+        load_weights(model, params.weights)
+    if params.trainable_layers is not None:
+        freeze_stages(model, model.stages, params.trainable_layers)
+    return model

@@ -1,10 +1,10 @@
-"""The ``small-cnn`` backbone's parameters."""
+"""The ``small-cnn`` backbone's parameters (imports no torch)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .network import parse_layers
+from .layer_specs import parse_layers
 
 __all__ = ["SmallCNNParams", "DEFAULT_LAYERS"]
 
@@ -18,7 +18,7 @@ DEFAULT_LAYERS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class SmallCNNParams:
-    """``layers``: layer specs (see :mod:`visionkit_small_cnn.network`), e.g.
+    """``layers``: layer specs (see :mod:`visionkit_small_cnn.layer_specs`), e.g.
     ``["conv:32:3", "bn", "relu", "lrn", "maxpool:2", "conv:64:3", "relu", "avgpool:2", "dropout:0.5"]``;
     ``in_channels``: channels of the input (3 for RGB);
     ``weights``: a local weights file (a state dict or visionkit checkpoint of this network) or null;

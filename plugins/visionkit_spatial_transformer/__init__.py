@@ -9,18 +9,15 @@
 :class:`SpatialTransformer` is the reusable module and :class:`SpatialTransformerBackbone` puts
 it in front of any backbone. :mod:`.data` has the MNIST loaders and distortion generators,
 :mod:`.train` a small training loop and :mod:`.fit` what ``visionkit train`` runs for the ``stn``
-head. ``visionkit classify`` runs a trained ``stn`` checkpoint.
+head. ``visionkit classify`` runs a trained ``stn`` checkpoint. Importing this module imports no torch.
 """
 
 from __future__ import annotations
 
-import visionkit
-from visionkit.hookspecs import Register
+import importlib
+from typing import Any
 
-from .backbone import STBackboneParams, build_st_backbone
-from .fit import fit_stn, load_classification_set
-from .head import SmallCNN, SmallCNNParams, STClassifier, STNParams, build_small_cnn, build_stn
-from .module import SpatialTransformer, SpatialTransformerBackbone, affine_sample, projective_sample
+from visionkit.hookspecs import Register, hookimpl
 
 __all__ = [
     "STBackboneParams", "build_st_backbone",
@@ -28,22 +25,42 @@ __all__ = [
     "affine_sample", "build_small_cnn", "build_stn", "fit_stn", "load_classification_set", "projective_sample",
 ]
 
-@visionkit.hookimpl
+#: public names, imported on first use (PEP 562) so that registering the plugin imports no torch
+_LAZY = {
+    "STBackboneParams": ".backbone", "build_st_backbone": ".backbone",
+    "fit_stn": ".fit", "load_classification_set": ".fit",
+    "SmallCNN": ".head", "SmallCNNParams": ".head", "STClassifier": ".head", "STNParams": ".head",
+    "build_small_cnn": ".head", "build_stn": ".head",
+    "SpatialTransformer": ".module", "SpatialTransformerBackbone": ".module", "affine_sample": ".module",
+    "projective_sample": ".module",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+@hookimpl
 def register_heads(register: Register) -> None:
     register(
-        "stn", build_stn, params=STNParams, trainer=fit_stn,
+        "stn", ".head:build_stn", params=".head:STNParams", trainer=".fit:fit_stn",
         description="ST-CNN classifier (Jaderberg et al. 2015): spatial transformer (affine or projective) "
                     "in front of any backbone, global pooling, linear classifier",
     )
 
 
-@visionkit.hookimpl
+@hookimpl
 def register_backbones(register: Register) -> None:
     register(
-        "stn-small-cnn", build_small_cnn, params=SmallCNNParams,
+        "stn-small-cnn", ".head:build_small_cnn", params=".head:SmallCNNParams",
         description="small 3-conv CNN for digit-sized images (1 or 3 channels; 4*width output channels)",
     )
     register(
-        "spatial-transformer", build_st_backbone, params=STBackboneParams, wraps=True,
+        "spatial-transformer", ".backbone:build_st_backbone", params=".backbone:STBackboneParams", wraps=True,
         description="a spatial transformer (affine or projective) in front of any backbone (backbone: NAME)",
     )

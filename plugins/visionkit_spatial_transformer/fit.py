@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from visionkit.components import optional
 from visionkit.errors import InputError
 
 __all__ = ["fit_stn", "load_classification_set"]
@@ -121,7 +122,7 @@ def fit_stn(request: Any, host: Any) -> Any:
         steps = min(steps, options.max_steps)
     metrics = MetricsLog(out)
     best, started = None, time.perf_counter()
-    log(f"training {getattr(model, 'arch', 'stn')} on {len(x)} images ({len(classes)} classes) for "
+    log(f"training {optional(model, 'head', 'arch', 'stn')} on {len(x)} images ({len(classes)} classes) for "
         f"{options.epochs} epoch(s) x {steps} step(s) on {request.device}; writing to {out}")
     for epoch in range(options.epochs):
         t0 = time.perf_counter()

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from visionkit.components import optional
 from visionkit.errors import ConfigError
 
 from .module import SpatialTransformer, SpatialTransformerBackbone
@@ -143,7 +144,7 @@ class STClassifier(nn.Module):
                  output_layer: nn.Module | None = None) -> None:
         super().__init__()
         self.params = params
-        self.in_channels = int(getattr(backbone, "in_channels", 3))
+        self.in_channels = int(optional(backbone, "backbone", "in_channels", 3))
         self.input_size = (int(params.input_size[0]), int(params.input_size[1]))
         output_size = tuple(params.output_size) if params.output_size is not None else None
         self.transformer: SpatialTransformer | None = None

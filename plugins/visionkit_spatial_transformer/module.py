@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from visionkit.components import optional
+
 __all__ = [
     "ALIGN_CORNERS",
     "LocalisationNet",
@@ -167,7 +169,7 @@ class SpatialTransformerBackbone(nn.Module):
     def __init__(self, backbone: nn.Module, transformer: SpatialTransformer | None = None, *,
                  transform: Transform = "affine", output_size: tuple[int, int] | None = None) -> None:
         super().__init__()
-        in_channels = int(getattr(backbone, "in_channels", 3))
+        in_channels = int(optional(backbone, "backbone", "in_channels", 3))
         self.backbone = backbone
         self.transformer = transformer or SpatialTransformer(in_channels, transform=transform,
                                                              output_size=output_size)

@@ -10,67 +10,73 @@
   network load into ``body``.
 
 Every one takes ``weights`` (a torchvision name, a local file or null) and
-``trainable_layers``; :mod:`.transfer` has ``freeze_stages`` and ``replace_classifier``.
+``trainable_layers``; :mod:`visionkit.nn.transfer` has ``freeze_stages`` and ``replace_classifier``.
+The parameters name torchvision's weights enums, so they are registered as references too:
+importing this module imports no torch.
 """
 
 from __future__ import annotations
 
-import visionkit
-from visionkit.hookspecs import Register
+import importlib
+from typing import Any
 
-from .backbones import (
-    MobileNetV3LargeFPNParams,
-    ResNet18FPNParams,
-    ResNet34FPNParams,
-    ResNet50FPNParams,
-    ResNet50FPNV2Params,
-    ResNet101FPNParams,
-    ResNet152FPNParams,
-    build_mobilenet_v3_large_fpn,
-    build_resnet18_fpn,
-    build_resnet34_fpn,
-    build_resnet50_fpn,
-    build_resnet50_fpn_v2,
-    build_resnet101_fpn,
-    build_resnet152_fpn,
-)
-from .single_map import SINGLE_MAP_BACKBONES, SingleMapBackbone
-from .transfer import freeze_stages, replace_classifier
+from visionkit.hookspecs import Register, hookimpl
 
 __all__ = ["SingleMapBackbone", "freeze_stages", "replace_classifier"]
 
+#: public names, imported on first use (PEP 562) so that registering the plugin imports no torch
+_LAZY = {
+    "SingleMapBackbone": ".single_map",
+    "freeze_stages": "visionkit.nn.transfer",
+    "replace_classifier": "visionkit.nn.transfer",
+}
 
-@visionkit.hookimpl
+#: name -> (factory and params in :mod:`.backbones`, aliases, description)
+FPN_BACKBONES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+    "resnet50-fpn": ("build_resnet50_fpn", "ResNet50FPNParams", (),
+                     "ResNet-50 + FPN (256 channels, maps 0-3 + pool), as torchvision's fasterrcnn_resnet50_fpn"),
+    "resnet50-fpn-v2": ("build_resnet50_fpn_v2", "ResNet50FPNV2Params", (),
+                        "ResNet-50 + FPN with BatchNorm, as torchvision's fasterrcnn_resnet50_fpn_v2"),
+    "mobilenet-v3-large-fpn": (
+        "build_mobilenet_v3_large_fpn", "MobileNetV3LargeFPNParams", ("mobilenet-v3-fpn",),
+        "MobileNetV3-Large + FPN (256 channels, maps 0, 1 + pool), as fasterrcnn_mobilenet_v3_large_fpn"),
+    "resnet18-fpn": ("build_resnet18_fpn", "ResNet18FPNParams", (),
+                     "ResNet-18 + FPN (256 channels, maps 0-3 + pool): small and fast"),
+    "resnet34-fpn": ("build_resnet34_fpn", "ResNet34FPNParams", (), "ResNet-34 + FPN (256 channels, maps 0-3 + pool)"),
+    "resnet101-fpn": ("build_resnet101_fpn", "ResNet101FPNParams", (),
+                      "ResNet-101 + FPN (256 channels, maps 0-3 + pool)"),
+    "resnet152-fpn": ("build_resnet152_fpn", "ResNet152FPNParams", (),
+                      "ResNet-152 + FPN (256 channels, maps 0-3 + pool)"),
+}
+
+#: name -> (factory and params in :mod:`.single_map`, aliases, description)
+SINGLE_MAP_BACKBONES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+    "alexnet": ("build_alexnet", "AlexNetParams", (), "AlexNet conv5 (256 channels, stride 16, map 0)"),
+    "vgg16": ("build_vgg16", "VGG16Params", (), "VGG16 conv5_3 (512 channels, stride 16, map 0), as Faster R-CNN's"),
+    "googlenet": ("build_googlenet", "GoogLeNetParams", (), "GoogLeNet inception5b (1024 channels, stride 32, map 0)"),
+    "resnet18": ("build_resnet18", "ResNet18Params", (), "ResNet-18 C5 (512 channels, stride 32, map 0)"),
+    "resnet34": ("build_resnet34", "ResNet34Params", (), "ResNet-34 C5 (512 channels, stride 32, map 0)"),
+    "resnet50": ("build_resnet50", "ResNet50Params", (), "ResNet-50 C5 (2048 channels, stride 32, map 0)"),
+    "resnet101": ("build_resnet101", "ResNet101Params", (), "ResNet-101 C5 (2048 channels, stride 32, map 0)"),
+    "resnet152": ("build_resnet152", "ResNet152Params", (), "ResNet-152 C5 (2048 channels, stride 32, map 0)"),
+    "mobilenet-v3-large": (
+        "build_mobilenet_v3_large", "MobileNetV3LargeParams", ("mobilenet-v3",),
+        "MobileNetV3-Large last conv (960 channels, stride 32, map 0)"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+@hookimpl
 def register_backbones(register: Register) -> None:
-    register(
-        "resnet50-fpn", build_resnet50_fpn, params=ResNet50FPNParams,
-        description="ResNet-50 + FPN (256 channels, maps 0-3 + pool), as torchvision's fasterrcnn_resnet50_fpn",
-    )
-    register(
-        "resnet50-fpn-v2", build_resnet50_fpn_v2, params=ResNet50FPNV2Params,
-        description="ResNet-50 + FPN with BatchNorm, as torchvision's fasterrcnn_resnet50_fpn_v2",
-    )
-    register(
-        "mobilenet-v3-large-fpn", build_mobilenet_v3_large_fpn, params=MobileNetV3LargeFPNParams,
-        aliases=("mobilenet-v3-fpn",),
-        description="MobileNetV3-Large + FPN (256 channels, maps 0, 1 + pool), as fasterrcnn_mobilenet_v3_large_fpn",
-    )
-    register(
-        "resnet18-fpn", build_resnet18_fpn, params=ResNet18FPNParams,
-        description="ResNet-18 + FPN (256 channels, maps 0-3 + pool): small and fast",
-    )
-    register(
-        "resnet34-fpn", build_resnet34_fpn, params=ResNet34FPNParams,
-        description="ResNet-34 + FPN (256 channels, maps 0-3 + pool)",
-    )
-    register(
-        "resnet101-fpn", build_resnet101_fpn, params=ResNet101FPNParams,
-        description="ResNet-101 + FPN (256 channels, maps 0-3 + pool)",
-    )
-    register(
-        "resnet152-fpn", build_resnet152_fpn, params=ResNet152FPNParams,
-        description="ResNet-152 + FPN (256 channels, maps 0-3 + pool)",
-    )
-    for name, (builder, params, description) in SINGLE_MAP_BACKBONES.items():
-        aliases = ("mobilenet-v3",) if name == "mobilenet-v3-large" else ()
-        register(name, builder, params=params, aliases=aliases, description=description)
+    for module, table in ((".backbones", FPN_BACKBONES), (".single_map", SINGLE_MAP_BACKBONES)):
+        for name, (factory, params, aliases, description) in table.items():
+            register(name, f"{module}:{factory}", params=f"{module}:{params}", aliases=aliases,
+                     description=description)

@@ -42,6 +42,8 @@ from torchvision import models
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from visionkit.nn.transfer import freeze_stages
+
 from .backbones import (
     ASPECT_RATIOS,
     TorchvisionBackboneParams,
@@ -50,11 +52,9 @@ from .backbones import (
     _resnet_init,
     load_trunk_weights,
 )
-from .transfer import freeze_stages
 
 __all__ = [
     "SingleMapBackbone",
-    "SINGLE_MAP_BACKBONES",
     "AlexNetParams",
     "VGG16Params",
     "GoogLeNetParams",
@@ -316,19 +316,3 @@ def build_mobilenet_v3_large(params: MobileNetV3LargeParams) -> SingleMapBackbon
     backbone = SingleMapBackbone(body, out_channels=960, arch="mobilenet-v3-large", stride=32, stages=stages)
     backbone.freeze(params.trainable_layers)
     return backbone
-
-
-#: name -> (builder, params, description), registered by the plugin
-SINGLE_MAP_BACKBONES: dict[str, tuple[Callable[..., SingleMapBackbone], type, str]] = {
-    "alexnet": (build_alexnet, AlexNetParams, "AlexNet conv5 (256 channels, stride 16, map 0)"),
-    "vgg16": (build_vgg16, VGG16Params, "VGG16 conv5_3 (512 channels, stride 16, map 0), as Faster R-CNN's"),
-    "googlenet": (build_googlenet, GoogLeNetParams, "GoogLeNet inception5b (1024 channels, stride 32, map 0)"),
-    "resnet18": (build_resnet18, ResNet18Params, "ResNet-18 C5 (512 channels, stride 32, map 0)"),
-    "resnet34": (build_resnet34, ResNet34Params, "ResNet-34 C5 (512 channels, stride 32, map 0)"),
-    "resnet50": (build_resnet50, ResNet50Params, "ResNet-50 C5 (2048 channels, stride 32, map 0)"),
-    "resnet101": (build_resnet101, ResNet101Params, "ResNet-101 C5 (2048 channels, stride 32, map 0)"),
-    "resnet152": (build_resnet152, ResNet152Params, "ResNet-152 C5 (2048 channels, stride 32, map 0)"),
-    "mobilenet-v3-large": (
-        build_mobilenet_v3_large, MobileNetV3LargeParams, "MobileNetV3-Large last conv (960 channels, stride 32, map 0)"
-    ),
-}

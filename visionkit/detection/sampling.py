@@ -1,4 +1,4 @@
-"""Fast R-CNN's RoI sampling: a fixed number of regions per image, a quarter of them foreground.
+"""Fast R-CNN's RoI sampling: a fixed number of regions per image, a quarter of them foreground (any region head).
 
 Girshick (ICCV 2015), Sect. 2.3 "Mini-batch sampling": 64 RoIs per image, 25 % from
 proposals with IoU >= 0.5 with a ground-truth box (labelled with that box's class), the rest

@@ -1,16 +1,25 @@
-"""What the Fast R-CNN and R-CNN heads share: where proposals come from, sampling, the loss, postprocessing.
+"""What proposal-based region heads share: part checks, where proposals come from, sampling, loss, postprocessing.
 
-:class:`RegionHeadMixin` expects ``self.params`` (``add_gt_boxes``, ``batch_size_per_image``,
-``positive_fraction``, ``fg_iou_thresh``, ``bg_iou_thresh_lo``, optionally ``bg_iou_thresh_hi``
-(default ``fg_iou_thresh``), ``score_thresh``, ``nms_thresh``, ``detections_per_img``),
-``self.box_coder`` (torchvision ``BoxCoder``), ``self.smooth_l1_beta`` and ``self.proposer``
-(anything with ``propose(uint8 image) -> Proposals``). Boxes are ``xyxy``
-float32 in the pixels of the image the regions were taken from.
+Used by the ``fast-rcnn`` and ``rcnn`` heads (and the backbone checks by ``faster-rcnn``); a third-party
+head can use them the same way.
+
+* :func:`backbone_parts` / :func:`check_num_classes` / :func:`check_region_head_parts`: the checks a head
+  makes before building, as one-line :class:`~visionkit.errors.ConfigError` naming the head and backbone.
+* :func:`proposal_source`: the configured proposer, wrapped in the on-disk
+  :class:`~visionkit.proposal_cache.ProposalCache` unless the head's ``proposal_cache`` is ``none``.
+* :class:`RegionHeadMixin` expects ``self.params`` (``add_gt_boxes``, ``batch_size_per_image``,
+  ``positive_fraction``, ``fg_iou_thresh``, ``bg_iou_thresh_lo``, optionally ``bg_iou_thresh_hi``
+  (default ``fg_iou_thresh``), ``score_thresh``, ``nms_thresh``, ``detections_per_img``),
+  ``self.box_coder`` (torchvision ``BoxCoder``), ``self.smooth_l1_beta`` and ``self.proposer``
+  (anything with ``propose(uint8 image) -> Proposals``).
+
+Boxes are ``xyxy`` float32 in the pixels of the image the regions were taken from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,12 +27,15 @@ import torch.nn.functional as F
 from torchvision.ops import batched_nms
 from torchvision.ops import boxes as box_ops
 
+from visionkit.components import optional
+from visionkit.detection.sampling import sample_rois
 from visionkit.errors import ConfigError
 from visionkit.types import Proposals
 
-from .sampling import sample_rois
-
-__all__ = ["RegionHeadMixin", "as_boxes", "backbone_problem", "check_region_head_parts"]
+__all__ = [
+    "BackboneParts", "RegionHeadMixin", "as_boxes", "backbone_arch", "backbone_parts", "backbone_problem",
+    "check_num_classes", "check_region_head_parts", "proposal_source",
+]
 
 
 def backbone_problem(head: str, arch: str, problem: str) -> ConfigError:
@@ -31,21 +43,28 @@ def backbone_problem(head: str, arch: str, problem: str) -> ConfigError:
     return ConfigError(f"head '{head}' cannot use backbone '{arch}': {problem}")
 
 
-def check_region_head_parts(head: str, backbone: Any, proposer: Any, num_classes: Any) -> tuple[str, int, list[str]]:
-    """What a proposal-based head (``fast-rcnn``, ``rcnn``) checks before building: ``(arch, channels, roi_names)``.
+@dataclass(frozen=True)
+class BackboneParts:
+    """What a head reads of its backbone: ``arch`` (for messages), ``channels`` (``out_channels`` of every
+    map), ``feature_names`` (the maps ``forward`` returns) and ``roi_names`` (the maps regions are pooled from)."""
 
-    The proposer must exist and have ``propose``; ``num_classes`` counts the background (>= 2);
-    the backbone declares one positive ``out_channels`` and its ``feature_names``, and its
+    arch: str
+    channels: int
+    feature_names: list[str]
+    roi_names: list[str]
+
+
+def backbone_arch(backbone: Any) -> str:
+    """The backbone's ``arch`` (an optional member), else its class name."""
+    return str(optional(backbone, "backbone", "arch", type(backbone).__name__))
+
+
+def backbone_parts(head: str, backbone: Any) -> BackboneParts:
+    """Check that ``backbone`` declares one positive ``out_channels`` and its ``feature_names``, and that its
     ``roi_feature_names`` (default: the feature names but ``pool``) are among them. Raises
-    :class:`ConfigError` naming the head (and the backbone).
-    """
-    arch = str(getattr(backbone, "arch", type(backbone).__name__))
-    if proposer is None:
-        raise ConfigError(f"head '{head}' needs a proposer (e.g. proposer: {{name: selective-search, mode: fast}})")
-    if not callable(getattr(proposer, "propose", None)):
-        raise ConfigError(f"head '{head}': the proposer ({type(proposer).__name__}) has no propose(image) method")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ConfigError(f"head '{head}': num_classes counts the background and must be >= 2, got {num_classes!r}")
+    :class:`ConfigError` naming ``head`` and the backbone."""
+    arch = backbone_arch(backbone)
+    # out_channels and feature_names are required members: read with a default only to say what is wrong
     channels = getattr(backbone, "out_channels", None)
     if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
         raise backbone_problem(
@@ -54,11 +73,46 @@ def check_region_head_parts(head: str, backbone: Any, proposer: Any, num_classes
     names = list(getattr(backbone, "feature_names", None) or [])
     if not names:
         raise backbone_problem(head, arch, "it declares no feature_names")
-    roi_names = list(getattr(backbone, "roi_feature_names", None) or [n for n in names if n != "pool"] or names)
+    roi_names = list(optional(backbone, "backbone", "roi_feature_names") or [n for n in names if n != "pool"] or names)
     unknown = [n for n in roi_names if n not in names]
     if unknown:
         raise backbone_problem(head, arch, f"roi_feature_names {unknown} are not among feature_names {names}")
-    return arch, channels, roi_names
+    return BackboneParts(arch=arch, channels=channels, feature_names=names, roi_names=roi_names)
+
+
+def check_num_classes(head: str, num_classes: Any) -> None:
+    """``num_classes`` counts the background: an int >= 2, else a :class:`ConfigError` naming ``head``."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"head '{head}': num_classes counts the background and must be >= 2, got {num_classes!r}")
+
+
+def check_region_head_parts(head: str, backbone: Any, proposer: Any, num_classes: Any) -> tuple[str, int, list[str]]:
+    """What a proposal-based head (``fast-rcnn``, ``rcnn``) checks before building: ``(arch, channels, roi_names)``.
+
+    The proposer must exist and have ``propose``; ``num_classes`` counts the background (>= 2);
+    the backbone as :func:`backbone_parts` checks it. Raises :class:`ConfigError` naming the head
+    (and the backbone).
+    """
+    arch = backbone_arch(backbone)
+    if proposer is None:
+        raise ConfigError(f"head '{head}' needs a proposer (e.g. proposer: {{name: selective-search, mode: fast}})")
+    if not callable(getattr(proposer, "propose", None)):  # a required member, checked for a one-line error
+        raise ConfigError(f"head '{head}': the proposer ({type(proposer).__name__}) has no propose(image) method")
+    check_num_classes(head, num_classes)
+    parts = backbone_parts(head, backbone)
+    return arch, parts.channels, parts.roi_names
+
+
+def proposal_source(proposer: Any, cache: str) -> Any:
+    """``proposer`` wrapped in a :class:`~visionkit.proposal_cache.ProposalCache` under ``cache`` (a directory;
+    ``auto``: :func:`~visionkit.proposal_cache.default_cache_dir`), or ``proposer`` itself for ``none``."""
+    from visionkit.proposal_cache import ProposalCache, default_cache_dir
+
+    setting = cache.strip()
+    if setting.lower() == "none":
+        return proposer
+    root = default_cache_dir() if setting.lower() == "auto" else setting
+    return ProposalCache(root, proposer)
 
 
 def as_boxes(value: Any, where: str) -> torch.Tensor:
@@ -105,7 +159,8 @@ class RegionHeadMixin:
             s = sample_rois(
                 boxes, gt, target["labels"], batch_size=p.batch_size_per_image,
                 positive_fraction=p.positive_fraction, fg_iou_thresh=p.fg_iou_thresh,
-                bg_iou_thresh_lo=p.bg_iou_thresh_lo, bg_iou_thresh_hi=getattr(p, "bg_iou_thresh_hi", p.fg_iou_thresh),
+                bg_iou_thresh_lo=p.bg_iou_thresh_lo,
+                bg_iou_thresh_hi=getattr(p, "bg_iou_thresh_hi", p.fg_iou_thresh),  # a field of the head's own params
             )
             sampled_rois.append(s.boxes)
             labels.append(s.labels)

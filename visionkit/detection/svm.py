@@ -1,4 +1,4 @@
-"""``svm``: one-vs-rest linear SVMs over region features, with the hinge loss and hard-negative mining (R-CNN).
+"""One-vs-rest linear SVMs over region features, with the hinge loss and hard-negative mining (R-CNN).
 
 R-CNN (Girshick et al., 2014) scores each region with one linear SVM per class, trained on the
 CNN's region features with liblinear's L2-regularised L1-loss (hinge) SVM: for class ``c``
@@ -21,6 +21,9 @@ passing ``classes=range(1, K + 1)``). :func:`mine_hard_negatives` and
 train the scores with cross-entropy instead; the hinge loss is for R-CNN-style training on
 cached features.
 
+The ``visionkit_output_layers`` plugin registers :class:`LinearSVM` as the output layer ``svm``; the
+``rcnn`` head's SVM stage trains it.
+
 Labels: int64 ``[R]``, the class id of each region, ``0`` for background, ``-1`` for "ignore"
 (neither positive nor negative for any class).
 """
@@ -28,7 +31,6 @@ Labels: int64 ``[R]``, the class id of each region, ``0`` for background, ``-1``
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -37,38 +39,15 @@ from torch import nn
 __all__ = [
     "HARD_THRESHOLD",
     "EVICT_THRESHOLD",
-    "SVMParams",
     "LinearSVM",
     "HardNegativeMiner",
     "mine_hard_negatives",
-    "build_svm",
 ]
 
 #: R-CNN's ``hard_thresh``: a negative scoring above this is hard (inside the -1 margin or beyond)
 HARD_THRESHOLD = -1.0 - 1e-4
 #: R-CNN's ``evict_thresh``: a cached negative scoring below this after retraining is dropped
 EVICT_THRESHOLD = -1.2
-
-
-@dataclass(frozen=True)
-class SVMParams:
-    """``C``: weight of the loss against the ``1/2 ||w||^2`` regulariser (R-CNN: 0.001);
-    ``loss``: ``hinge`` (L1-loss, R-CNN's) or ``squared-hinge``; ``positive_weight``: loss weight of
-    positives (R-CNN: 2); ``init_std``: weights from N(0, std) and zero bias, ``null`` for
-    PyTorch's default ``nn.Linear`` init."""
-
-    C: float = 0.001
-    loss: Literal["hinge", "squared-hinge"] = "hinge"
-    positive_weight: float = 2.0
-    init_std: float | None = None
-
-    def __post_init__(self) -> None:
-        if not self.C > 0:
-            raise ValueError(f"C must be > 0, got {self.C}")
-        if not self.positive_weight > 0:
-            raise ValueError(f"positive_weight must be > 0, got {self.positive_weight}")
-        if self.init_std is not None and not self.init_std > 0:
-            raise ValueError(f"init_std must be > 0 or null (PyTorch's default init), got {self.init_std}")
 
 
 def _targets(labels: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
@@ -263,10 +242,3 @@ class HardNegativeMiner:
 
     def __len__(self) -> int:
         return sum(f.shape[0] for f in self._features.values())
-
-
-def build_svm(params: SVMParams, *, in_features: int, num_classes: int) -> LinearSVM:
-    return LinearSVM(
-        in_features, num_classes, C=params.C, loss=params.loss,
-        positive_weight=params.positive_weight, init_std=params.init_std,
-    )

@@ -1,4 +1,4 @@
-"""Output layers of region-based detectors: class scores, box deltas, and the pair of them.
+"""The default output layers of region heads: class scores, box deltas, and the pair of them.
 
 Region features come in as ``[R, in_features]`` (``[R, C, 1, 1]`` is flattened). ``num_classes``
 ``K + 1`` counts the background as class 0. Boxes are ``xyxy`` float32 in absolute pixels.
@@ -9,37 +9,29 @@ Region features come in as ``[R, in_features]`` (``[R, C, 1, 1]`` is flattened).
   (torchvision's ``BoxCoder`` does the arithmetic).
 * :class:`RegionPredictor` -- both, as submodules ``cls_score`` and ``bbox_pred``, with the
   interface of torchvision's ``FastRCNNPredictor`` (so checkpoints load key for key).
+
+They are what :func:`visionkit.detection.compose.region_predictor` completes a configured output layer
+with; the ``visionkit_output_layers`` plugin registers them as ``softmax``, ``box-regression`` and
+``fast-rcnn-predictor``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection._utils import BoxCoder
 
-__all__ = [
-    "SoftmaxParams",
-    "BoxRegressionParams",
-    "RegionPredictorParams",
-    "SoftmaxClassifier",
-    "BoxRegression",
-    "RegionPredictor",
-    "build_softmax",
-    "build_box_regression",
-    "build_region_predictor",
-]
+from visionkit.components import optional
+from visionkit.detection.params import DEFAULT_BOX_WEIGHTS, DEFAULT_SMOOTH_L1_BETA
 
-#: the R-CNN box-coding weights for (dx, dy, dw, dh), as torchvision's RoIHeads uses them
-DEFAULT_BOX_WEIGHTS: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
-#: torchvision's Fast R-CNN box loss uses smooth L1 with beta 1/9
-DEFAULT_SMOOTH_L1_BETA = 1.0 / 9.0
+__all__ = ["BoxRegression", "RegionPredictor", "SoftmaxClassifier", "flatten_regions"]
 
 
-def _flatten(x: torch.Tensor) -> torch.Tensor:
+def flatten_regions(x: torch.Tensor) -> torch.Tensor:
+    """``[R, C]`` or ``[R, C, 1, 1]`` region features as ``[R, C]``; raises ``ValueError`` for other shapes."""
     if x.dim() == 4:
         if tuple(x.shape[2:]) != (1, 1):
             raise ValueError(f"region features must be [R, C] or [R, C, 1, 1], got {tuple(x.shape)}")
@@ -47,58 +39,6 @@ def _flatten(x: torch.Tensor) -> torch.Tensor:
     if x.dim() != 2:
         raise ValueError(f"region features must be [R, C] or [R, C, 1, 1], got {tuple(x.shape)}")
     return x
-
-
-def _check_std(init_std: float | None) -> None:
-    if init_std is not None and not init_std > 0:
-        raise ValueError(f"init_std must be > 0 or null (PyTorch's default init), got {init_std}")
-
-
-def _check_box_params(box_weights: tuple[float, ...], smooth_l1_beta: float) -> None:
-    if len(box_weights) != 4 or any(not w > 0 for w in box_weights):
-        raise ValueError(f"box_weights must be 4 positive numbers (wx, wy, ww, wh), got {list(box_weights)}")
-    if not smooth_l1_beta >= 0:
-        raise ValueError(f"smooth_l1_beta must be >= 0, got {smooth_l1_beta}")
-
-
-@dataclass(frozen=True)
-class SoftmaxParams:
-    """``init_std``: weights drawn from N(0, std) with zero bias (Fast R-CNN used 0.01);
-    ``null`` keeps PyTorch's default ``nn.Linear`` init, as torchvision does."""
-
-    init_std: float | None = None
-
-    def __post_init__(self) -> None:
-        _check_std(self.init_std)
-
-
-@dataclass(frozen=True)
-class BoxRegressionParams:
-    """``box_weights``: (wx, wy, ww, wh) the deltas are scaled by; ``smooth_l1_beta``: the loss's
-    switch point; ``init_std``: as for ``softmax`` (Fast R-CNN used 0.001)."""
-
-    box_weights: tuple[float, float, float, float] = DEFAULT_BOX_WEIGHTS
-    smooth_l1_beta: float = DEFAULT_SMOOTH_L1_BETA
-    init_std: float | None = None
-
-    def __post_init__(self) -> None:
-        _check_box_params(self.box_weights, self.smooth_l1_beta)
-        _check_std(self.init_std)
-
-
-@dataclass(frozen=True)
-class RegionPredictorParams:
-    """The two layers together; keys as for ``softmax`` and ``box-regression``."""
-
-    box_weights: tuple[float, float, float, float] = DEFAULT_BOX_WEIGHTS
-    smooth_l1_beta: float = DEFAULT_SMOOTH_L1_BETA
-    cls_init_std: float | None = None
-    box_init_std: float | None = None
-
-    def __post_init__(self) -> None:
-        _check_box_params(self.box_weights, self.smooth_l1_beta)
-        _check_std(self.cls_init_std)
-        _check_std(self.box_init_std)
 
 
 def _init(layer: nn.Linear, std: float | None) -> None:
@@ -125,7 +65,7 @@ class SoftmaxClassifier(nn.Linear):
         _init(self, init_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(_flatten(x))
+        return super().forward(flatten_regions(x))
 
     @staticmethod
     def predict(logits: torch.Tensor) -> torch.Tensor:
@@ -168,7 +108,7 @@ class BoxRegression(nn.Linear):
         _init(self, init_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(_flatten(x))
+        return super().forward(flatten_regions(x))
 
     def encode(self, proposals: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Tensor:
         """Regression targets ``[R, 4]`` taking ``proposals`` ``[R, 4]`` onto ``gt_boxes`` ``[R, 4]`` (xyxy)."""
@@ -218,31 +158,8 @@ class RegionPredictor(nn.Module):
     @property
     def box_weights(self) -> tuple[float, float, float, float] | None:
         """The box-coding weights of ``bbox_pred`` (``None`` when it does not say)."""
-        return getattr(self.bbox_pred, "box_weights", None)
+        return optional(self.bbox_pred, "output_layer", "box_weights")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = _flatten(x)
+        x = flatten_regions(x)
         return self.cls_score(x), self.bbox_pred(x)
-
-
-def build_softmax(params: SoftmaxParams, *, in_features: int, num_classes: int) -> SoftmaxClassifier:
-    return SoftmaxClassifier(in_features, num_classes, init_std=params.init_std)
-
-
-def build_box_regression(params: BoxRegressionParams, *, in_features: int, num_classes: int) -> BoxRegression:
-    return BoxRegression(
-        in_features, num_classes, box_weights=params.box_weights,
-        smooth_l1_beta=params.smooth_l1_beta, init_std=params.init_std,
-    )
-
-
-def build_region_predictor(
-    params: RegionPredictorParams, *, in_features: int, num_classes: int
-) -> RegionPredictor:
-    return RegionPredictor(
-        SoftmaxClassifier(in_features, num_classes, init_std=params.cls_init_std),
-        BoxRegression(
-            in_features, num_classes, box_weights=params.box_weights,
-            smooth_l1_beta=params.smooth_l1_beta, init_std=params.box_init_std,
-        ),
-    )
