@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from visionkit.atomic import atomic_path
+from visionkit.components import optional
 from visionkit.types import Proposals
 
 __all__ = ["ProposalCache", "default_cache_dir", "image_key", "mirror_proposals", "proposer_key"]
@@ -93,7 +94,7 @@ def proposer_key(name: str, params: Any = None) -> str:
 
 
 def _proposer_name(proposer: Any) -> str:
-    name = getattr(proposer, "name", None)
+    name = optional(proposer, "proposer", "name")
     if isinstance(name, str) and name:
         return name
     cls = type(proposer)
@@ -114,7 +115,7 @@ class ProposalCache:
                  params: Any = None, mirror: bool = True) -> None:
         self.proposer = proposer
         self.name = name or _proposer_name(proposer)
-        self.params = params if params is not None else getattr(proposer, "params", None)
+        self.params = params if params is not None else optional(proposer, "proposer", "params")
         self.key = proposer_key(self.name, self.params)
         self.root = Path(root).expanduser()
         self.directory = self.root / self.key[:32]

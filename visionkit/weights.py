@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from visionkit.atomic import atomic_path
+from visionkit.components import optional
 from visionkit.errors import WeightsError
 
 __all__ = [
@@ -249,7 +250,7 @@ def _normalise(obj: Any, path: Path) -> dict[str, Any]:
 
 
 def _describe(detector: nn.Module) -> str:
-    arch = getattr(detector, "arch", None)
+    arch = optional(detector, "head", "arch")
     return f"{type(detector).__name__} ({arch})" if arch else type(detector).__name__
 
 
@@ -293,7 +294,7 @@ def _load_state(detector: nn.Module, state: Mapping[str, torch.Tensor], source: 
 
 def _match_torchvision_file(detector: nn.Module, path: Path) -> Any | None:
     """The torchvision weights member whose file name ``path`` has, if the detector knows it."""
-    options = getattr(detector, "available_pretrained_weights", None)
+    options = optional(detector, "head", "available_pretrained_weights")
     if options is None:
         return None
     for weights in options():
@@ -324,13 +325,13 @@ def _weights_name(weights: Any) -> str:
 
 
 def _after_pretrained(detector: nn.Module, weights: Any) -> None:
-    hook = getattr(detector, "after_pretrained_load", None)
+    hook = optional(detector, "head", "after_pretrained_load")
     if hook is not None:
         hook(weights)
 
 
 def _load_named(detector: nn.Module, name: str, map_location: str | torch.device) -> dict[str, Any]:
-    lookup = getattr(detector, "pretrained_weights", None)
+    lookup = optional(detector, "head", "pretrained_weights")
     if lookup is None:
         raise WeightsError(
             f"'{name}' is not a file, and {_describe(detector)} knows no torchvision weights names; "

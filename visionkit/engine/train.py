@@ -19,6 +19,7 @@ wrapped in DDP, each rank sees its shard of every epoch, rank 0 writes files.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from visionkit.components import optional
 from visionkit.data import DetectionDataset
 from visionkit.engine.augment import AugmentOptions, build_train_transforms
 from visionkit.engine.checkpoint import (
@@ -41,6 +43,7 @@ from visionkit.engine.checkpoint import (
     save_training_checkpoint,
     set_rng_state,
 )
+from visionkit.engine.context import AfterTrainingContext
 from visionkit.engine.data import TrainingSet, check_training_classes, collate, predict_dataset
 from visionkit.engine.distributed import DistInfo, all_gather_objects, all_reduce_mean, cleanup, init_distributed
 from visionkit.engine.metrics import MetricsLog
@@ -210,8 +213,8 @@ def apply_freeze(config: Mapping[str, Any], host: Any, freeze_stages: int | None
         raise ConfigError("--freeze-stages needs a 'backbone' section in the config")
     name, params = section
     spec = host.registry.get("backbone", name)
-    top = getattr(spec.params, "max_trainable_layers", None)
-    fields = getattr(spec.params, "__dataclass_fields__", {})
+    top = optional(spec.params, "backbone", "max_trainable_layers")
+    fields = {f.name for f in dataclasses.fields(spec.params)} if dataclasses.is_dataclass(spec.params) else set()
     if top is None or "trainable_layers" not in fields:
         raise ConfigError(f"backbone '{name}' has no trainable_layers parameter, so --freeze-stages cannot freeze it")
     if not 0 <= freeze_stages <= top:
@@ -238,7 +241,7 @@ def transfer_weights(detector: nn.Module, spec: str, log: Log | None = None) -> 
 
         if looks_like_path(str(spec)):
             raise WeightsError(f"weights file not found: {path}")
-        lookup = getattr(detector, "pretrained_weights", None)
+        lookup = optional(detector, "head", "pretrained_weights")
         if lookup is None:
             raise WeightsError(f"'{spec}' is not a file and this detector knows no torchvision weights names")
         weights = lookup(str(spec))
@@ -252,7 +255,7 @@ def transfer_weights(detector: nn.Module, spec: str, log: Log | None = None) -> 
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own and not k.endswith("num_batches_tracked")]
     misshaped = [k for k in own if k in state and state[k].shape != own[k].shape and k not in replaced]
-    arch = getattr(detector, "arch", type(detector).__name__)
+    arch = optional(detector, "head", "arch", type(detector).__name__)
     if missing or unexpected or misshaped:
         parts = []
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("with another shape", misshaped)):
@@ -414,7 +417,7 @@ def train_detector(
         metrics = MetricsLog(out, rows)
         last_path, best_path = out / "last.pt", out / "best.pt"
         save_config = {k: model_config.get(k) for k in MODEL_KEYS}
-        say(f"training {getattr(detector, 'arch', type(detector).__name__)} on {len(train_ds)} images "
+        say(f"training {optional(detector, 'head', 'arch', type(detector).__name__)} on {len(train_ds)} images "
             f"({num_classes - 1} class(es)) for {options.epochs} epoch(s) x {iters} step(s) on {dev}"
             + (f", {info.world_size} processes" if info.distributed else "") + f"; writing to {out}")
         started = time.perf_counter()
@@ -453,8 +456,10 @@ def train_detector(
             except KeyboardInterrupt:
                 done = f"; resume with --resume {last_path}" if last_path.exists() else ""
                 raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1}{done}") from None
-        if info.is_main and getattr(detector, "has_svm", False):
-            _svm_stage(detector, train_set.ds, max_side, val_ds, dev, options, out, class_names, save_config, say)
+        after_training = optional(detector, "head", "after_training")
+        if info.is_main and after_training is not None:
+            after_training(_after_training_context(train_set.ds, max_side, val_ds, dev, options, out, class_names,
+                                                   save_config, say))
         seconds = time.perf_counter() - started
         if info.is_main and val_ds is not None and rows_have_ap(metrics.rows):
             say(f"best validation AP {best_ap:.4f}; checkpoints: {last_path}, {best_path}")
@@ -467,29 +472,23 @@ def train_detector(
         cleanup(info)
 
 
-def _svm_stage(detector: nn.Module, train_ds: DetectionDataset, max_side: int, val_ds: DetectionDataset | None,
-               dev: torch.device, options: TrainOptions, out: Path, class_names: Mapping[int, str],
-               config: Mapping[str, Any], say: Log) -> None:
-    """R-CNN's second stage (a head with ``has_svm``/``fit_svms``): SVMs on the fine-tuned features -> ``svm.pt``.
+def _after_training_context(train_ds: DetectionDataset, max_side: int, val_ds: DetectionDataset | None,
+                            dev: torch.device, options: TrainOptions, out: Path, class_names: Mapping[int, str],
+                            config: Mapping[str, Any], say: Log) -> AfterTrainingContext:
+    """What a head's ``after_training`` stage gets (rank 0, after the last epoch): the un-augmented training
+    images, the run's folder and settings, and a COCO evaluation on the validation set."""
 
-    Runs on the un-augmented training images after the last epoch; the result is its own
-    checkpoint, so ``last.pt`` still resumes fine-tuning. With a validation set its COCO AP is
-    logged and written with the stage's figures to ``svm_stage.json``.
-    """
-    from visionkit.atomic import write_json
-    from visionkit.weights import save_checkpoint
+    def evaluate(model: nn.Module) -> dict[str, float] | None:
+        if val_ds is None:
+            return None
+        got = _evaluate(model, val_ds, dev, DistInfo(), options.eval_batch_size, options.amp)
+        return None if got is None else dict(got[0].stats)
 
-    say("fitting the SVMs on the fine-tuned region features (R-CNN's second stage)")
-    result = detector.fit_svms(TrainingSet(train_ds, None, max_side=max_side), device=dev, log=say)
-    path = save_checkpoint(out / "svm.pt", detector, class_names=class_names, config=config)
-    report: dict[str, Any] = {"checkpoint": str(path), **asdict(result)}
-    if val_ds is not None:
-        got = _evaluate(detector, val_ds, dev, DistInfo(), options.eval_batch_size, options.amp)
-        if got is not None:
-            report["val"] = {k: round(v, 5) for k, v in got[0].stats.items()}
-            say(f"SVM stage: AP {got[0].stats['AP']:.4f}, AP50 {got[0].stats['AP50']:.4f}")
-    write_json(out / "svm_stage.json", report)
-    say(f"wrote {path} (the fine-tuned network scored by the SVMs)")
+    return AfterTrainingContext(
+        train_samples=TrainingSet(train_ds, None, max_side=max_side), train_dataset=train_ds, val_dataset=val_ds,
+        out_dir=out, device=dev, options=options, class_names=class_names, config=config, evaluate=evaluate,
+        log=say,
+    )
 
 
 @contextlib.contextmanager
