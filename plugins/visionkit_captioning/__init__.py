@@ -5,7 +5,9 @@
   ``attention: false`` gives Show and Tell. Greedy and beam-search decoding (:mod:`.decode`).
 * ``visionkit train`` trains it through its registered ``trainer`` (:func:`.train.fit`) on COCO captions JSON;
   ``visionkit caption`` captions images and, with ``--regions``, detected or proposed regions
-  (:mod:`.regions`, drawn by :mod:`.draw`).
+  (:mod:`visionkit.captions.regions`, drawn by :mod:`visionkit.captions.draw`).
+
+Importing this module imports no torch: the head, its params and its trainer are import references.
 """
 
 from __future__ import annotations

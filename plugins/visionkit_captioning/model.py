@@ -187,7 +187,7 @@ class Captioner(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.params.freeze_encoder):
             features = self.backbone(x)
         if isinstance(features, dict):
-            names = list(getattr(self.backbone, "feature_names", None) or features)
+            names = list(getattr(self.backbone, "feature_names", None) or features)  # required member; keys as fallback
             last = features[names[-1]]
         else:
             last = features
