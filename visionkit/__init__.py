@@ -1,7 +1,7 @@
 """visionkit: a plugin-based object-detection and vision toolkit.
 
-The public API, imported lazily: ``import visionkit`` imports neither torch nor any plugin; each
-name below is imported on first use.
+The public API, imported lazily: ``import visionkit`` imports neither torch nor pluggy nor any plugin;
+each name below is imported on first use.
 
     pipe = visionkit.Pipeline.from_config("configs/raccoon_faster_rcnn.yaml", weights="...pt")
     dets = pipe("image.jpg")                       # Detections
@@ -13,16 +13,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from visionkit.errors import VisionkitError
-from visionkit.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _LAZY: dict[str, str] = {
+    "hookimpl": "visionkit.hookspecs",
     "Pipeline": "visionkit.api",
     "ProposerPipeline": "visionkit.api",
     "RunSummary": "visionkit.pipeline",
     "component": "visionkit.api",
+    "build_model": "visionkit.api",
+    "to_image": "visionkit.api",
     "proposer": "visionkit.api",
     "backbone": "visionkit.api",
     "evaluate_coco": "visionkit.api",
@@ -44,9 +46,9 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "BadItem", "Detections", "Frame", "FrameMeta", "Host", "Pipeline", "Proposals", "ProposerPipeline",
-    "RunSummary", "VisionkitError", "__version__", "backbone", "caption", "classify", "component",
+    "RunSummary", "VisionkitError", "__version__", "backbone", "build_model", "caption", "classify", "component",
     "evaluate_coco", "evaluate_proposals", "evaluate_run", "evaluate_voc", "get_host", "hookimpl", "load_config",
-    "proposer", "train",
+    "proposer", "to_image", "train",
 ]
 
 
@@ -68,6 +70,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names above loa
         Pipeline,
         ProposerPipeline,
         backbone,
+        build_model,
         caption,
         classify,
         component,
@@ -77,8 +80,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names above loa
         evaluate_voc,
         load_config,
         proposer,
+        to_image,
         train,
     )
+    from visionkit.hookspecs import hookimpl
     from visionkit.pipeline import RunSummary
     from visionkit.plugins import Host, get_host
     from visionkit.types import BadItem, Detections, Frame, FrameMeta, Proposals

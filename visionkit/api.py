@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from visionkit.types import BadItem, Detections, Frame, Proposals
 
 __all__ = [
-    "Pipeline", "ProposerPipeline", "component", "proposer", "backbone", "load_config", "to_image",
+    "Pipeline", "ProposerPipeline", "build_model", "component", "proposer", "backbone", "load_config", "to_image",
     "evaluate_coco", "evaluate_voc", "evaluate_run", "evaluate_proposals", "evaluate_captions",
     "train", "classify", "caption", "ClassifyResult", "CaptionResult",
 ]
@@ -94,7 +94,7 @@ def to_image(image: ImageLike) -> torch.Tensor:
                              "convert with (x * 255).round().to(torch.uint8) or permute(2, 0, 1)")
         return image
     if type(image).__module__.startswith("PIL."):
-        image = np.asarray(image.convert("RGB"))
+        image = np.array(image.convert("RGB"))
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
             raise UsageError(f"an array image must be uint8 [H, W, 3] RGB (or [H, W] grey), got {image.dtype} "
@@ -302,6 +302,16 @@ class ProposerPipeline:
             return [self._checked(self.proposer.propose(f.image)).top(self.top) for f in frames]
 
         return Runner(infer, sinks, batch_size=1).run(items, on_item)
+
+
+def build_model(config: Mapping[str, Any], *, host: Host | None = None) -> tuple[torch.nn.Module, dict[int, str]]:
+    """``(model, class names)``: the head's model (detector, classifier, captioner) built from a resolved config's
+    ``head``/``backbone``/``output_layer``/``proposer`` sections through ``host``, with ``config["weights"]``
+    loaded, in eval mode on the CPU. A head's :class:`~visionkit.components.Trainer` builds its model with this."""
+    from visionkit.config import resolve_config
+    from visionkit.pipeline import build_detector
+
+    return build_detector(resolve_config(dict(config)), _host(host))
 
 
 def component(kind: str, name: str, *, host: Host | None = None, **params: Any) -> Any:

@@ -144,6 +144,7 @@ class Host:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.registry = Registry()
+        self.registry.builder = self.builder()
         self.plugins: dict[str, PluginInfo] = {}
         env_allow, env_deny = _env_list("VISIONKIT_PLUGINS"), _env_list("VISIONKIT_DISABLE_PLUGINS")
         self.allow = set(allow) if allow is not None else env_allow
@@ -293,10 +294,7 @@ class Host:
 
     def build(self, kind: str, name: str, values: Mapping[str, Any] | None = None, **context: Any) -> Any:
         """Build the component ``name`` of ``kind`` from a config section (``wraps`` factories get ``build=``)."""
-        spec = self.registry.get(kind, name)
-        if spec.wraps:
-            context = {**context, "build": self.builder()}
-        return spec.build(values, **context)
+        return self.registry.build(kind, name, values, **context)
 
 
 def _package_of(plugin: object) -> str:

@@ -169,5 +169,15 @@ class Registry:
         for k in kinds:
             yield from self._specs[k].values()
 
+    #: the host's :class:`~visionkit.components.ComponentBuilder`, handed to ``wraps`` factories as ``build=``
+    builder: Callable[..., Any] | None = None
+
     def build(self, kind: str, name: str, values: Mapping[str, Any] | None = None, **context: Any) -> Any:
-        return self.get(kind, name).build(values, **context)
+        """Build ``name`` of ``kind`` from a config section; a ``wraps`` factory also gets ``build=``."""
+        spec = self.get(kind, name)
+        if spec.wraps and "build" not in context:
+            if self.builder is None:
+                raise PluginError(f"{kind} '{name}' (plugin '{spec.plugin}') builds other components; build it "
+                                  "through a visionkit.Host (host.build)")
+            context = {**context, "build": self.builder}
+        return spec.build(values, **context)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ class ErrorGroup(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # `visionkit ... | head`: the reader left; nothing to report
+            sys.stderr.close()
+            raise typer.Exit(141) from None
         except Exception as exc:
             # the CLI framework's own signals (exit, abort, usage errors) pass through untouched
             if type(exc).__module__.split(".")[0] in ("typer", "click") or debug(ctx):
@@ -97,13 +101,13 @@ def report(summary: Any, quiet: bool, what: str) -> None:
     skipped(summary.bad, "processed")
 
 
-def skipped(bad: list[Any], verb: str) -> None:
+def skipped(bad: list[Any], verb: str, what: str = "input") -> None:
     """List the skipped inputs (``BadItem`` or ``(source, error)``) and fail with exit code 1 if any."""
     for item in bad:
         source, error = (item.source, item.error) if hasattr(item, "source") else item
         typer.echo(f"skipped {source}: {error}", err=True)
     if bad:
-        raise InputError(f"{len(bad)} input(s) could not be read (listed above); the others were {verb}")
+        raise InputError(f"{len(bad)} {what}(s) could not be read (listed above); the others were {verb}")
 
 
 def image_total(inputs: list[str]) -> int | None:
@@ -120,15 +124,17 @@ def fmt(v: Any) -> str:
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """A plain aligned text table (first two columns left-aligned, the rest right-aligned).
 
-    table = Table(title=title)
-    for i, c in enumerate(columns):
-        table.add_column(c, justify="left" if i < 2 else "right")
-    for r in rows:
-        table.add_row(*r)
-    Console(soft_wrap=False, width=120).print(table)
+    Plain text, not rich: rendering an 80-class table with rich took 0.2 s, a third of ``eval coco``."""
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths,
+                                                                                             strict=True))).rstrip()
+
+    rule = "-" * len(line(columns))
+    typer.echo("\n".join([title, rule, line(columns), rule, *(line(r) for r in rows), rule]))
 
 
 def term_width() -> int:

@@ -187,7 +187,7 @@ def proposals(
     if not quiet:
         _print_proposal_metrics(report)
         typer.echo(f"wrote {report['files']['report']}\nwrote {report['files']['plot']}")
-    common.skipped(report["skipped"], "evaluated")
+    common.skipped(report["skipped"], "evaluated", "image")
 
 
 def _print_proposal_metrics(d: dict[str, Any]) -> None:

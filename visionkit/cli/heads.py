@@ -50,7 +50,7 @@ def classify(
     common.warn(result.warnings)
     if not quiet:
         typer.echo(f"wrote {result.file}")
-    common.skipped(result.skipped, "classified")
+    common.skipped(result.skipped, "classified", "image")
 
 
 def caption(
@@ -95,4 +95,4 @@ def caption(
     common.warn(result.warnings)
     if not quiet:
         typer.echo(f"wrote {result.files[0]}")
-    common.skipped(result.skipped, "captioned")
+    common.skipped(result.skipped, "captioned", "image")

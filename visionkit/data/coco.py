@@ -9,7 +9,6 @@ extra per-annotation keys of the same name (pycocotools ignores them).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,25 +18,9 @@ import torch
 from visionkit.atomic import write_json
 from visionkit.data.dataset import DetectionDataset, ImageRecord, Problem
 from visionkit.errors import InputError
+from visionkit.jsonio import read_json
 
 __all__ = ["load_coco", "read_json", "to_coco_dict", "write_coco", "find_image_root"]
-
-
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Parse a JSON file; a missing or malformed file raises a one-line :class:`InputError`."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
 
 
 def find_image_root(json_path: Path, file_names: list[str], images_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -134,19 +134,28 @@ class CocoEvalResult:
 
 # --------------------------------------------------------------------------- inputs
 
+def _is_dataset(value: Any) -> bool:
+    """A :class:`~visionkit.data.DetectionDataset` (checked without importing torch for other inputs)."""
+    import sys
+
+    module = sys.modules.get("visionkit.data.dataset")
+    return module is not None and isinstance(value, module.DetectionDataset)
+
+
 def _gt_dict(gt: Any) -> tuple[dict[str, Any], str]:
     """Ground truth as a COCO dict (not copied when it came as a dict) and a name for messages."""
-    from visionkit.data.coco import read_json, to_coco_dict
-    from visionkit.data.dataset import DetectionDataset
+    from visionkit.jsonio import read_json
 
     if isinstance(gt, (str, os.PathLike)):
         data, name = read_json(gt), str(gt)
-    elif isinstance(gt, DetectionDataset):
-        data, name = to_coco_dict(gt), gt.source or "dataset"
     elif isinstance(gt, Mapping):
         data, name = dict(gt), "ground truth"
     elif hasattr(gt, "dataset") and isinstance(gt.dataset, dict):  # a pycocotools COCO object
         data, name = gt.dataset, "ground truth"
+    elif _is_dataset(gt):
+        from visionkit.data.coco import to_coco_dict
+
+        data, name = to_coco_dict(gt), gt.source or "dataset"
     else:
         raise UsageError("ground truth must be a COCO JSON path, a dict or a DetectionDataset, "
                          f"got {type(gt).__name__}")
@@ -213,7 +222,7 @@ def load_predictions(predictions: Any) -> tuple[list[Any], str, list[str]]:
     Accepts a results JSON path, a list of result dicts, a COCO dict holding the results in
     ``annotations``, or ``{image_id: Detections}``.
     """
-    from visionkit.data.coco import read_json
+    from visionkit.jsonio import read_json
 
     warnings: list[str] = []
     name = "predictions"

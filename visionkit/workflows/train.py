@@ -69,8 +69,8 @@ def train(
     head = _head_name(resolved)
     trainer = host.registry.get("head", head).trainer if head else None
     if trainer is not None:  # a classifier or captioner head reads its own data and trains itself
-        given = [flag for flag, value in {"split_file": split_file, "val_split_file": val_split_file,
-                                          "split": split, "val_split": val_split}.items() if value is not None]
+        given = [flag for flag, value in {"--split-file": split_file, "--val-split-file": val_split_file,
+                                          "--split": split, "--val-split": val_split}.items() if value is not None]
         if given:
             raise ConfigError(f"train: {', '.join(given)} only apply to detection heads; head '{head}' "
                               "reads its dataset itself (drop the option)")
