@@ -27,7 +27,7 @@ def test_train_returns_its_checkpoints_and_classify_reads_them(tmp_path):
 
     from visionkit_spatial_transformer.data import load_cluttered_mnist
 
-    images, labels = load_cluttered_mnist(npz)["valid"]
+    images, _ = load_cluttered_mnist(npz)["valid"]
     png = tmp_path / "digit.png"
     cv2.imwrite(str(png), (images[0, 0].numpy() * 255).round().astype("uint8"))
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")

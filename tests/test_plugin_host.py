@@ -244,3 +244,52 @@ def test_detections_validate_shapes():
     assert len(Detections.empty()) == 0
     with pytest.raises(ValueError, match=r"uint8 tensor \[3, H, W\]"):
         Frame(torch.zeros(1, 4, 4, dtype=torch.uint8), FrameMeta("x"))
+
+
+class WrappingPlugin:
+    """A backbone registered with ``wraps=True`` gets ``build=`` and builds the backbone its params name."""
+
+    @visionkit.hookimpl
+    def register_backbones(self, register):
+        def make_inner(params):
+            m = torch.nn.Conv2d(3, params.value, 3)
+            m.out_channels, m.feature_names = params.value, ["0"]
+            return m
+
+        def make_outer(params, *, build):
+            inner = build("backbone", {"name": "inner", "value": params.value})
+            inner.wrapped_by = "outer"
+            return inner
+
+        register("inner", make_inner, params=ConstParams)
+        register("outer", make_outer, params=ConstParams, wraps=True)
+
+
+def test_a_wrapping_component_gets_the_hosts_builder():
+    host = Host(builtins=False, autoload=False, plugins={"wrapping": WrappingPlugin()})
+    spec = host.registry.get("backbone", "outer")
+    assert spec.wraps and not host.registry.get("backbone", "inner").wraps
+    for built in (host.build("backbone", "outer", {"value": 5}),
+                  host.registry.build("backbone", "outer", {"value": 5})):
+        assert built.out_channels == 5 and built.wrapped_by == "outer"
+
+
+def test_an_allow_list_typo_is_an_error_and_components_can_be_disabled():
+    with pytest.raises(visionkit.VisionkitError, match="no plugin named 'visionkit_selectiv_search' "
+                                                       r"\(did you mean 'visionkit_selective_search'\?\)"):
+        Host(allow=["visionkit_selectiv_search"], autoload=False)
+    host = Host(autoload=False, disable=["head:rcnn", "sink:jsonl"])
+    assert "rcnn" not in host.registry.names("head") and "fast-rcnn" in host.registry.names("head")
+    assert "jsonl" not in host.registry.names("sink")
+    assert host.plugins["visionkit_rcnn"].disabled == {"head": ["rcnn"]}
+    with pytest.raises(visionkit.VisionkitError, match="unknown kind 'heads'"):
+        Host(autoload=False, disable=["heads:rcnn"])
+
+
+def test_disable_component_from_the_cli(cli):
+    res = cli("--disable-component", "head:rcnn", "plugins", "--json")
+    assert res.exit_code == 0, res.output
+    import json
+
+    infos = {p["name"]: p for p in json.loads(res.stdout)}
+    assert "head" not in infos["visionkit_rcnn"]["components"] and infos["visionkit_rcnn"]["disabled"]

@@ -178,10 +178,30 @@ class ToyDetector(nn.Module):
                 for _ in images]
 
 
+class StagedToyDetector(ToyDetector):
+    """A toy head with a second stage: the engine calls its declared ``after_training`` once, on rank 0."""
+
+    def after_training(self, context):
+        path = context.out_dir / "second_stage.json"
+        path.write_text(json.dumps({"images": len(context.train_samples), "classes": dict(context.class_names),
+                                    "val_ap": (context.evaluate(self) or {}).get("AP")}))
+        context.log("second stage done")
+        return [path]
+
+
+@dataclass(frozen=True)
+class FreezableParams:
+    """A backbone params class declaring ``max_trainable_layers`` (what --freeze-stages counts against)."""
+
+    max_trainable_layers: ClassVar[int] = 2
+    trainable_layers: int = 2
+
+
 class ToyPlugin:
     @visionkit.hookimpl
     def register_backbones(self, register):
         register("toy", ToyBackbone)
+        register("toy-freezable", ToyBackbone, params=FreezableParams)
 
     @visionkit.hookimpl
     def register_heads(self, register):
@@ -189,6 +209,8 @@ class ToyPlugin:
             return ToyDetector(params, backbone, num_classes)
 
         register("toy", build, params=ToyHeadParams)
+        register("toy-staged", lambda params, *, backbone, output_layer=None, proposer=None, num_classes:
+                 StagedToyDetector(params, backbone, num_classes), params=ToyHeadParams)
 
 
 @pytest.fixture
@@ -209,6 +231,26 @@ def test_any_plugin_detector_trains_and_nan_loss_stops_with_a_clear_error(coco, 
     msg = str(err.value)
     assert "\n" not in msg
     assert "loss is not finite at epoch 1, step 2" in msg and "lower the learning rate (--lr" in msg
+
+
+def test_a_heads_after_training_runs_once_after_the_last_epoch(coco, toy_host, tmp_path):
+    ds = load_ds(coco)
+    lines = []
+    train_detector({"head": "toy-staged", "backbone": "toy"}, ds, ds, opts(epochs=2), tmp_path / "run",
+                   host=toy_host, device="cpu", progress=False, log=lines.append)
+    stage = json.loads((tmp_path / "run" / "second_stage.json").read_text())
+    assert stage["images"] == len(ds) and stage["val_ap"] == 0.0
+    assert lines.count("second stage done") == 1 and lines.index("second stage done") > 0
+
+
+def test_freeze_stages_counts_against_the_declared_max_trainable_layers(toy_host):
+    from visionkit.engine.train import apply_freeze
+    from visionkit.errors import UsageError
+
+    cfg = apply_freeze({"backbone": "toy-freezable"}, toy_host, 1)
+    assert cfg["backbone"]["trainable_layers"] == 1
+    with pytest.raises(UsageError, match="between 0 and 2 for backbone 'toy-freezable'"):
+        apply_freeze({"backbone": "toy-freezable"}, toy_host, 3)
 
 
 def test_sigterm_mid_epoch_stops_cleanly_and_keeps_the_last_checkpoint(coco, toy_host, tmp_path):

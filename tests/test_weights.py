@@ -262,6 +262,7 @@ def test_file_in_hub_cache_is_used(host, hub_dir, monkeypatch):
     names = meta["class_names"]  # from weights.meta["categories"], placeholders left out
     assert len(names) == 80 and names[1] == "person" and names[90] == "toothbrush" and 12 not in names
 
-    # the same file passed as a local path is recognised by its name
+    # the same file passed as a local path is recognised by its name (the head's available_pretrained_weights)
+    assert weights in detector.available_pretrained_weights()
     assert load_weights(build(host, "mobilenet-v3-large-fpn"), target)["class_names"] == names
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from visionkit.components import optional
 from visionkit.config import component_section
 from visionkit.errors import ConfigError, UsageError, VisionkitError
 from visionkit.plugins import Host
@@ -362,7 +363,7 @@ class Runner:
     def _abort_sinks(self) -> None:
         """A failed run: sinks drop their temporary files (targets are never half-written)."""
         for sink in self.sinks:
-            abort = getattr(sink, "abort", None)
+            abort = optional(sink, "sink", "abort")
             if abort is not None:
                 with contextlib.suppress(Exception):
                     abort()
