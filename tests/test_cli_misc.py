@@ -44,3 +44,22 @@ def test_config_show_reports_bad_keys(cli):
     assert res.stderr.strip() == (
         "error: backbone 'resnet50-fpn': unknown key 'trainable_layer' (did you mean 'trainable_layers'?); "
         "valid keys: norm, trainable_layers, weights")
+
+
+def test_version_option_and_command(cli):
+    import json
+
+    import torch
+    import torchvision
+
+    import visionkit
+
+    res = cli("--version")
+    assert res.exit_code == 0 and res.stdout.strip() == f"visionkit {visionkit.__version__}"
+    res = cli("version", "--json")
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["torch"] == torch.__version__ and info["torchvision"] == torchvision.__version__
+    assert info["device"] == ("cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(0))
+    assert info["plugins"]["visionkit_io"]["builtin"] is True
+    assert "torch:" in cli("version").stdout

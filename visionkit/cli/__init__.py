@@ -1,8 +1,8 @@
 """The ``visionkit`` command line (Typer): a thin shell over the Python API (:mod:`visionkit.api`).
 
 One module per command group: :mod:`.run` (detect, propose), :mod:`.train`, :mod:`.eval`, :mod:`.heads`
-(classify, caption), :mod:`.data`, :mod:`.plugins` (plugins, config show); :mod:`.common` holds what
-they share. No CLI module imports a plugin, and ``visionkit --help`` imports no torch.
+(classify, caption), :mod:`.data`, :mod:`.plugins` (plugins, config show), :mod:`.info` (version);
+:mod:`.common` holds what they share. No CLI module imports a plugin, and ``visionkit --help`` imports no torch.
 
 Errors from visionkit become one line on stderr and exit code 2 (usage/config) or 1 (runtime);
 ``--debug`` (or ``VISIONKIT_DEBUG=1``) shows the traceback instead. An application (or a test) can run
@@ -20,6 +20,7 @@ from visionkit.cli import common
 from visionkit.cli.data import data_app
 from visionkit.cli.eval import eval_app
 from visionkit.cli.heads import caption, classify
+from visionkit.cli.info import print_version, version_cmd
 from visionkit.cli.plugins import config_app, plugins_cmd
 from visionkit.cli.run import detect, propose
 from visionkit.cli.train import train
@@ -35,6 +36,8 @@ app = typer.Typer(
 @app.callback()
 def _main(
     ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", callback=print_version, is_eager=True,
+                                 help="Print the visionkit version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
     plugin: list[str] = typer.Option(None, "--plugin", help="Load only these plugins (repeatable; "
                                      "default: env VISIONKIT_PLUGINS or all)."),
@@ -64,6 +67,7 @@ app.command("train")(train)
 app.command("classify")(classify)
 app.command("caption")(caption)
 app.command("plugins")(plugins_cmd)
+app.command("version")(version_cmd)
 app.add_typer(config_app, name="config")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
