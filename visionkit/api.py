@@ -250,19 +250,25 @@ class ProposerPipeline:
     :class:`~visionkit.types.Proposals` (boxes xyxy float32 pixels, best first); :meth:`run` is
     ``visionkit propose``."""
 
-    def __init__(self, config: Mapping[str, Any], *, host: Host | None = None, top: int | None = None) -> None:
+    def __init__(self, config: Mapping[str, Any], *, host: Host | None = None, top: int | None = None,
+                 workers: int = 1) -> None:
         from visionkit.pipeline import build_proposer
 
+        if workers < 1:
+            raise UsageError(f"workers must be >= 1, got {workers}")
         self.host = _host(host)
         self.config = dict(config)
         self.top = top
+        self.workers = int(workers)
         self.proposer = build_proposer(self.config, self.host)
 
     @classmethod
     def from_config(cls, config: PathLike | Mapping[str, Any] | None = None, *, top: int | None = None,
-                    overrides: Sequence[str] = (), host: Host | None = None, **proposer: Any) -> ProposerPipeline:
+                    workers: int = 1, overrides: Sequence[str] = (), host: Host | None = None,
+                    **proposer: Any) -> ProposerPipeline:
         """From a config with a ``proposer`` section (default: selective search); keyword arguments are the
-        proposer's parameters (``mode="fast"``, ``color_spaces="hsv,lab"``...)."""
+        proposer's parameters (``mode="fast"``, ``color_spaces="hsv,lab"``...). ``workers``: processes that
+        run images in parallel in :meth:`run` (the proposals are the same as with one)."""
         from visionkit.config import DEFAULT_CONFIG, resolve_config
 
         given: dict[str, Any] = {"proposer": {k: v for k, v in proposer.items() if v is not None}}
@@ -272,11 +278,11 @@ class ProposerPipeline:
             given["sinks"] = {"annotated-images": {"max_proposals": top}}
         resolved = resolve_config(load_config(config), given, sets=list(overrides),
                                   base={**DEFAULT_CONFIG, **PROPOSE_BASE})
-        return cls(resolved, host=host, top=top)
+        return cls(resolved, host=host, top=top, workers=workers)
 
     def __call__(self, image: ImageLike) -> Proposals:
         """Ranked proposals of one image (the best ``top`` when set)."""
-        return self._checked(self.proposer.propose(to_image(image))).top(self.top)
+        return self._propose_one(to_image(image))
 
     def _checked(self, result: Any) -> Proposals:
         from visionkit.types import Proposals
@@ -297,11 +303,37 @@ class ProposerPipeline:
         out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "propose")
         items = _open(_inputs(inputs), self.config, self.host)
         sinks = build_sinks(self.config, self.host, out_dir, None)
+        if self.workers == 1:
+            def infer(frames: list[Frame]) -> list[Proposals]:
+                return [self._propose_one(f.image) for f in frames]
 
-        def infer(frames: list[Frame]) -> list[Proposals]:
-            return [self._checked(self.proposer.propose(f.image)).top(self.top) for f in frames]
+            return Runner(infer, sinks, batch_size=1).run(items, on_item)
+        from visionkit.parallel import ForkPool
 
-        return Runner(infer, sinks, batch_size=1).run(items, on_item)
+        with ForkPool(self._propose_array, self.workers) as pool:  # forked before the run's threads start
+            def infer_parallel(frames: list[Frame]) -> list[Proposals]:
+                return [self._from_arrays(r) for r in pool.map(f.image.numpy() for f in frames)]
+
+            # a few images per worker and batch: the batch waits for its slowest image
+            return Runner(infer_parallel, sinks, batch_size=4 * self.workers).run(items, on_item)
+
+    def _propose_one(self, image: torch.Tensor) -> Proposals:
+        return self._checked(self.proposer.propose(image)).top(self.top)
+
+    def _propose_array(self, image: Any) -> tuple[Any, Any]:
+        """In a worker process: ``uint8 [3, H, W]`` numpy -> (boxes, scores) numpy (pickled back)."""
+        import torch
+
+        props = self._propose_one(torch.from_numpy(image))
+        return props.boxes.numpy(), props.scores.numpy()
+
+    @staticmethod
+    def _from_arrays(arrays: tuple[Any, Any]) -> Proposals:
+        import torch
+
+        from visionkit.types import Proposals
+
+        return Proposals(torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1]))
 
 
 def build_model(config: Mapping[str, Any], *, host: Host | None = None) -> tuple[torch.nn.Module, dict[int, str]]:

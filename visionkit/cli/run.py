@@ -51,7 +51,8 @@ def propose(
     mode: str = typer.Option(None, "--mode", help="Selective search mode: single | fast | quality."),
     color_spaces: str = typer.Option(None, "--color-spaces", help="Comma-separated colour spaces, e.g. hsv,lab."),
     top: int = typer.Option(None, "--top", min=1, help="Keep the N best proposals per image."),
-    workers: int = typer.Option(None, "--workers", min=1, help="Processes for the strategies."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes that run images in parallel (same "
+                                "proposals as 1; the proposer's own threads: --set proposer.workers=N)."),
     config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML) with a 'proposer' section."),
     set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set proposer.sigma=0.8."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: runs/propose/runN)."),
@@ -60,8 +61,8 @@ def propose(
     """Generate ranked region proposals (selective search by default): JSON per image + the top-N drawn."""
     from visionkit.api import ProposerPipeline
 
-    pipe = ProposerPipeline.from_config(config, top=top, overrides=set_ or [], host=common.host(ctx),
-                                        mode=mode, color_spaces=color_spaces, workers=workers)
+    pipe = ProposerPipeline.from_config(config, top=top, workers=workers, overrides=set_ or [],
+                                        host=common.host(ctx), mode=mode, color_spaces=color_spaces)
     bar, on_item, _ = common.progress(quiet, common.image_total(source))
     with bar:
         summary = pipe.run(source, out, on_item=on_item)

@@ -1,0 +1,78 @@
+"""Run one function over many items in worker processes: images through a proposer on every core.
+
+:class:`ForkPool` forks its workers when it is created, so the function (a bound method of a built
+component, a closure) is inherited by the children instead of pickled, and no plugin has to be importable
+by name in a fresh interpreter. Create it before any thread of the run starts (forking a process with
+running threads is unsafe); each child runs with one torch and one OpenCV thread, so ``N`` workers use
+``N`` cores. Only the items and the results are pickled: keep them to numpy arrays and plain values.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+__all__ = ["ForkPool", "available_cores"]
+
+_FUNCTION: Callable[[Any], Any] | None = None
+
+
+def available_cores() -> int:
+    """The cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _init_child() -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+
+
+def _call(item: Any) -> Any:
+    assert _FUNCTION is not None
+    return _FUNCTION(item)
+
+
+class ForkPool:
+    """``ForkPool(fn, workers)``; ``pool.map(items)`` -> ``[fn(item) for item in items]`` in order, computed
+    by ``workers`` forked processes. Use as a context manager (the workers end on exit)."""
+
+    def __init__(self, fn: Callable[[Any], Any], workers: int) -> None:
+        global _FUNCTION
+        if "fork" not in mp.get_all_start_methods():
+            from visionkit.errors import UsageError
+
+            raise UsageError("parallel workers need the 'fork' start method (Linux, macOS); use --workers 1 here")
+        self.workers = max(1, int(workers))
+        _FUNCTION = fn
+        try:
+            self._pool = mp.get_context("fork").Pool(self.workers, initializer=_init_child)
+        finally:
+            _FUNCTION = None  # the children hold their copy; the parent keeps nothing
+
+    def map(self, items: Iterable[Any]) -> list[Any]:
+        return self._pool.map(_call, list(items), chunksize=1)
+
+    def close(self) -> None:
+        self._pool.terminate()
+        self._pool.join()
+
+    def __enter__(self) -> ForkPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
