@@ -194,9 +194,12 @@ class Pipeline:
     def _infer(self) -> Callable[[list[Frame]], list[Detections]]:
         from visionkit.pipeline import detector_infer
 
+        head = self.config.get("head")
+        name = str(head.get("name") if isinstance(head, Mapping) else head)
+        plugin = self.host.registry.get("head", name).plugin
         return detector_infer(self.detector, self.device, self.config.get("precision") or "fp32",
                               score_threshold=float(self.config.get("score_threshold") or 0.0),
-                              keep_labels=self.keep_labels)
+                              keep_labels=self.keep_labels, name=f"head '{name}' (plugin '{plugin}')")
 
     def predict(self, images: Sequence[ImageLike]) -> list[Detections]:
         """Detections for each image, in order (batched by the config's ``batch_size``)."""
@@ -216,17 +219,24 @@ class Pipeline:
 
     def stream(self, source: PathLike | Sequence[PathLike]) -> Iterator[tuple[Frame, Detections]]:
         """``(frame, detections)`` for every frame of the inputs (files, folders, videos, cameras, streams, any
-        scheme a source plugin reads), lazily and in order. Unreadable items are skipped and listed in
-        :attr:`skipped`."""
-        infer = self._infer()
-        self.skipped = []
+        scheme a source plugin reads), lazily and in order, ``batch_size`` frames at a time. Unreadable items are
+        skipped and listed in :attr:`skipped`."""
         from visionkit.types import BadItem
 
+        infer = self._infer()
+        size = max(1, int(self.config.get("batch_size") or 1))
+        self.skipped = []
+        batch: list[Frame] = []
         for item in _open(_inputs(source), self.config, self.host):
             if isinstance(item, BadItem):
                 self.skipped.append(item)
                 continue
-            yield item, infer([item])[0]
+            batch.append(item)
+            if len(batch) == size:
+                yield from zip(batch, infer(batch), strict=True)
+                batch = []
+        if batch:
+            yield from zip(batch, infer(batch), strict=True)
 
     def run(self, inputs: PathLike | Sequence[PathLike], out: PathLike | None = None, *, save: bool = True,
             on_item: Callable[[Frame | BadItem], None] | None = None) -> RunSummary:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -21,13 +22,14 @@ import torch
 
 from visionkit.components import optional
 from visionkit.config import component_section
-from visionkit.errors import ConfigError, UsageError, VisionkitError
+from visionkit.errors import ConfigError, PluginError, UsageError, VisionkitError
 from visionkit.plugins import Host
 from visionkit.types import BadItem, Detections, Frame, Proposals
 
 __all__ = [
     "select_device", "autocast_context", "build_detector", "build_proposer", "build_sinks",
-    "open_inputs", "check_inputs", "Runner", "RunSummary", "next_run_dir", "class_filter", "read_checkpoint_config",
+    "open_inputs", "check_inputs", "Runner", "RunSummary", "RunInterrupted", "Sinks", "next_run_dir", "class_filter",
+    "read_checkpoint_config",
     "resolve_with_checkpoint",
 ]
 
@@ -151,16 +153,23 @@ def build_proposer(config: Mapping[str, Any], host: Host) -> Any:
 def build_sinks(
     config: Mapping[str, Any], host: Host, out_dir: Path, class_names: Mapping[int, str] | None,
     only: Iterable[str] | None = None,
-) -> list[Any]:
-    """One sink per entry of ``config['sinks']`` (restricted to ``only`` when given)."""
+) -> Sinks:
+    """One sink per entry of ``config['sinks']`` (restricted to ``only`` when given), labelled with its name and
+    plugin. First removes the temporary files a killed earlier run left in ``out_dir`` (see
+    :func:`visionkit.atomic.remove_stale_temps`)."""
+    from visionkit.atomic import remove_stale_temps
+
+    remove_stale_temps(out_dir)
     wanted = set(only) if only is not None else None
-    sinks = []
+    sinks = Sinks()
     for name, params in (config.get("sinks") or {}).items():
         if wanted is not None and name not in wanted:
             continue
         if params is not None and not isinstance(params, Mapping):
             raise ConfigError(f"config: sinks.{name} must be a mapping of parameters (or {{}}), got {params!r}")
+        spec = host.registry.get("sink", name)
         sinks.append(host.registry.build("sink", name, params or {}, out_dir=out_dir, class_names=class_names))
+        sinks.labels.append(f"sink '{spec.name}' (plugin '{spec.plugin}')")
     return sinks
 
 
@@ -246,17 +255,104 @@ def class_filter(classes: Sequence[str] | None, class_names: Mapping[int, str]) 
 
 @dataclass
 class RunSummary:
-    """What a run did: counts, failures, throughput and outputs."""
+    """What a run did: counts, failures, throughput and outputs.
+
+    ``items``/``detections`` count the frames every sink has written. ``interrupted`` is set when the
+    run was stopped (Ctrl-C, SIGTERM): the outputs then hold every finished frame."""
 
     items: int = 0
     detections: int = 0
     seconds: float = 0.0
     bad: list[BadItem] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
+    interrupted: bool = False
 
     @property
     def items_per_second(self) -> float:
         return self.items / self.seconds if self.seconds > 0 else 0.0
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM after keeping its finished frames; ``summary`` says what was written.
+
+    A ``KeyboardInterrupt``, so a script still stops; catch it to read ``summary`` (``summary.outputs``)."""
+
+    def __init__(self, summary: RunSummary, signal_number: int = signal.SIGINT) -> None:
+        super().__init__(f"interrupted after {summary.items} item(s)")
+        self.summary = summary
+        self.signal_number = int(signal_number)
+
+
+class Sinks(list[Any]):
+    """The sinks of a run in config order, each with a label for messages: ``sink 'jsonl' (plugin 'io')``."""
+
+    def __init__(self, sinks: Iterable[Any] = (), labels: Iterable[str] = ()) -> None:
+        super().__init__(sinks)
+        self.labels = list(labels)
+
+
+def _sink_label(sinks: Sequence[Any], i: int) -> str:
+    labels = sinks.labels if isinstance(sinks, Sinks) else []
+    return labels[i] if i < len(labels) else f"sink {type(sinks[i]).__name__}"
+
+
+@dataclass
+class _Failure:
+    """What stopped a run: the exception, and the sink that raised it (``None``: not a sink)."""
+
+    error: BaseException
+    sink: int | None = None
+    source: str = ""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[list[int]]:
+    """While running, SIGTERM raises ``KeyboardInterrupt`` in the main thread (as Ctrl-C does), so a stopped run
+    keeps its finished frames; the yielded list receives the signal number. Only when SIGTERM has its default
+    handler and this is the main thread (an application's own handler is left alone)."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield got
+        return
+
+    def on_signal(signum: int, frame: Any) -> None:
+        got.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[list[int]]:
+    """While a run closes its outputs, a first Ctrl-C/SIGTERM is only noted (in the yielded list), so the
+    finished frames are still written; a second one raises ``KeyboardInterrupt`` at once. Main thread only, and
+    only for signals that have Python's default handling."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def on_signal(signum: int, frame: Any) -> None:
+        got.append(signum)
+        if len(got) > 1:
+            raise KeyboardInterrupt
+
+    previous = {}
+    for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        current = signal.getsignal(signum)
+        if current is default or getattr(current, "__qualname__", "").startswith("_sigterm_raises"):
+            previous[signum] = current
+            signal.signal(signum, on_signal)
+    try:
+        yield got
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 _DONE = object()
@@ -267,12 +363,17 @@ class Runner:
 
     ``infer(frames) -> results`` gets a list of up to ``batch_size`` frames and returns one
     result (Detections or Proposals, on the CPU) per frame.
+
+    A stopped run keeps every finished frame: on Ctrl-C or SIGTERM the results already inferred are
+    written, every sink is closed (the JSONL ends at the last finished frame, a video is finalised with
+    the frames so far) and :class:`RunInterrupted` is raised with the summary. When one sink fails, the
+    others are closed the same way and a :class:`~visionkit.errors.PluginError` names the failing sink.
     """
 
     def __init__(self, infer: Callable[[list[Frame]], list[Result]], sinks: Sequence[Any], *,
                  batch_size: int = 1, prefetch: int = 8) -> None:
         self.infer = infer
-        self.sinks = list(sinks)
+        self.sinks = sinks if isinstance(sinks, Sinks) else list(sinks)
         self.batch_size = max(1, int(batch_size))
         self.prefetch = max(prefetch, 2 * self.batch_size)
 
@@ -281,7 +382,7 @@ class Runner:
         summary = RunSummary()
         frames_q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
         write_q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
-        errors: list[BaseException] = []
+        failures: list[_Failure] = []
         stop = threading.Event()
 
         def produce() -> None:
@@ -291,7 +392,7 @@ class Runner:
                         break
                     frames_q.put(item)
             except BaseException as exc:  # reported by the main thread
-                errors.append(exc)
+                failures.append(_Failure(exc))
             finally:
                 frames_q.put(_DONE)
 
@@ -300,82 +401,122 @@ class Runner:
                 got = write_q.get()
                 if got is _DONE:
                     return
-                if errors:
+                if failures:
                     continue  # drain so the producer side never blocks
                 frame, result = got
-                try:
-                    for sink in self.sinks:
+                for i, sink in enumerate(self.sinks):
+                    try:
                         sink.write(frame, result)
-                except BaseException as exc:
-                    errors.append(exc)
+                    except BaseException as exc:
+                        failures.append(_Failure(exc, i, frame.meta.source))
+                        break
+                else:
+                    summary.items += 1
+                    summary.detections += len(result)
 
         producer = threading.Thread(target=produce, name="visionkit-decode", daemon=True)
         writer = threading.Thread(target=write, name="visionkit-write", daemon=True)
         start = time.perf_counter()
-        producer.start()
-        writer.start()
-        try:
-            batch: list[Frame] = []
-            while True:
-                item = frames_q.get()
-                done = item is _DONE
-                if isinstance(item, BadItem):
-                    summary.bad.append(item)
-                    if on_item:
-                        on_item(item)
-                elif not done:
-                    batch.append(item)
-                if batch and (done or len(batch) >= self.batch_size):
-                    self._run_batch(batch, write_q, summary, on_item)
-                    batch = []
-                if errors:
-                    raise errors[0]
-                if done:
-                    break
-        except BaseException:
-            self._shutdown(stop, producer, frames_q, writer, write_q)
-            self._abort_sinks()
-            raise
-        self._shutdown(stop, producer, frames_q, writer, write_q)
-        if errors:
-            self._abort_sinks()
-            raise errors[0]
-        try:
-            for sink in self.sinks:
-                summary.outputs.extend(sink.close())
-        except BaseException:
-            self._abort_sinks()
-            raise
+        interrupted: int | None = None
+        with _sigterm_raises() as signals:
+            producer.start()
+            writer.start()
+            try:
+                self._loop(frames_q, write_q, summary, failures, on_item)
+            except KeyboardInterrupt:
+                interrupted = signals[0] if signals else signal.SIGINT
+            except BaseException as exc:
+                failures.insert(0, _Failure(exc))
+            with _interrupts_deferred() as late:
+                self._shutdown(stop, producer, frames_q, writer, write_q)
+                failure = failures[0] if failures else None
+                self._close_sinks(summary, failed=failure.sink if failure else None)
+        if late and interrupted is None:
+            interrupted = late[0]
         summary.seconds = time.perf_counter() - start
+        if failure is not None:
+            self._raise(failure, summary)
+        if interrupted is not None:
+            summary.interrupted = True
+            raise RunInterrupted(summary, interrupted)
         return summary
+
+    def _loop(self, frames_q: queue.Queue[Any], write_q: queue.Queue[Any], summary: RunSummary,
+              failures: list[_Failure], on_item: Callable[[Frame | BadItem], None] | None) -> None:
+        batch: list[Frame] = []
+        while True:
+            item = frames_q.get()
+            done = item is _DONE
+            if isinstance(item, BadItem):
+                summary.bad.append(item)
+                if on_item:
+                    on_item(item)
+            elif not done:
+                batch.append(item)
+            if batch and (done or len(batch) >= self.batch_size):
+                self._run_batch(batch, write_q, on_item)
+                batch = []
+            if failures or done:
+                return
 
     @staticmethod
     def _shutdown(stop: threading.Event, producer: threading.Thread, frames_q: queue.Queue[Any],
                   writer: threading.Thread, write_q: queue.Queue[Any]) -> None:
+        """Stop decoding, then let the writer finish every result already inferred."""
         stop.set()
-        while producer.is_alive():  # unblock a producer waiting on a full queue
+        deadline = time.monotonic() + 5.0  # a source blocked on a dead stream is left behind (daemon thread)
+        while producer.is_alive() and time.monotonic() < deadline:  # unblock a producer waiting on a full queue
             with contextlib.suppress(queue.Empty):
                 frames_q.get_nowait()
             producer.join(timeout=0.05)
         write_q.put(_DONE)
         writer.join()
 
-    def _abort_sinks(self) -> None:
-        """A failed run: sinks drop their temporary files (targets are never half-written)."""
-        for sink in self.sinks:
-            abort = optional(sink, "sink", "abort")
-            if abort is not None:
-                with contextlib.suppress(Exception):
-                    abort()
+    def _close_sinks(self, summary: RunSummary, failed: int | None) -> None:
+        """Close every sink so it keeps what it finished; the one that failed is aborted instead. A sink whose
+        ``close()`` fails is aborted and reported after the others are closed."""
+        close_error: _Failure | None = None
+        for i, sink in enumerate(self.sinks):
+            if i == failed:
+                self._abort(sink)
+                continue
+            try:
+                summary.outputs.extend(sink.close())
+            except BaseException as exc:
+                self._abort(sink)
+                close_error = close_error or _Failure(exc, i)
+        if close_error is not None and failed is None:
+            self._raise(close_error, summary)
 
-    def _run_batch(self, batch: list[Frame], write_q: queue.Queue[Any], summary: RunSummary,
+    @staticmethod
+    def _abort(sink: Any) -> None:
+        abort = optional(sink, "sink", "abort")
+        if abort is not None:
+            with contextlib.suppress(Exception):
+                abort()
+
+    def _raise(self, failure: _Failure, summary: RunSummary) -> None:
+        """Re-raise what stopped the run; a sink's own exception becomes one line naming the sink and plugin."""
+        exc = failure.error
+        if failure.sink is None or isinstance(exc, KeyboardInterrupt):
+            raise exc
+        label = _sink_label(self.sinks, failure.sink)
+        where = f" on {failure.source}" if failure.source else " while closing"
+        kept = ", ".join(str(p) for p in summary.outputs)
+        text = str(exc).strip().splitlines()
+        cause = text[0] if text else ""
+        if not isinstance(exc, VisionkitError):
+            cause = f"{type(exc).__name__}: {cause}" if cause else type(exc).__name__
+        raise PluginError(f"{label} failed{where}: {cause}; the other outputs were kept"
+                          f"{f' ({kept})' if kept else ''}; fix the plugin or remove the sink from the config"
+                          ) from exc
+
+    def _run_batch(self, batch: list[Frame], write_q: queue.Queue[Any],
                    on_item: Callable[[Frame | BadItem], None] | None) -> None:
         results = self.infer(batch)
         if len(results) != len(batch):
             raise VisionkitError(f"the model returned {len(results)} results for {len(batch)} images")
         for frame, result in zip(batch, results, strict=True):
-            summary.items += 1
-            summary.detections += len(result)
             write_q.put((frame, result))
             if on_item:
                 on_item(frame)
@@ -383,19 +524,42 @@ class Runner:
 
 def detector_infer(
     detector: torch.nn.Module, device: torch.device, precision: str, *,
-    score_threshold: float = 0.0, keep_labels: set[int] | None = None,
+    score_threshold: float = 0.0, keep_labels: set[int] | None = None, name: str = "the detector",
 ) -> Callable[[list[Frame]], list[Detections]]:
-    """An ``infer`` function for :class:`Runner` running a torchvision-style detector."""
+    """An ``infer`` function for :class:`Runner` running a torchvision-style detector.
+
+    Results never depend on an image's batch neighbours: a batch is split into groups of one image size and
+    each group runs as one call (torchvision pads a batch to its largest image, which moves boxes; images of
+    one size are padded alike). Video frames all share a size, so ``batch_size`` still batches them. ``name``
+    (e.g. ``"head 'faster-rcnn' (plugin 'visionkit_faster_rcnn')"``) names the component when its output
+    breaks the :class:`~visionkit.components.Detector` contract.
+    """
     detector.to(device).eval()
     pin = device.type == "cuda"
 
-    def infer(frames: list[Frame]) -> list[Detections]:
+    def run(group: list[Frame]) -> list[Any]:
         images = []
-        for f in frames:
+        for f in group:
             img = f.image.pin_memory() if pin else f.image
             images.append(img.to(device, non_blocking=pin).float().div_(255.0))
         with torch.inference_mode(), autocast_context(device, precision):
             outputs = detector(images)
+        if not isinstance(outputs, (list, tuple)) or len(outputs) != len(group) or \
+                not all(isinstance(o, Mapping) and {"boxes", "scores", "labels"} <= set(o) for o in outputs):
+            got = type(outputs).__name__ if not isinstance(outputs, (list, tuple)) else \
+                f"{len(outputs)} item(s) of {', '.join(sorted({type(o).__name__ for o in outputs})) or 'nothing'}"
+            raise VisionkitError(f"{name} returned {got} for {len(group)} image(s); a detector returns one dict "
+                                 "with 'boxes', 'scores' and 'labels' per image (visionkit.components.Detector)")
+        return list(outputs)
+
+    def infer(frames: list[Frame]) -> list[Detections]:
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, f in enumerate(frames):
+            by_size.setdefault((int(f.image.shape[1]), int(f.image.shape[2])), []).append(i)
+        outputs: list[Any] = [None] * len(frames)
+        for indices in by_size.values():
+            for i, out in zip(indices, run([frames[i] for i in indices]), strict=True):
+                outputs[i] = out
         results = []
         for out in outputs:
             det = Detections.from_torchvision({k: v.detach().float() if k != "labels" else v for k, v in out.items()})
