@@ -1,8 +1,10 @@
 """Training engine: the loop, checkpoints, augmentation, distributed helpers and metrics.
 
-Start with :func:`visionkit.engine.train.train_detector`; ``visionkit train`` is its CLI. A head's second
-stage after the last epoch gets a :class:`visionkit.engine.context.AfterTrainingContext`. The names below
-are imported on first use, so importing this package (or :mod:`.context`) imports no torch.
+:mod:`visionkit.engine.loop` is the one training loop (:class:`TrainingLoop` and its pieces: a step,
+an :class:`Evaluation`, a :class:`CheckpointPolicy`) that every head trains with;
+:func:`visionkit.engine.train.train_detector` runs it for detection heads (``visionkit train`` is its CLI).
+A head's second stage after the last epoch gets a :class:`visionkit.engine.context.AfterTrainingContext`.
+The names below are imported on first use, so importing this package (or :mod:`.context`) imports no torch.
 """
 
 from __future__ import annotations
@@ -10,13 +12,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["AfterTrainingContext", "TrainOptions", "TrainResult", "TrainingError", "train_detector"]
+__all__ = [
+    "AfterTrainingContext", "CheckpointPolicy", "Evaluation", "TrainOptions", "TrainResult", "TrainingError",
+    "TrainingInterrupted", "TrainingLoop", "make_step", "torch_settings", "train_detector",
+]
 
 _LAZY = {
     "AfterTrainingContext": "visionkit.engine.context",
+    "CheckpointPolicy": "visionkit.engine.loop",
+    "Evaluation": "visionkit.engine.loop",
     "TrainOptions": "visionkit.engine.train",
-    "TrainResult": "visionkit.engine.train",
-    "TrainingError": "visionkit.engine.train",
+    "TrainResult": "visionkit.engine.loop",
+    "TrainingError": "visionkit.engine.loop",
+    "TrainingInterrupted": "visionkit.engine.loop",
+    "TrainingLoop": "visionkit.engine.loop",
+    "make_step": "visionkit.engine.loop",
+    "torch_settings": "visionkit.engine.loop",
     "train_detector": "visionkit.engine.train",
 }
 

@@ -1,13 +1,16 @@
-"""The training loop: any detector built from plugins, trained on a :class:`DetectionDataset`.
+"""The detection engine: any detector built from plugins, trained on a :class:`DetectionDataset`.
 
-``train_detector`` builds the detector with :func:`visionkit.pipeline.build_detector` (train
-mode returns torchvision's loss dict), optionally starts from weights (replacing the
-class-specific ``roi_heads.box_predictor`` when the class count differs), and trains with SGD
-or AdamW, a linear warm-up then a cosine or multistep schedule (stepped per iteration),
-gradient clipping and AMP on the GPU. After each epoch it evaluates on the validation set with
-pycocotools (:func:`visionkit.evaluation.coco.evaluate_coco`; the dataset's category ids are
-the model's labels, ``num_classes = max id + 1``) and writes ``last.pt`` / ``best.pt``
-(atomically) and ``metrics.{csv,json,png}``.
+``train_detector`` runs the one training loop (:class:`visionkit.engine.loop.TrainingLoop`) with the
+detection pieces, in named steps: check the run (device, AMP, batch vs ranks), build the model
+(:func:`visionkit.pipeline.build_detector`; train mode returns torchvision's loss dict; optionally
+from weights, replacing the class-specific ``roi_heads.box_predictor`` when the class count
+differs), resume, build the data (augmented samples, ``DistributedSampler``), the optimizer and
+schedule (SGD or AdamW, a linear warm-up then a cosine or multistep schedule stepped per
+iteration; gradient clipping and AMP on the GPU), the loop, and the head's ``after_training``
+stage. After each epoch the loop evaluates on the validation set with pycocotools
+(:func:`visionkit.evaluation.coco.evaluate_coco`; the dataset's category ids are the model's
+labels, ``num_classes = max id + 1``; ``AP`` picks ``best.pt``) and writes ``last.pt`` /
+``best.pt`` (atomically) and ``metrics.{csv,json,png}``.
 
 Reproducibility: the model is initialised from ``seed``; each epoch reseeds the RNGs from
 ``(seed, epoch, rank)`` and the data order from ``(seed, epoch)`` (``DistributedSampler``),
@@ -22,32 +25,34 @@ import contextlib
 import dataclasses
 import math
 import os
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
 
 from visionkit.components import optional
 from visionkit.data import DetectionDataset
 from visionkit.engine.augment import AugmentOptions, build_train_transforms
-from visionkit.engine.checkpoint import (
-    MODEL_KEYS,
-    load_training_checkpoint,
-    rng_state,
-    save_training_checkpoint,
-    set_rng_state,
-)
+from visionkit.engine.checkpoint import MODEL_KEYS, load_training_checkpoint
 from visionkit.engine.context import AfterTrainingContext
 from visionkit.engine.data import TrainingSet, check_training_classes, collate, predict_dataset
 from visionkit.engine.distributed import DistInfo, all_gather_objects, all_reduce_mean, cleanup, init_distributed
-from visionkit.engine.metrics import MetricsLog
-from visionkit.errors import ConfigError, UsageError, VisionkitError, WeightsError
+from visionkit.engine.loop import (
+    CheckpointPolicy,
+    Evaluation,
+    TrainingError,
+    TrainingInterrupted,
+    TrainingLoop,
+    TrainResult,
+    make_step,
+    seed_everything,
+    torch_settings,
+)
+from visionkit.errors import ConfigError, UsageError, WeightsError
 
 __all__ = [
     "TrainOptions", "TrainResult", "TrainingError", "TrainingInterrupted", "train_detector", "transfer_weights",
@@ -55,17 +60,8 @@ __all__ = [
 ]
 
 Log = Callable[[str], None]
+#: ``train_detector``'s ``on_step(epoch, step, losses)``: 0-based epoch and step indices
 StepCallback = Callable[[int, int, Mapping[str, float]], None]
-
-
-class TrainingError(VisionkitError):
-    """Training cannot go on (diverged loss, nothing to train on)."""
-
-
-class TrainingInterrupted(VisionkitError):
-    """The run was stopped (Ctrl-C / SIGTERM); the last complete checkpoint is intact."""
-
-    exit_code = 130
 
 
 @dataclass(frozen=True)
@@ -149,31 +145,6 @@ def parse_train_options(section: Mapping[str, Any] | None, **overrides: Any) -> 
     from dataclasses import replace
 
     return replace(opts, augment=augment)
-
-
-@dataclass
-class TrainResult:
-    """What a run produced: its folder, checkpoints, metrics rows and the best validation AP."""
-
-    out_dir: Path
-    last: Path | None
-    best: Path | None
-    rows: list[dict[str, Any]]
-    best_ap: float | None
-    seconds: float
-    epochs_run: int
-    is_main: bool = True
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return (seed * 1_000_003 + epoch * 10_007 + rank * 101 + 17) % 2**31
 
 
 def lr_lambda(options: TrainOptions, iters_per_epoch: int) -> Callable[[int], float]:
@@ -275,14 +246,215 @@ def transfer_weights(detector: nn.Module, spec: str, log: Log | None = None) -> 
     return msg
 
 
-def _progress(enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+@dataclass
+class _DetectorSetup:
+    """What :func:`_build_model` made: the detector, its full config, and the classes the data decided."""
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[rate]} img/s"),
-                    TimeElapsedColumn(), transient=False)
+    detector: nn.Module
+    config: dict[str, Any]
+    class_names: dict[int, str]
+    num_classes: int
+
+    @property
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {k: self.config.get(k) for k in MODEL_KEYS}
+
+
+@dataclass
+class _TrainingData:
+    """What :func:`_build_data` made: the augmented training set, its sampler and loader, the steps per epoch."""
+
+    train_set: TrainingSet
+    sampler: Any
+    loader: Any
+    iters: int
+    max_side: int
+
+
+def train_detector(
+    config: Mapping[str, Any],
+    train_ds: DetectionDataset,
+    val_ds: DetectionDataset | None,
+    options: TrainOptions,
+    out_dir: str | os.PathLike[str],
+    *,
+    host: Any,
+    device: str = "auto",
+    resume: str | os.PathLike[str] | None = None,
+    weights: str | None = None,
+    progress: bool = True,
+    log: Log | None = print,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
+    """Train the detector ``config`` describes on ``train_ds``; see the module docstring.
+
+    The steps: check the run, build the model, resume, build the data, the optimizer and schedule,
+    the loop (:class:`visionkit.engine.loop.TrainingLoop`), then the head's ``after_training`` stage.
+    ``on_step(epoch, step, losses)`` is called after every optimiser step with 0-based epoch and step
+    indices (kept from before the loop; the loop's own callback counts from 1) and the losses averaged
+    over ranks. Raises :class:`TrainingError` on a non-finite loss, :class:`TrainingInterrupted` on
+    Ctrl-C/SIGTERM, :class:`WeightsError` for weights or a resume checkpoint that do not fit the model.
+    """
+    from visionkit.pipeline import select_device
+
+    say = log or _silent
+    dev = select_device(device)
+    info = init_distributed(dev)
+    try:
+        with torch_settings(threads=options.threads, deterministic=options.deterministic):
+            dev = _check_run(options, info, dev)
+            if not info.is_main:
+                say, progress = _silent, False
+            seed_everything(options.seed)
+            setup = _build_model(config, train_ds, val_ds, host, weights or config.get("weights"), say)
+            ckpt = _read_resume(resume, setup.detector, say)
+            setup.detector.to(dev)
+            setup.detector.train()
+            data = _build_data(train_ds, config, options, info)
+            out = Path(out_dir)
+            loop = _detection_loop(setup, data, val_ds, options, info, dev, out, progress=progress, log=say,
+                                   on_step=on_step)
+            if ckpt is not None:
+                loop.resume(ckpt, load_model=False)
+            say(f"training {optional(setup.detector, 'head', 'arch', type(setup.detector).__name__)} on "
+                f"{len(train_ds)} images ({setup.num_classes - 1} class(es)) for {options.epochs} epoch(s) x "
+                f"{data.iters} step(s) on {dev}" + (f", {info.world_size} processes" if info.distributed else "")
+                + f"; writing to {out}")
+            started = time.perf_counter()
+            result = loop.run()
+            if info.is_main:
+                _run_after_training(setup, data, val_ds, dev, options, out, say)
+            if info.is_main and val_ds is not None and rows_have_ap(result.rows):
+                say(f"best validation AP {result.best_ap:.4f}; checkpoints: {out / 'last.pt'}, {out / 'best.pt'}")
+            return dataclasses.replace(result, seconds=time.perf_counter() - started)
+    finally:
+        cleanup(info)
+
+
+def _silent(_msg: str) -> None:
+    pass
+
+
+def _check_run(options: TrainOptions, info: DistInfo, dev: torch.device) -> torch.device:
+    """The device of this rank; :class:`UsageError` for settings this run cannot honour."""
+    if info.distributed and dev.type == "cuda":
+        dev = torch.device("cuda", info.local_rank)
+    if options.amp and dev.type != "cuda":
+        raise UsageError("--amp (mixed precision) needs a CUDA GPU; this run is on the CPU: leave --amp out")
+    if options.batch_size % info.world_size:
+        raise UsageError(f"--batch-size {options.batch_size} must be a multiple of the {info.world_size} "
+                         "torchrun processes (it is the global batch)")
+    return dev
+
+
+def _build_model(config: Mapping[str, Any], train_ds: DetectionDataset, val_ds: DetectionDataset | None, host: Any,
+                 weights: str | None, say: Log) -> _DetectorSetup:
+    """The detector for the training set's classes (``num_classes = max id + 1``), from ``weights`` if given."""
+    from visionkit.pipeline import build_detector
+
+    num_classes, class_names = check_training_classes(train_ds)
+    if val_ds is not None:
+        extra = sorted(set(val_ds.classes) - set(class_names))
+        if extra:
+            say(f"warning: validation categories {extra} are not in the training set; their AP will be 0")
+    model_config = dict(config)
+    model_config.update(num_classes=num_classes, weights=None,
+                        classes=[class_names.get(i, f"class{i}") for i in range(1, num_classes)])
+    detector, _ = build_detector(model_config, host)
+    if weights:
+        transfer_weights(detector, weights, say)
+    return _DetectorSetup(detector, model_config, dict(class_names), num_classes)
+
+
+def _read_resume(resume: str | os.PathLike[str] | None, detector: nn.Module, say: Log) -> dict[str, Any] | None:
+    """The resume checkpoint, its weights loaded into ``detector`` (strictly: another model's fails in one line)."""
+    if resume is None:
+        return None
+    from visionkit.weights import load_weights
+
+    ckpt = load_training_checkpoint(resume)
+    load_weights(detector, str(resume))
+    say(f"resuming from {resume}: {int(ckpt['epoch'])} epoch(s) done")
+    return ckpt
+
+
+def _build_data(train_ds: DetectionDataset, config: Mapping[str, Any], options: TrainOptions,
+                info: DistInfo) -> _TrainingData:
+    """Augmented training samples, this rank's shard of each epoch (``DistributedSampler``), the loader."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    max_side = options.max_side or 2 * _head_param(config, "max_size", 1333)
+    train_set = TrainingSet(train_ds, build_train_transforms(options.augment), max_side=max_side)
+    sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=options.seed)
+    loader = DataLoader(train_set, batch_size=options.batch_size // info.world_size, sampler=sampler,
+                        num_workers=options.workers, collate_fn=collate)
+    iters = len(loader) if options.max_steps is None else min(len(loader), options.max_steps)
+    return _TrainingData(train_set, sampler, loader, iters, max_side)
+
+
+def _build_optimizer(detector: nn.Module, options: TrainOptions, iters: int) -> tuple[torch.optim.Optimizer, Any]:
+    """SGD or AdamW on the trainable parameters, and the per-step warm-up + cosine/multistep schedule."""
+    params = [p for p in detector.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("no trainable parameters: every layer is frozen (check --freeze-stages / trainable_layers)")
+    if options.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=options.lr, momentum=options.momentum,
+                                                           weight_decay=options.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(options, iters))
+
+
+def _detection_loop(setup: _DetectorSetup, data: _TrainingData, val_ds: DetectionDataset | None,
+                    options: TrainOptions, info: DistInfo, dev: torch.device, out: Path, *, progress: bool,
+                    log: Log, on_step: StepCallback | None) -> TrainingLoop:
+    """The engine's loop for a detector: DDP when distributed, torchvision's loss dict, COCO AP picks ``best.pt``."""
+    model: nn.Module = setup.detector
+    if info.distributed:
+        model = nn.parallel.DistributedDataParallel(setup.detector, device_ids=[dev.index] if dev.type == "cuda"
+                                                    else None)
+    optimizer, scheduler = _build_optimizer(setup.detector, options, data.iters)
+
+    def losses(batch: Any) -> Mapping[str, torch.Tensor]:
+        images = [img.to(dev, non_blocking=True) for img in batch[0]]
+        targets = [{k: v.to(dev) for k, v in t.items()} for t in batch[1]]
+        with _autocast(dev, options.amp):
+            loss_dict = model(images, targets)
+        if not isinstance(loss_dict, Mapping) or not loss_dict:
+            raise TrainingError("the detector returned no loss dict in train mode; visionkit train needs a "
+                                "torchvision-style detector (train mode: model(images, targets) -> {name: loss})")
+        return loss_dict
+
+    def batches(epoch: int) -> Any:
+        data.sampler.set_epoch(epoch - 1)
+        return data.loader
+
+    def coco_stats(module: nn.Module) -> dict[str, float] | None:
+        got = _evaluate(module, val_ds, dev, info, options.eval_batch_size, options.amp) if val_ds else None
+        return None if got is None else {k: round(v, 5) for k, v in got[0].stats.items()}
+
+    step = make_step(losses, optimizer, scheduler=scheduler, grad_clip=options.grad_clip,
+                     scaler=torch.amp.GradScaler("cuda", enabled=options.amp),
+                     reduce=lambda values: all_reduce_mean(info, values))
+    callback = None if on_step is None else (lambda epoch, i, logged: on_step(epoch - 1, i - 1, logged))
+    return TrainingLoop(
+        model=model, optimizer=optimizer, scheduler=scheduler, step=step, batches=batches, epochs=options.epochs,
+        evaluation=Evaluation(coco_stats, metric="AP", shown=("AP", "AP50")) if val_ds is not None else None,
+        checkpoint=CheckpointPolicy(out, setup.class_names, setup.checkpoint_config, train=options.to_dict(),
+                                    half=options.half_checkpoints),
+        max_steps=data.iters, seed=options.seed, rank=info.rank, world_size=info.world_size, is_main=info.is_main,
+        batch_items=lambda batch: len(batch[0]), log=log, progress=progress, plot=True, on_step=callback,
+    )
+
+
+def _run_after_training(setup: _DetectorSetup, data: _TrainingData, val_ds: DetectionDataset | None,
+                        dev: torch.device, options: TrainOptions, out: Path, say: Log) -> None:
+    """The head's declared second stage (R-CNN's SVMs), on rank 0 after the last epoch, if it has one."""
+    after_training = optional(setup.detector, "head", "after_training")
+    if after_training is not None:
+        after_training(_after_training_context(data.train_set.ds, data.max_side, val_ds, dev, options, out,
+                                               setup.class_names, setup.checkpoint_config, say))
 
 
 def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
@@ -308,169 +480,6 @@ def _evaluate(module: nn.Module, val: DetectionDataset, device: torch.device, in
     return evaluate_coco(val, merged, plot=False), merged
 
 
-def train_detector(
-    config: Mapping[str, Any],
-    train_ds: DetectionDataset,
-    val_ds: DetectionDataset | None,
-    options: TrainOptions,
-    out_dir: str | os.PathLike[str],
-    *,
-    host: Any,
-    device: str = "auto",
-    resume: str | os.PathLike[str] | None = None,
-    weights: str | None = None,
-    progress: bool = True,
-    log: Log | None = print,
-    on_step: StepCallback | None = None,
-) -> TrainResult:
-    """Train the detector ``config`` describes on ``train_ds``; see the module docstring.
-
-    ``on_step(epoch, step, losses)`` is called after every optimiser step (0-based epoch and
-    step; losses averaged over ranks). Raises :class:`TrainingError` on a non-finite loss,
-    :class:`TrainingInterrupted` on Ctrl-C, :class:`WeightsError` for weights or a resume
-    checkpoint that do not fit the model.
-    """
-    from torch.utils.data import DataLoader, DistributedSampler
-
-    from visionkit.pipeline import build_detector, select_device
-
-    say = log or (lambda _msg: None)
-    dev = select_device(device)
-    info = init_distributed(dev)
-    was_deterministic, threads_before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    weights = weights or config.get("weights")  # the config's weights are where fine-tuning starts
-    try:
-        if info.distributed and dev.type == "cuda":
-            dev = torch.device("cuda", info.local_rank)
-        if not info.is_main:
-            say, progress = (lambda _msg: None), False
-        if options.amp and dev.type != "cuda":
-            raise UsageError("--amp (mixed precision) needs a CUDA GPU; this run is on the CPU: leave --amp out")
-        if options.batch_size % info.world_size:
-            raise UsageError(f"--batch-size {options.batch_size} must be a multiple of the {info.world_size} "
-                             "torchrun processes (it is the global batch)")
-        if options.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-        if options.threads is not None:
-            torch.set_num_threads(options.threads)
-        seed_everything(options.seed)
-
-        num_classes, class_names = check_training_classes(train_ds)
-        if val_ds is not None:
-            extra = sorted(set(val_ds.classes) - set(class_names))
-            if extra:
-                say(f"warning: validation categories {extra} are not in the training set; their AP will be 0")
-        model_config = {k: v for k, v in config.items()}
-        model_config.update(num_classes=num_classes, weights=None,
-                            classes=[class_names.get(i, f"class{i}") for i in range(1, num_classes)])
-        detector, _ = build_detector(model_config, host)
-        if weights:
-            transfer_weights(detector, weights, say)
-        start_epoch, rows, best_ap, best_loss = 0, [], None, None
-        ckpt: dict[str, Any] | None = None
-        if resume is not None:
-            from visionkit.weights import load_weights
-
-            ckpt = load_training_checkpoint(resume)
-            load_weights(detector, str(resume))  # strict: a checkpoint of another model fails here, in one line
-            start_epoch = int(ckpt["epoch"])
-            hist = ckpt.get("metrics") or {}
-            rows = list(hist.get("rows") or [])
-            best_ap, best_loss = hist.get("best_ap"), hist.get("best_loss")
-            say(f"resuming from {resume}: {start_epoch} epoch(s) done")
-        detector.to(dev)
-        detector.train()
-
-        model: nn.Module = detector
-        if info.distributed:
-            ids = [dev.index] if dev.type == "cuda" else None
-            model = nn.parallel.DistributedDataParallel(detector, device_ids=ids)
-        params = [p for p in detector.parameters() if p.requires_grad]
-        if not params:
-            raise ConfigError("no trainable parameters: every layer is frozen "
-                              "(check --freeze-stages / trainable_layers)")
-        if options.optimizer == "sgd":
-            optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=options.lr, momentum=options.momentum,
-                                                               weight_decay=options.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
-
-        max_side = options.max_side or 2 * _head_param(config, "max_size", 1333)
-        train_set = TrainingSet(train_ds, build_train_transforms(options.augment), max_side=max_side)
-        sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                     seed=options.seed)
-        loader = DataLoader(train_set, batch_size=options.batch_size // info.world_size, sampler=sampler,
-                            num_workers=options.workers, collate_fn=collate)
-        iters = len(loader) if options.max_steps is None else min(len(loader), options.max_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(options, iters))
-        scaler = torch.amp.GradScaler("cuda", enabled=options.amp)
-        if ckpt is not None:
-            optimizer.load_state_dict(ckpt["optimizer"])
-            if ckpt.get("scheduler"):
-                scheduler.load_state_dict(ckpt["scheduler"])
-            if ckpt.get("rng"):
-                set_rng_state(ckpt["rng"])
-
-        out = Path(out_dir)
-        metrics = MetricsLog(out, rows)
-        last_path, best_path = out / "last.pt", out / "best.pt"
-        save_config = {k: model_config.get(k) for k in MODEL_KEYS}
-        say(f"training {optional(detector, 'head', 'arch', type(detector).__name__)} on {len(train_ds)} images "
-            f"({num_classes - 1} class(es)) for {options.epochs} epoch(s) x {iters} step(s) on {dev}"
-            + (f", {info.world_size} processes" if info.distributed else "") + f"; writing to {out}")
-        started = time.perf_counter()
-        bar = _progress(progress)
-        epoch = start_epoch
-        with bar if bar is not None else contextlib.nullcontext(), _sigterm_as_interrupt():
-            try:
-                for epoch in range(start_epoch, options.epochs):
-                    row = _train_one_epoch(model, loader, sampler, optimizer, scheduler, scaler, options, info,
-                                           dev, epoch, iters, bar, on_step, out)
-                    if val_ds is not None:
-                        got = _evaluate(detector, val_ds, dev, info, options.eval_batch_size, options.amp)
-                        detector.train()
-                        if got is not None:
-                            row.update({k: round(v, 5) for k, v in got[0].stats.items()})
-                    if info.is_main:
-                        ap = row.get("AP")
-                        is_best = (ap is not None and (best_ap is None or ap > best_ap)) or (
-                            ap is None and (best_loss is None or row["loss"] < best_loss))
-                        if ap is not None and is_best:
-                            best_ap = ap
-                        if ap is None and is_best:
-                            best_loss = row["loss"]
-                        metrics.add(row)
-                        hist = {"rows": metrics.rows, "best_ap": best_ap, "best_loss": best_loss}
-                        kw = dict(class_names=class_names, config=save_config, optimizer=optimizer,
-                                  scheduler=scheduler, epoch=epoch + 1, rng=rng_state(), metrics=hist,
-                                  train=options.to_dict(), half=options.half_checkpoints)
-                        save_training_checkpoint(last_path, model, **kw)
-                        if is_best:
-                            save_training_checkpoint(best_path, model, **kw)
-                        metrics.write()
-                        aps = f", AP {row['AP']:.4f}, AP50 {row['AP50']:.4f}" if "AP" in row else ""
-                        say(f"epoch {epoch + 1}/{options.epochs}: loss {row['loss']:.4f}{aps}, "
-                            f"lr {row['lr']:.2e}, {row['seconds']:.0f} s" + (" (best)" if is_best else ""))
-            except KeyboardInterrupt:
-                done = f"; resume with --resume {last_path}" if last_path.exists() else ""
-                raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1}{done}") from None
-        after_training = optional(detector, "head", "after_training")
-        if info.is_main and after_training is not None:
-            after_training(_after_training_context(train_set.ds, max_side, val_ds, dev, options, out, class_names,
-                                                   save_config, say))
-        seconds = time.perf_counter() - started
-        if info.is_main and val_ds is not None and rows_have_ap(metrics.rows):
-            say(f"best validation AP {best_ap:.4f}; checkpoints: {last_path}, {best_path}")
-        return TrainResult(out_dir=out, last=last_path if last_path.exists() else None,
-                           best=best_path if best_path.exists() else None, rows=metrics.rows, best_ap=best_ap,
-                           seconds=seconds, epochs_run=max(0, options.epochs - start_epoch), is_main=info.is_main)
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-        torch.set_num_threads(threads_before)
-        cleanup(info)
-
 
 def _after_training_context(train_ds: DetectionDataset, max_side: int, val_ds: DetectionDataset | None,
                             dev: torch.device, options: TrainOptions, out: Path, class_names: Mapping[int, str],
@@ -491,25 +500,6 @@ def _after_training_context(train_ds: DetectionDataset, max_side: int, val_ds: D
     )
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Any:
-    """SIGTERM (what ``kill`` and schedulers send) stops training like Ctrl-C: a clean, resumable stop."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
 
 def rows_have_ap(rows: list[dict[str, Any]]) -> bool:
     return any("AP" in r for r in rows)
@@ -521,65 +511,3 @@ def _head_param(config: Mapping[str, Any], key: str, default: int) -> int:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
-def _train_one_epoch(model: nn.Module, loader: Any, sampler: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
-                     scaler: Any, options: TrainOptions, info: DistInfo, dev: torch.device, epoch: int, iters: int,
-                     bar: Any, on_step: StepCallback | None, out: Path) -> dict[str, Any]:
-    sampler.set_epoch(epoch)
-    seed = _epoch_seed(options.seed, epoch, info.rank)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    model.train()
-    task = bar.add_task(f"epoch {epoch + 1}/{options.epochs}", total=iters, loss="-", lr="-", rate="-") if bar else None
-    sums: dict[str, float] = {}
-    count = 0
-    images_seen = 0
-    t0 = time.perf_counter()
-    params = [p for p in model.parameters() if p.requires_grad]
-    for step, (images, targets) in enumerate(loader):
-        if step >= iters:
-            break
-        images = [img.to(dev, non_blocking=True) for img in images]
-        targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
-        with _autocast(dev, options.amp):
-            loss_dict = model(images, targets)
-        if not isinstance(loss_dict, Mapping) or not loss_dict:
-            raise TrainingError("the detector returned no loss dict in train mode; visionkit train needs a "
-                                "torchvision-style detector (train mode: model(images, targets) -> {name: loss})")
-        names = sorted(loss_dict)
-        loss = sum(loss_dict[n] for n in names)
-        values = all_reduce_mean(info, torch.stack([loss.detach().float(), *(loss_dict[n].detach().float()
-                                                                             for n in names)]))
-        if not bool(torch.isfinite(values).all()):
-            bad = ", ".join(f"{n}={v:.3g}" for n, v in zip(["loss", *names], values.tolist(), strict=True))
-            lr = optimizer.param_groups[0]["lr"]
-            last = out / "last.pt"
-            where = f"; the last good checkpoint is {last}" if last.exists() else ""
-            raise TrainingError(f"loss is not finite at epoch {epoch + 1}, step {step + 1} ({bad}): training "
-                                f"diverged; lower the learning rate (--lr, now {lr:.3g} at this step, peak "
-                                f"{options.lr:g}){where}")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if options.grad_clip is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, options.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        logged = dict(zip(["loss", *names], values.tolist(), strict=True))
-        for k, v in logged.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += 1
-        images_seen += len(images) * info.world_size
-        if bar is not None:
-            rate = images_seen / max(1e-9, time.perf_counter() - t0)
-            bar.update(task, advance=1, loss=f"{logged['loss']:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                       rate=f"{rate:.2f}")
-        if on_step is not None:
-            on_step(epoch, step, logged)
-    if count == 0:
-        raise TrainingError(f"epoch {epoch + 1} had no training steps: the training set yields no batches")
-    row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                           "seconds": round(time.perf_counter() - t0, 2), "images": images_seen}
-    row.update({k: round(v / count, 6) for k, v in sums.items()})
-    return row
