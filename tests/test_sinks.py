@@ -260,12 +260,13 @@ def test_coco_json_failure_mid_write_leaves_no_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_jsonl_lines_and_atomic_rename(tmp_path):
+def test_jsonl_lines_appended_and_flushed_as_frames_finish(tmp_path):
     sink = JsonlSink(out_dir=tmp_path, class_names=NAMES)
-    sink.write(still(image_id=5), dets([[10, 20, 50, 80]], [0.875], [3]))
-    sink.write(video_frame(4), props([[1, 1, 9, 9], [2, 2, 3, 3]]))
     target = tmp_path / "predictions.jsonl"
-    assert not target.exists() and len(list(tmp_path.iterdir())) == 1  # a hidden temporary file
+    sink.write(still(image_id=5), dets([[10, 20, 50, 80]], [0.875], [3]))
+    assert len(target.read_text().splitlines()) == 1  # readable (tail -f) while the run goes on
+    sink.write(video_frame(4), props([[1, 1, 9, 9], [2, 2, 3, 3]]))
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.jsonl"]  # no temporary file
     assert sink.close() == [target]
     first, second = (json.loads(line) for line in target.read_text().splitlines())
     assert first == {"source": "/in/photo.jpg", "index": 0, "frame_index": None, "timestamp": None,
@@ -277,16 +278,17 @@ def test_jsonl_lines_and_atomic_rename(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["predictions.jsonl"]
 
 
-def test_jsonl_error_mid_run_leaves_no_file(tmp_path):
+def test_jsonl_error_mid_run_keeps_the_finished_lines(tmp_path):
     sink = JsonlSink(out_dir=tmp_path, class_names=None)
     sink.write(still(), Detections.empty())
     with pytest.raises(TypeError):
-        sink.write(still(image_id=object()), Detections.empty())  # not JSON-serialisable
-    assert list(tmp_path.iterdir()) == []
-    other = JsonlSink(out_dir=tmp_path, class_names=None)
-    other.write(still(), Detections.empty())
-    other.abort()
-    assert list(tmp_path.iterdir()) == []
+        sink.write(still(image_id=object()), Detections.empty())  # not JSON-serialisable: nothing half-written
+    with pytest.raises(ValueError):
+        sink.write(still(), dets([[1, 2, 3, 4]], [float("nan")], [1]))  # never a bare NaN in the file
+    sink.abort()
+    [line] = (tmp_path / "predictions.jsonl").read_text().splitlines()
+    assert json.loads(line)["detections"] == []
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.jsonl"]
 
 
 def test_proposals_json_ranked_and_limited(tmp_path):

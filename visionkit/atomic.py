@@ -1,19 +1,31 @@
 """Atomic file output: write to a temporary file beside the target, then rename over it.
 
 An interrupted run leaves either the old file or the new one, never half of one.
+Temporary files are named ``.<target name>.<pid>.<random><suffix>``: after a ``kill -9`` the next
+run writing into that folder removes the ones whose process is gone (:func:`remove_stale_temps`).
+JSON is strict: NaN and infinity are refused (:class:`~visionkit.errors.InputError` naming the file
+and the key), never written as the bare ``NaN`` most JSON readers reject.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_open", "write_json", "write_bytes", "write_text"]
+from visionkit.errors import InputError
+
+__all__ = ["atomic_path", "atomic_open", "write_json", "write_bytes", "write_text", "remove_stale_temps",
+           "temp_name_pattern"]
+
+#: ``.<target>.<pid>.<8 random characters><suffix>``, as :func:`atomic_path` names its temporary files
+temp_name_pattern = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[a-z0-9_]{8}(?P<suffix>(\.[^.]+)?)$")
 
 
 @contextlib.contextmanager
@@ -25,8 +37,8 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix if suffix is not None else target.suffix,
-                               dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.",
+                               suffix=suffix if suffix is not None else target.suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -51,10 +63,66 @@ def atomic_open(target: str | os.PathLike[str], mode: str = "w", **kwargs: Any) 
 
 
 def write_json(target: str | os.PathLike[str], data: Any, *, indent: int | None = 2) -> Path:
+    """Write ``data`` as strict JSON; a NaN or infinite number raises :class:`InputError` naming the key."""
+    bad = _non_finite(data)
+    if bad is not None:
+        key, value = bad
+        raise InputError(f"{target}: refusing to write {value} at {key}: JSON has no NaN or infinity; "
+                         "fix or drop that value in the input")
     with atomic_open(target, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=indent)
+        json.dump(data, fh, indent=indent, allow_nan=False)
         fh.write("\n")
     return Path(target)
+
+
+def _non_finite(data: Any, path: str = "") -> tuple[str, float] | None:
+    """The first NaN/infinite float in ``data`` as ``(key path like 'annotations[3].area', value)``."""
+    if isinstance(data, float):
+        return None if math.isfinite(data) else (path or "the top level", data)
+    if isinstance(data, dict):
+        for k, v in data.items():
+            found = _non_finite(v, f"{path}.{k}" if path else str(k))
+            if found is not None:
+                return found
+    elif isinstance(data, (list, tuple)):
+        for i, v in enumerate(data):
+            found = _non_finite(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], *, depth: int = 1) -> list[Path]:
+    """Remove the temporary files :func:`atomic_path` left in ``folder`` (and subfolders down to ``depth``) when
+    their process was killed (``kill -9``, power loss); a live process's files are kept. Returns what was removed."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            if entry.is_dir() and not entry.is_symlink() and depth > 0:
+                removed += remove_stale_temps(entry, depth=depth - 1)
+                continue
+            match = temp_name_pattern.match(entry.name)
+            if match is None or not entry.is_file() or _alive(int(match["pid"])):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or not a pid we can ask about): leave its files alone
+    return True
 
 
 def write_text(target: str | os.PathLike[str], text: str) -> Path:

@@ -1,8 +1,11 @@
 """File sinks: ``annotated-images``, ``coco-json``, ``jsonl`` and ``proposals-json``.
 
-Every file is written atomically (a temporary file beside the target, renamed when complete),
-so an interrupted run leaves no half-written output. A sink is called from one thread; when a
-run fails, ``abort()`` removes whatever a sink had in progress (``close()`` is then not called).
+Whole files (images, per-image JSON, the COCO results) are written atomically (a temporary file
+beside the target, renamed when complete), so no half-written file is ever left. ``predictions.jsonl``
+is appended and flushed line by line as frames finish (``tail -f`` follows it; after a ``kill -9``
+it holds every finished frame). A stopped run (Ctrl-C, SIGTERM, another sink failing) calls
+``close()``, so every sink keeps what it finished; ``abort()`` is only called on a sink that failed
+itself. A sink is called from one thread.
 Output names come from the input's file stem; two inputs with the same stem get ``stem``,
 ``stem-2``, ... and a video frame is ``<stem>_<frame_index:06d>``.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +25,7 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
-from visionkit.atomic import atomic_open, write_bytes, write_json
+from visionkit.atomic import write_bytes, write_json
 from visionkit.imageio import to_bgr_numpy
 from visionkit.types import Detections, Frame, Proposals
 from visionkit_io.draw import draw_bgr
@@ -204,11 +208,12 @@ class JsonlParams:
 
 
 class JsonlSink:
-    """One JSON object per frame and line, streamed to a temporary file renamed at close.
+    """One JSON object per frame and line, appended to ``out_dir/<filename>`` and flushed as each frame finishes.
 
     ``{"source", "index", "frame_index", "timestamp", "width", "height"[, "image_id"],
     "detections": [{"box": [x1, y1, x2, y2], "score", "label", "class_name"}]}``; for proposals
-    the list is ``"proposals": [{"box", "score"}]``, best first.
+    the list is ``"proposals": [{"box", "score"}]``, best first. A line is serialised whole before it
+    is written, so the file is valid JSONL after every frame (and after any interruption).
     """
 
     def __init__(self, params: JsonlParams | None = None, *, out_dir: Path,
@@ -216,17 +221,18 @@ class JsonlSink:
         self.params = params or JsonlParams()
         self.path = Path(out_dir) / self.params.filename
         self.class_names = class_names or {}
-        self._stack = contextlib.ExitStack()
         self._file: Any = None
 
     def write(self, frame: Frame, result: Detections | Proposals) -> None:
+        line = json.dumps(self.record(frame, result), allow_nan=False) + "\n"
+        self._open().write(line)
+        self._file.flush()
+
+    def _open(self) -> Any:
         if self._file is None:
-            self._file = self._stack.enter_context(atomic_open(self.path, "w", encoding="utf-8"))
-        try:
-            self._file.write(json.dumps(self.record(frame, result)) + "\n")
-        except BaseException:
-            self.abort()
-            raise
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+        return self._file
 
     def record(self, frame: Frame, result: Detections | Proposals) -> dict[str, Any]:
         """The JSON object written for one frame."""
@@ -250,18 +256,20 @@ class JsonlSink:
         return record
 
     def close(self) -> list[Path]:
-        if self._file is None:
-            self._file = self._stack.enter_context(atomic_open(self.path, "w", encoding="utf-8"))
-        self._stack.close()
+        """Sync and close the file (an empty one when no frame came)."""
+        fh = self._open()
         self._file = None
+        with contextlib.closing(fh):
+            fh.flush()
+            os.fsync(fh.fileno())
         return [self.path]
 
     def abort(self) -> None:
-        """Drop the temporary file; the target is left as it was."""
-        error = RuntimeError("sink aborted")
-        self._stack.__exit__(RuntimeError, error, None)
-        self._stack = contextlib.ExitStack()
-        self._file = None
+        """Close the file; the lines written so far are finished frames and stay."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
 
 
 @dataclass(frozen=True)

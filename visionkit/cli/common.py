@@ -13,8 +13,8 @@ from typer.core import TyperGroup
 
 from visionkit.errors import InputError, VisionkitError
 
-__all__ = ["ErrorGroup", "debug", "host", "progress", "report", "skipped", "warn", "given", "print_table", "fmt",
-           "term_width", "image_total"]
+__all__ = ["ErrorGroup", "debug", "host", "progress", "report", "interrupted", "skipped", "warn", "given",
+           "print_table", "fmt", "term_width", "image_total"]
 
 
 class ErrorGroup(TyperGroup):
@@ -28,9 +28,13 @@ class ErrorGroup(TyperGroup):
                 raise
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            pipeline = sys.modules.get("visionkit.pipeline")  # loaded by any run that can be interrupted
+            if pipeline is None or not isinstance(exc, pipeline.RunInterrupted):
+                typer.echo("interrupted", err=True)
+                raise typer.Exit(130) from None
+            interrupted(exc.summary, ctx.invoked_subcommand or "")
+            raise typer.Exit(128 + exc.signal_number) from None  # 130 for Ctrl-C, 143 for SIGTERM
         except BrokenPipeError:  # `visionkit ... | head`: the reader left; nothing to report
             sys.stderr.close()
             raise typer.Exit(141) from None
@@ -99,6 +103,16 @@ def report(summary: Any, quiet: bool, what: str) -> None:
         for path in summary.outputs:
             typer.echo(f"wrote {path}")
     skipped(summary.bad, "processed")
+
+
+def interrupted(summary: Any, command: str = "") -> None:
+    """The closing line of a stopped run (on stderr, also with ``--quiet``): what was finished and where it is."""
+    what = "proposals" if command == "propose" else "detections"
+    kept = ", ".join(str(p) for p in summary.outputs)
+    typer.echo(f"interrupted: kept {summary.items} finished item(s), {summary.detections} {what}, "
+               f"{summary.seconds:.1f} s" + (f"; wrote {kept}" if kept else "; nothing was written"), err=True)
+    for item in summary.bad:
+        typer.echo(f"skipped {item.source}: {item.error}", err=True)
 
 
 def skipped(bad: list[Any], verb: str, what: str = "input") -> None:
