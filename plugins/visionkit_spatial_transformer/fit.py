@@ -9,17 +9,19 @@
 * an MNIST IDX folder (``t10k-images-idx3-ubyte.gz`` + labels): the digits as they are; 1,000
   of them (seeded) are held back for validation when no ``--val-dataset`` is given.
 
-Training is :func:`.train.train_classifier` (Adam, cosine decay, the transformer at
-``loc_lr_scale`` of the rate) for ``epochs`` passes of ``batch_size`` (``max_steps`` caps the
-steps per epoch), from the ``train:`` section: ``lr`` and ``weight_decay`` as given, ``seed``,
-``threads``; the detection-only options (momentum, schedule, augment...) do not apply. After
-each epoch the validation error is measured; ``best.pt`` keeps the lowest.
+Training runs the engine's loop (:class:`visionkit.engine.loop.TrainingLoop`) with the pieces of
+:mod:`.train`: Adam (the transformer at ``loc_lr_scale`` of the rate), a cosine decay to 1% over the
+run, ``epochs`` passes of ``batch_size`` (``max_steps`` caps the steps per epoch), from the ``train:``
+section: ``lr`` and ``weight_decay`` as given, ``seed``, ``threads``, ``deterministic``; the
+detection-only options (momentum, schedule, grad_clip, augment...) do not apply. After each epoch the
+validation error is measured; ``best.pt`` keeps the lowest (the lowest training loss without a
+validation set). ``last.pt`` holds the optimizer, schedule and RNG state, so ``--resume last.pt``
+continues a stopped run to the same weights.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -86,21 +88,22 @@ def load_classification_set(spec: str, model: Any, *, log: Any = print, seed: in
 
 
 def fit_stn(request: Any, host: Any) -> Any:
-    """Train an ``stn`` classifier as :class:`visionkit.components.Trainer` describes."""
+    """Train an ``stn`` classifier as :class:`visionkit.components.Trainer` describes, in the engine's loop."""
+    from visionkit.engine.loop import torch_settings
+
+    with torch_settings(threads=request.options.threads):  # data loading and the model build too
+        return _fit(request, host)
+
+
+def _fit(request: Any, host: Any) -> Any:
     from visionkit.atomic import write_json
-    from visionkit.engine.metrics import MetricsLog
-    from visionkit.engine.train import TrainResult
-    from visionkit.errors import ConfigError
+    from visionkit.engine.loop import CheckpointPolicy, Evaluation, TrainingLoop, make_step
     from visionkit.pipeline import build_detector
-    from visionkit.weights import MODEL_KEYS, save_checkpoint
+    from visionkit.weights import MODEL_KEYS
 
-    from .train import evaluate, train_classifier
+    from .train import classifier_optimizer, cosine_decay, cross_entropy_loss, evaluate, minibatches
 
-    options, log, out = request.options, request.log, Path(request.out_dir)
-    if request.resume is not None:
-        raise ConfigError("train: --resume is not supported for the stn head (training is minutes); start again")
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
+    options, log, out, dev = request.options, request.log, Path(request.out_dir), request.device
     config = dict(request.config)
     probe, _ = build_detector({**config, "weights": None, "num_classes": config.get("num_classes") or 10}, host)
     (x, y), held, classes = load_classification_set(request.dataset, probe, log=log, seed=options.seed)
@@ -113,36 +116,33 @@ def fit_stn(request: Any, host: Any) -> Any:
     config.update(num_classes=len(classes), classes=classes)
     torch.manual_seed(options.seed)
     model, _ = build_detector({**config, "weights": config.get("weights")}, host)
-    model.to(request.device)
-    x, y = x.to(request.device), y.to(request.device)
-    names = dict(enumerate(classes))  # class ids 0..K-1: a classifier has no background class
-    save_config = {k: config.get(k) for k in MODEL_KEYS if k in config}
+    model.to(dev)
+    x, y = x.to(dev), y.to(dev)
     steps = math.ceil(len(x) / options.batch_size)
     if options.max_steps is not None:
         steps = min(steps, options.max_steps)
-    metrics = MetricsLog(out)
-    best, started = None, time.perf_counter()
+    optimizer = classifier_optimizer(model, lr=options.lr, weight_decay=options.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_decay(options.epochs * steps))
+    evaluation = None
+    if held is not None:
+        hx, hy = held[0].to(dev), held[1].to(dev)
+        evaluation = Evaluation(lambda m: {"val_error": round(evaluate(m, hx, hy), 5)}, metric="val_error",
+                                higher_is_better=False)
+    names = dict(enumerate(classes))  # class ids 0..K-1: a classifier has no background class
+    loop = TrainingLoop(
+        model=model, optimizer=optimizer, scheduler=scheduler, epochs=options.epochs, max_steps=steps,
+        step=make_step(cross_entropy_loss(model, x, y), optimizer, scheduler=scheduler),
+        batches=lambda epoch: minibatches(len(x), options.batch_size, steps,
+                                          torch.Generator().manual_seed(options.seed + epoch - 1)),
+        evaluation=evaluation, seed=options.seed, deterministic=options.deterministic, log=log,
+        checkpoint=CheckpointPolicy(out, names, {k: config.get(k) for k in MODEL_KEYS if k in config},
+                                    train=options.to_dict()),
+        batch_items=len, progress=request.progress,
+    )
+    if request.resume is not None:
+        log(f"resuming from {request.resume}: {loop.resume(request.resume)} epoch(s) done")
     log(f"training {optional(model, 'head', 'arch', 'stn')} on {len(x)} images ({len(classes)} classes) for "
-        f"{options.epochs} epoch(s) x {steps} step(s) on {request.device}; writing to {out}")
-    for epoch in range(options.epochs):
-        t0 = time.perf_counter()
-        run = train_classifier(model, x, y, steps=steps, batch_size=options.batch_size, lr=options.lr,
-                               weight_decay=options.weight_decay, seed=options.seed + epoch)
-        row: dict[str, Any] = {"epoch": epoch + 1, "loss": round(run.mean_loss(n=steps), 5), "lr": options.lr,
-                               "seconds": round(time.perf_counter() - t0, 1)}
-        if held is not None:
-            row["val_error"] = round(evaluate(model, held[0].to(request.device), held[1].to(request.device)), 5)
-        score = row.get("val_error", row["loss"])
-        is_best = best is None or score < best
-        best = score if is_best else best
-        metrics.add(row)
-        metrics.write(plot=False)
-        save_checkpoint(out / "last.pt", model, class_names=names, config=save_config, epoch=epoch + 1)
-        if is_best:
-            save_checkpoint(out / "best.pt", model, class_names=names, config=save_config, epoch=epoch + 1)
-        err = f", validation error {row['val_error']:.4f}" if "val_error" in row else ""
-        log(f"epoch {epoch + 1}/{options.epochs}: loss {row['loss']:.4f}{err}, {row['seconds']:.0f} s"
-            + (" (best)" if is_best else ""))
+        f"{options.epochs} epoch(s) x {steps} step(s) on {dev}; writing to {out}")
+    result = loop.run()
     write_json(out / "classes.json", classes)
-    return TrainResult(out_dir=out, last=out / "last.pt", best=out / "best.pt", rows=metrics.rows, best_ap=None,
-                       seconds=time.perf_counter() - started, epochs_run=options.epochs)
+    return result

@@ -1,22 +1,27 @@
-"""A small classification training loop for the ``stn`` head (and any logits model).
+"""Classification training for the ``stn`` head (and any logits model), through the engine's one loop.
 
-Adam on the cross-entropy loss, mini-batches from a seeded permutation, a step budget and an
-optional wall-clock cap. The spatial transformer's parameters get ``loc_lr_scale`` times the
-learning rate (a common STN training practice; default 0.1).
+The pieces :class:`visionkit.engine.loop.TrainingLoop` runs: Adam on the cross-entropy loss
+(:func:`classifier_optimizer`; the spatial transformer's parameters get ``loc_lr_scale`` times the
+learning rate, a common STN training practice, default 0.1), a cosine decay to 1% of the rate over
+the run (:func:`cosine_decay`), and mini-batches from a seeded permutation, reshuffled when it runs
+out (:func:`minibatches`). :func:`train_classifier` is a step budget on tensors (one "epoch" of
+``steps`` steps, optional wall-clock cap); :func:`visionkit_spatial_transformer.fit.fit_stn` is the
+same pieces over epochs, with validation and checkpoints, for ``visionkit train``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TrainResult", "train_classifier", "evaluate", "predict"]
+__all__ = ["TrainResult", "train_classifier", "evaluate", "predict", "classifier_optimizer", "cosine_decay",
+           "minibatches", "cross_entropy_loss"]
 
 
 @dataclass
@@ -31,6 +36,39 @@ class TrainResult:
         """Mean of the first (or last) ``n`` step losses."""
         part = self.losses[:n] if first else self.losses[-n:]
         return sum(part) / max(1, len(part))
+
+
+def classifier_optimizer(model: nn.Module, *, lr: float, loc_lr_scale: float = 0.1,
+                         weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam; the parameters ``model.localisation_parameters()`` returns (when the model has that method)
+    train at ``lr * loc_lr_scale``."""
+    loc = list(model.localisation_parameters()) if hasattr(model, "localisation_parameters") else []
+    loc_ids = {id(p) for p in loc}
+    rest = [p for p in model.parameters() if id(p) not in loc_ids and p.requires_grad]
+    groups = [{"params": rest, "lr": lr}] + ([{"params": loc, "lr": lr * loc_lr_scale}] if loc else [])
+    return torch.optim.Adam(groups, weight_decay=weight_decay)
+
+
+def cosine_decay(total_steps: int) -> Callable[[int], float]:
+    """The rate multiplier at step ``it`` (0-based) of ``total_steps``: cosine from 1 down to 0.01."""
+    return lambda it: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(it, total_steps) / total_steps))
+
+
+def minibatches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """``steps`` index tensors of ``batch_size`` into ``n`` items, from a permutation drawn with ``generator``
+    and redrawn when too few items are left for a whole batch."""
+    order, cursor = torch.randperm(n, generator=generator), 0
+    for _ in range(steps):
+        if cursor + batch_size > n:
+            order, cursor = torch.randperm(n, generator=generator), 0
+        yield order[cursor:cursor + batch_size]
+        cursor += batch_size
+
+
+def cross_entropy_loss(model: nn.Module, images: torch.Tensor,
+                       labels: torch.Tensor) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """The loss function of the loop's step: batch indices -> ``{"loss": cross-entropy}``."""
+    return lambda idx: {"loss": F.cross_entropy(model(images[idx]), labels[idx])}
 
 
 def train_classifier(
@@ -49,45 +87,32 @@ def train_classifier(
 ) -> TrainResult:
     """Train ``model`` (``[B, C, H, W] -> logits [B, K]``) on ``images`` ``[N, C, H, W]``, ``labels`` int64 ``[N]``.
 
-    ``steps`` mini-batches of ``batch_size``, reshuffled (seeded) each epoch; the learning rate
-    decays by cosine to 1% at the end. Stops early after ``max_seconds``. Parameters returned by
-    ``model.localisation_parameters()`` (when it has that method) train at ``lr * loc_lr_scale``.
+    ``steps`` mini-batches of ``batch_size`` (:func:`minibatches`, seeded), the learning rate decaying by
+    cosine to 1% at the end; stops early after ``max_seconds``. ``on_step(step, loss)`` with the 0-based
+    step. Runs :class:`visionkit.engine.loop.TrainingLoop` for one epoch, writing nothing.
     """
+    from visionkit.engine.loop import TrainingLoop, make_step
+
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
     if len(images) != len(labels) or len(images) == 0:
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     torch.manual_seed(seed)
-    loc = list(getattr(model, "localisation_parameters", list)())
-    loc_ids = {id(p) for p in loc}
-    rest = [p for p in model.parameters() if id(p) not in loc_ids]
-    groups = [{"params": rest, "lr": lr}] + ([{"params": loc, "lr": lr * loc_lr_scale}] if loc else [])
-    opt = torch.optim.Adam(groups, weight_decay=weight_decay)
-    base = [g["lr"] for g in opt.param_groups]
+    optimizer = classifier_optimizer(model, lr=lr, loc_lr_scale=loc_lr_scale, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_decay(steps))
     gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(images), generator=gen)
-    cursor = 0
-    result = TrainResult()
-    start = time.perf_counter()
-    model.train()
-    for step in range(steps):
-        if cursor + batch_size > len(images):
-            order, cursor = torch.randperm(len(images), generator=gen), 0
-        idx = order[cursor:cursor + batch_size]
-        cursor += batch_size
-        scale = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / steps))
-        for g, b in zip(opt.param_groups, base, strict=True):
-            g["lr"] = b * scale
-        loss = F.cross_entropy(model(images[idx]), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        result.losses.append(float(loss.detach()))
-        result.steps = step + 1
+    result, start = TrainResult(), time.perf_counter()
+
+    def record(epoch: int, step: int, losses: dict[str, float]) -> bool:
+        result.losses.append(losses["loss"])
+        result.steps = step
         if on_step is not None:
-            on_step(step, result.losses[-1])
-        if max_seconds is not None and time.perf_counter() - start > max_seconds:
-            break
+            on_step(step - 1, losses["loss"])
+        return max_seconds is not None and time.perf_counter() - start > max_seconds
+
+    TrainingLoop(model=model, optimizer=optimizer, scheduler=scheduler, epochs=1, max_steps=steps, seed=seed,
+                 step=make_step(cross_entropy_loss(model, images, labels), optimizer, scheduler=scheduler),
+                 batches=lambda epoch: minibatches(len(images), batch_size, steps, gen), on_step=record).run()
     result.seconds = time.perf_counter() - start
     model.eval()
     return result

@@ -286,12 +286,16 @@ class TrainingLoop:
 
     def resume(self, checkpoint: str | os.PathLike[str] | Mapping[str, Any], *, load_model: bool = True) -> int:
         """Continue from a ``last.pt`` (a path or the loaded checkpoint): optimizer, scheduler, RNG state,
-        rows and best values (and, with ``load_model``, the weights, strictly). Returns the completed epochs."""
+        rows and best values (and, with ``load_model``, the weights, strictly: a checkpoint of another model
+        is a one-line :class:`~visionkit.errors.WeightsError`). Returns the number of completed epochs."""
         from visionkit.engine.checkpoint import load_training_checkpoint, set_rng_state
+        from visionkit.weights import load_weights
 
         ckpt = checkpoint if isinstance(checkpoint, Mapping) else load_training_checkpoint(checkpoint)
-        if load_model:
+        if load_model and isinstance(checkpoint, Mapping):
             self.module.load_state_dict(ckpt["model"])
+        elif load_model:
+            load_weights(self.module, checkpoint)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt.get("scheduler"):
             self.scheduler.load_state_dict(ckpt["scheduler"])
