@@ -1,7 +1,7 @@
 """The ``visionkit`` command line (Typer): a thin shell over the Python API (:mod:`visionkit.api`).
 
 One module per command group: :mod:`.run` (detect, propose), :mod:`.train`, :mod:`.eval`, :mod:`.heads`
-(classify, caption), :mod:`.data`, :mod:`.plugins` (plugins, config show), :mod:`.info` (version);
+(classify, caption), :mod:`.data`, :mod:`.plugins` (plugins, config show), :mod:`.info` (version), :mod:`.bench`;
 :mod:`.common` holds what they share. No CLI module imports a plugin, and ``visionkit --help`` imports no torch.
 
 Errors from visionkit become one line on stderr and exit code 2 (usage/config) or 1 (runtime);
@@ -17,6 +17,7 @@ from typing import Any
 import typer
 
 from visionkit.cli import common
+from visionkit.cli.bench import bench_cmd
 from visionkit.cli.data import data_app
 from visionkit.cli.eval import eval_app
 from visionkit.cli.heads import caption, classify
@@ -68,6 +69,7 @@ app.command("classify")(classify)
 app.command("caption")(caption)
 app.command("plugins")(plugins_cmd)
 app.command("version")(version_cmd)
+app.command("bench")(bench_cmd)
 app.add_typer(config_app, name="config")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
