@@ -12,19 +12,19 @@ builds the model through the registry, and trains it with teacher forcing (see
 Not used here: ``augment``, ``amp``, ``workers``, ``eval_batch_size``, ``max_side``,
 ``half_checkpoints`` (one process, CPU or one GPU, no augmentation; images are decoded once).
 
-After each epoch, with ``--val-dataset``, it decodes the validation images greedily and scores
-BLEU-1..4 and CIDEr-D (:func:`visionkit.captions.evaluate_captions`); ``best.pt`` is the epoch with
-the best CIDEr-D (the last epoch without a validation set). ``last.pt`` also stores the optimiser
-state, the epoch and the metric rows, so ``--resume last.pt`` continues the run (not bit-exact:
-the data order of each epoch is reseeded from ``(seed, epoch)``, the dropout RNG is not restored).
+Training runs the engine's loop (:class:`visionkit.engine.loop.TrainingLoop`): epochs 1..N, the
+pairs of each epoch in an order drawn from ``(seed, epoch)``. After each epoch, with
+``--val-dataset``, it decodes the validation images greedily and scores BLEU-1..4 and CIDEr-D
+(:func:`visionkit.captions.evaluate_captions`); ``best.pt`` is the epoch with the best CIDEr-D (the
+lowest training loss without a validation set). ``last.pt`` stores the optimiser, schedule and RNG
+state, the epoch and the metric rows, so ``--resume last.pt`` continues the run to the same weights.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,18 +114,21 @@ def _build(config: Mapping[str, Any], host: Any) -> Captioner:
 def fit(request: Any, host: Any) -> Any:
     """Train the captioning head as ``visionkit train`` asks (see :class:`visionkit.components.TrainRequest`).
 
-    Returns :class:`visionkit.engine.train.TrainResult` (``best_ap`` holds the best validation CIDEr-D).
+    Runs :class:`visionkit.engine.loop.TrainingLoop`; returns :class:`visionkit.engine.loop.TrainResult`
+    (``best_ap`` holds the best validation CIDEr-D).
     """
-    from visionkit.engine.metrics import MetricsLog
-    from visionkit.engine.train import TrainingError, TrainResult, lr_lambda, seed_everything
-    from visionkit.weights import read_checkpoint, save_checkpoint
+    from visionkit.engine.loop import torch_settings
 
-    start_time = time.perf_counter()
-    options = request.options
-    log = request.log
-    out_dir = Path(request.out_dir)
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
+    with torch_settings(threads=request.options.threads):  # encoding the images up front too
+        return _fit(request, host)
+
+
+def _fit(request: Any, host: Any) -> Any:
+    from visionkit.engine.checkpoint import load_training_checkpoint
+    from visionkit.engine.loop import CheckpointPolicy, Evaluation, TrainingLoop, make_step, seed_everything
+    from visionkit.engine.train import lr_lambda
+
+    options, log, out_dir, dev = request.options, request.log, Path(request.out_dir), request.device
     config = dict(request.config)
     head = component_section(config.get("head"))
     if head is None:
@@ -134,10 +137,9 @@ def fit(request: Any, host: Any) -> Any:
 
     resume_state: dict[str, Any] | None = None
     if request.resume is not None:
-        resume_state = read_checkpoint(request.resume)
-        stored = resume_state.get("config") or {}
-        stored_head = component_section(stored.get("head"))
-        if stored_head is None or "epoch" not in resume_state:
+        resume_state = load_training_checkpoint(request.resume)
+        stored_head = component_section((resume_state.get("config") or {}).get("head"))
+        if stored_head is None:
             raise InputError(f"--resume {request.resume}: not a last.pt written by visionkit train for the "
                              "captioning head")
         vocabulary = list(stored_head[1].get("vocabulary") or [])
@@ -159,7 +161,7 @@ def fit(request: Any, host: Any) -> Any:
     if resume_state is not None:  # every weight comes from the checkpoint: no backbone download
         build_config["backbone"] = stored_config["backbone"]
     seed_everything(options.seed)
-    model = _build(build_config, host).to(request.device)
+    model = _build(build_config, host).to(dev)
     train_data = load_caption_images(train_ds, vocab, size=params.input_size, max_length=params.max_length)
     for line in train_data.skipped:
         log(f"skipped: {line}")
@@ -173,77 +175,41 @@ def fit(request: Any, host: Any) -> Any:
     val_cached = (encode_all(model, val_data.images) if params.freeze_encoder and val_data is not None else None)
 
     optimizer = _optimizer(model, options)
-    steps_per_epoch = max(1, math.ceil(len(train_data.pairs) / options.batch_size))
+    pairs, size = train_data.pairs, options.batch_size
+    steps_per_epoch = max(1, math.ceil(len(pairs) / size))
     if options.max_steps is not None:
         steps_per_epoch = min(steps_per_epoch, options.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(options, steps_per_epoch))
-    metrics = MetricsLog(out_dir)
-    first_epoch = 0
-    best_score: float | None = None
-    if resume_state is not None:
-        from visionkit.weights import load_weights
 
-        load_weights(model, str(request.resume))
-        optimizer.load_state_dict(resume_state["optimizer"])
-        first_epoch = int(resume_state["epoch"]) + 1
-        metrics = MetricsLog(out_dir, list(resume_state.get("rows") or []))
-        best_score = resume_state.get("best_score")
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(options, steps_per_epoch),
-                                                      last_epoch=first_epoch * steps_per_epoch - 1) \
-            if first_epoch > 0 else scheduler
-        log(f"resuming from {request.resume} at epoch {first_epoch + 1}")
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    epochs_run = 0
-    for epoch in range(first_epoch, options.epochs):
-        epoch_start = time.perf_counter()
-        model.train()
-        gen = torch.Generator().manual_seed(options.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(train_data.pairs), generator=gen).tolist()
-        sums: dict[str, float] = {}
-        steps = 0
+    def batches(epoch: int) -> Iterator[list[tuple[int, list[int]]]]:
+        """Caption pairs in an order drawn from ``(seed, epoch)``."""
+        gen = torch.Generator().manual_seed(options.seed * 1_000_003 + epoch - 1)
+        order = torch.randperm(len(pairs), generator=gen).tolist()
         for step in range(steps_per_epoch):
-            chunk = [train_data.pairs[j] for j in order[step * options.batch_size:(step + 1) * options.batch_size]]
+            chunk = [pairs[j] for j in order[step * size:(step + 1) * size]]
             if not chunk:
-                break
-            index = torch.tensor([c[0] for c in chunk])
-            captions = pad_captions([c[1] for c in chunk], vocab.pad_id).to(request.device)
-            if cached is not None:
-                losses = model.loss(cached[index].to(request.device), captions)
-            else:
-                losses = model(model.prepare(list(train_data.images[index])), captions)
-            if not torch.isfinite(losses["loss"]):
-                raise TrainingError(f"captioning: the loss became {float(losses['loss'])} at epoch {epoch + 1}, "
-                                    f"step {step + 1}; lower train.lr or set train.grad_clip")
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            if options.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], options.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
-            steps += 1
-        row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                               **{k: v / max(1, steps) for k, v in sums.items()}}
-        score: float | None = None
-        if val_data is not None:
-            scores, _ = evaluate_model(model, val_data, features=val_cached)
-            row.update(scores)
-            score = scores["CIDEr-D"]
-        row["seconds"] = round(time.perf_counter() - epoch_start, 2)
-        metrics.add(row)
-        is_best = score is None or best_score is None or score > best_score
-        if score is not None and is_best:
-            best_score = score
-        extra = {"epoch": epoch, "optimizer": optimizer.state_dict(), "rows": metrics.rows,
-                 "best_score": best_score}
-        save_checkpoint(last_path, model, class_names={}, config=stored_config, **extra)
-        if is_best:
-            save_checkpoint(best_path, model, class_names={}, config=stored_config, epoch=epoch)
-        metrics.write(plot=False)
-        epochs_run += 1
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("loss", "BLEU-4", "CIDEr")))
-        log(f"epoch {epoch + 1}/{options.epochs}: {shown} ({row['seconds']:.1f} s)")
-    return TrainResult(out_dir=out_dir, last=last_path if last_path.exists() else None,
-                       best=best_path if best_path.exists() else None, rows=metrics.rows, best_ap=best_score,
-                       seconds=time.perf_counter() - start_time, epochs_run=epochs_run)
+                return
+            yield chunk
+
+    def losses(chunk: list[tuple[int, list[int]]]) -> dict[str, torch.Tensor]:
+        index = torch.tensor([c[0] for c in chunk])
+        captions = pad_captions([c[1] for c in chunk], vocab.pad_id).to(dev)
+        if cached is not None:
+            return model.loss(cached[index].to(dev), captions)
+        return model(model.prepare(list(train_data.images[index])), captions)
+
+    evaluation = None
+    if val_data is not None:
+        evaluation = Evaluation(lambda m: evaluate_model(m, val_data, features=val_cached)[0], metric="CIDEr-D",
+                                shown=("BLEU-4", "CIDEr-D"))
+    loop = TrainingLoop(
+        model=model, optimizer=optimizer, scheduler=scheduler, epochs=options.epochs, max_steps=steps_per_epoch,
+        step=make_step(losses, optimizer, scheduler=scheduler, grad_clip=options.grad_clip),
+        batches=batches, evaluation=evaluation, seed=options.seed, deterministic=options.deterministic,
+        checkpoint=CheckpointPolicy(out_dir, {}, stored_config, train=options.to_dict()),
+        batch_items=len, log=log, progress=request.progress,
+    )
+    if resume_state is not None:
+        done = loop.resume(request.resume)
+        log(f"resuming from {request.resume} at epoch {done + 1}")
+    return loop.run()
