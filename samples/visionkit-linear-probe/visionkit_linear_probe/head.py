@@ -1,5 +1,8 @@
 """The ``linear-probe`` head: backbone -> global average pooling -> linear layer (a
-:class:`visionkit.components.Classifier`)."""
+:class:`visionkit.components.Classifier`). The pooled features are standardised by a batch norm without
+affine parameters before the linear layer, as in MAE's linear probing (He et al. 2021, appendix A.2): the
+scale of a frozen backbone's features then does not decide how fast the probe learns (``momentum=None``: the
+statistics used at inference are the plain average over every training batch)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ class LinearProbe(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, input_size: int) -> None:
         super().__init__()
         self.backbone, self.input_size = backbone, input_size
+        self.norm = nn.BatchNorm1d(backbone.out_channels, affine=False, momentum=None)
         self.fc = nn.Linear(backbone.out_channels, num_classes)
 
     def prepare(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -35,7 +39,7 @@ class LinearProbe(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.backbone(x)
         last = maps[self.backbone.feature_names[-1]]
-        return self.fc(last.mean(dim=(2, 3)))
+        return self.fc(self.norm(last.mean(dim=(2, 3))))
 
     def classify(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """Class probabilities ``[B, K]`` of ``uint8`` images of any size."""

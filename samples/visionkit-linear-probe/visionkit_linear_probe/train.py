@@ -1,14 +1,16 @@
 """What ``visionkit train`` calls for the ``linear-probe`` head (a :class:`visionkit.components.Trainer`).
 
 Reads an ImageFolder (``root/<class>/<image>``; the class names are the sorted folder names), builds the
-model from the request's config through the host, trains the linear layer (and any backbone parameter
-that is not frozen) with AdamW, and writes ``last.pt``/``best.pt`` (visionkit checkpoints whose config
-rebuilds the model with ``--weights``) and ``metrics.json`` under ``request.out_dir``.
+model from the request's config through the host, and hands the engine's one training loop
+(:class:`visionkit.engine.loop.TrainingLoop`) its pieces: a step (AdamW on the cross-entropy of a batch),
+the batches of an epoch, an evaluation (validation accuracy picks ``best.pt``) and a checkpoint policy.
+The loop numbers epochs 1..N, writes ``last.pt``/``best.pt`` (visionkit checkpoints whose config rebuilds
+the model with ``--weights``) and ``metrics.csv``/``metrics.json`` under ``request.out_dir``, resumes
+exactly, stops cleanly on Ctrl-C, and leaves torch's thread count as it found it.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,7 @@ import torch
 from torch.nn import functional as F
 
 import visionkit
-from visionkit.atomic import write_json
-from visionkit.engine.train import TrainResult
-from visionkit.weights import save_checkpoint
+from visionkit.engine.loop import CheckpointPolicy, Evaluation, TrainingLoop, TrainResult, make_step
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -45,41 +45,31 @@ def read_folder(root: str) -> tuple[list[torch.Tensor], list[int], list[str]]:
 
 
 def fit(request: Any, host: Any) -> TrainResult:
-    started = time.perf_counter()
+    """Train the probe on the ImageFolder ``request.dataset`` (validated on ``request.val_dataset``)."""
     images, labels, classes = read_folder(request.dataset)
     val = read_folder(request.val_dataset) if request.val_dataset else (images, labels, classes)
-    config = {**request.config, "num_classes": len(classes), "classes": classes}
-    torch.manual_seed(request.options.seed)
+    config, opts = {**request.config, "num_classes": len(classes), "classes": classes}, request.options
+    torch.manual_seed(opts.seed)
     model, _ = visionkit.build_model(config, host=host)
-    model.to(request.device).train()
-    names = dict(enumerate(classes))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=request.options.lr)
+    model.to(request.device)
     x, y = model.prepare(images), torch.tensor(labels, device=request.device)
     vx, vy = model.prepare(val[0]), torch.tensor(val[1], device=request.device)
-    rows: list[dict[str, Any]] = []
-    best_acc, out = -1.0, Path(request.out_dir)
-    size = request.options.batch_size
-    for epoch in range(1, request.options.epochs + 1):
-        order = torch.randperm(len(x))
-        losses = []
-        for start in range(0, len(x), size):
-            idx = order[start:start + size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss))
-        with torch.no_grad():
-            model.eval()
-            acc = float((model(vx).argmax(1) == vy).float().mean())
-            model.train()
-        rows.append({"epoch": epoch, "loss": sum(losses) / len(losses), "val_accuracy": acc})
-        request.log(f"epoch {epoch}: loss {rows[-1]['loss']:.4f}, val accuracy {acc:.3f}")
-        save_checkpoint(out / "last.pt", model, class_names=names, config=config, epoch=epoch)
-        if acc > best_acc:
-            best_acc = acc
-            save_checkpoint(out / "best.pt", model, class_names=names, config=config, epoch=epoch)
-        write_json(out / "metrics.json", rows)
-    return TrainResult(out_dir=out, last=out / "last.pt", best=out / "best.pt", rows=rows, best_ap=best_acc,
-                       seconds=time.perf_counter() - started, epochs_run=len(rows))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=opts.lr)
+
+    @torch.no_grad()
+    def accuracy(m: torch.nn.Module) -> dict[str, float]:
+        m.eval()  # the loop puts the model back in train mode
+        return {"val_accuracy": float((m(vx).argmax(1) == vy).float().mean())}
+
+    loop = TrainingLoop(
+        model=model, optimizer=optimizer, epochs=opts.epochs, max_steps=opts.max_steps, seed=opts.seed,
+        threads=opts.threads, log=request.log, progress=request.progress,
+        step=make_step(lambda idx: {"loss": F.cross_entropy(model(x[idx]), y[idx])}, optimizer),
+        # the loop reseeds torch from (seed, epoch) before asking, so this order is reproducible
+        batches=lambda epoch: torch.randperm(len(x)).split(opts.batch_size),
+        evaluation=Evaluation(accuracy, metric="val_accuracy", higher_is_better=True),
+        checkpoint=CheckpointPolicy(Path(request.out_dir), dict(enumerate(classes)), config),
+    )
+    if request.resume is not None:
+        loop.resume(request.resume)
+    return loop.run()
