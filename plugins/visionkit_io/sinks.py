@@ -26,12 +26,13 @@ import cv2
 import numpy as np
 
 from visionkit.atomic import write_bytes, write_json
+from visionkit.errors import InputError
 from visionkit.imageio import to_bgr_numpy
 from visionkit.types import Detections, Frame, Proposals
 from visionkit_io.draw import draw_bgr
 
 __all__ = [
-    "DrawParams", "AnnotatedImagesParams", "AnnotatedImagesSink", "CocoJsonParams", "CocoJsonSink",
+    "DrawParams", "AnnotatedImagesParams", "AnnotatedImagesSink", "CocoJsonParams", "CocoJsonSink", "ImageIds",
     "JsonlParams", "JsonlSink", "ProposalsJsonParams", "ProposalsJsonSink", "OutputNames",
 ]
 
@@ -156,30 +157,113 @@ class AnnotatedImagesSink:
 
 @dataclass(frozen=True)
 class CocoJsonParams:
-    """``filename`` in the output folder."""
+    """``filename`` in the output folder; ``annotations``: a dataset (COCO JSON, VOC folder, YOLO folder or YAML)
+    whose image ids the results use, matched by file name (see :class:`CocoJsonSink`)."""
 
     filename: str = "coco_results.json"
+    annotations: str | None = None
 
     def __post_init__(self) -> None:
         _check_filename(self.filename)
+        if self.annotations is not None and not Path(self.annotations).expanduser().exists():
+            raise ValueError(f"annotations: {self.annotations} not found; give the ground-truth dataset whose "
+                             "image ids the results should use (COCO JSON, VOC folder, YOLO folder or YAML)")
+
+
+_NUMBER = re.compile(r"(\d+)$")
+
+
+class ImageIds:
+    """The COCO ``image_id`` of each frame, matching the dataset the images come from.
+
+    In order: (1) the source's ``meta.extra["image_id"]`` (dataset sources set it); (2) with an
+    ``annotations`` dataset, the id it gives that file (matched by path under its image folder, then base
+    name, then stem); (3) a still image whose file stem is a number or ends in one, that number
+    (``000000397133.jpg`` -> 397133, ``COCO_val2014_000000397133.jpg`` -> 397133, ``raccoon-57.jpg`` -> 57):
+    visionkit's COCO, VOC and YOLO readers give number-named files their number too; (4) otherwise (video
+    frames, cameras, names without a number) the frame's position in the run (0, 1, ...). VOC/YOLO sets whose
+    names are not numbers are numbered by position in the whole dataset, which a file name cannot tell: give
+    ``annotations`` for them. Two frames getting the same id is an error naming both.
+    """
+
+    def __init__(self, annotations: str | None = None) -> None:
+        self.annotations = annotations
+        self._by_name: dict[str, int] | None = None
+        self._root: Path | None = None
+        self._owner: dict[Any, tuple[str, int | None]] = {}
+
+    def __call__(self, frame: Frame) -> Any:
+        meta = frame.meta
+        image_id = self._find(frame)
+        key = (meta.source, meta.frame_index)
+        owner = self._owner.setdefault(image_id, key)
+        if owner != key:
+            what = f"{owner[0]}" + (f" frame {owner[1]}" if owner[1] is not None else "")
+            raise InputError(f"coco-json: image id {image_id} of {meta.source} is already the id of {what}; give "
+                             "the ground truth's ids with --set 'sinks.coco-json={annotations: DATASET}'")
+        return image_id
+
+    def _find(self, frame: Frame) -> Any:
+        meta = frame.meta
+        if "image_id" in meta.extra:
+            return _plain(meta.extra["image_id"])
+        if self.annotations is not None:
+            return self._from_annotations(meta.source)
+        if meta.frame_index is None and "://" not in meta.source and not meta.source.isdigit():
+            found = _NUMBER.search(Path(meta.source).stem)
+            if found:
+                return int(found[1])
+        return meta.index
+
+    def _from_annotations(self, source: str) -> int:
+        if self._by_name is None:
+            self._load()
+        assert self._by_name is not None
+        path = Path(source)
+        keys = [path.name, path.stem]
+        if self._root is not None:
+            with contextlib.suppress(ValueError, OSError):
+                keys.insert(0, path.resolve().relative_to(self._root).as_posix())
+        for key in keys:
+            if key in self._by_name:
+                return self._by_name[key]
+        raise InputError(f"coco-json: {source} is not an image of {self.annotations} (no image id for it); run on "
+                         "that dataset's images or give the annotations that list this one")
+
+    def _load(self) -> None:
+        from visionkit.data import load_dataset
+
+        ds = load_dataset(str(Path(self.annotations or "").expanduser()))
+        self._root = Path(ds.image_root).resolve() if ds.image_root is not None else None
+        by_name: dict[str, int] = {}
+        ambiguous: set[str] = set()
+        for rec in ds.images:
+            by_name[rec.file_name] = rec.image_id
+            for key in (Path(rec.file_name).name, Path(rec.file_name).stem):
+                if key in by_name and by_name[key] != rec.image_id:
+                    ambiguous.add(key)
+                by_name.setdefault(key, rec.image_id)
+        for key in ambiguous - {rec.file_name for rec in ds.images}:
+            del by_name[key]  # two images share this base name: only their full relative paths match
+        self._by_name = by_name
 
 
 class CocoJsonSink:
     """COCO results: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``, written at close.
 
-    ``image_id`` is ``frame.meta.extra["image_id"]`` when the source sets it (datasets do),
-    else the frame's run index. Proposals are written class-agnostic with ``category_id`` 1.
-    Coordinates are rounded to 0.01 px and scores to 1e-5.
+    ``image_id`` follows the images' dataset (see :class:`ImageIds`). Proposals are written class-agnostic with
+    ``category_id`` 1. Coordinates are rounded to 0.01 px and scores to 1e-5.
     """
 
     def __init__(self, params: CocoJsonParams | None = None, *, out_dir: Path,
                  class_names: Mapping[int, str] | None = None) -> None:
         self.params = params or CocoJsonParams()
         self.path = Path(out_dir) / self.params.filename
+        self.image_ids = ImageIds(self.params.annotations)
         self.results: list[dict[str, Any]] = []
 
     def write(self, frame: Frame, result: Detections | Proposals) -> None:
-        image_id = _plain(frame.meta.extra.get("image_id", frame.meta.index))
+        image_id = self.image_ids(frame)
         boxes = result.boxes.detach().cpu().tolist()
         scores = result.scores.detach().cpu().tolist()
         labels = result.labels.detach().cpu().tolist() if isinstance(result, Detections) else [1] * len(boxes)

@@ -19,9 +19,11 @@ entry missing ``image_id``/``category_id``/    :class:`InputError`
 ``score``/``bbox`` (``segmentation`` for segm)
 unknown ``category_id``                        :class:`InputError` (a label-mapping bug would
                                                silently give a wrong AP; hints at 80->91)
-``image_id`` not in the ground truth           dropped with a warning (evaluating on a subset
-                                               of images is legitimate); :class:`InputError`
-                                               when *no* prediction matches a GT image
+``image_id`` not in the ground truth           dropped with a warning with counts (evaluating
+                                               on a subset of images is legitimate);
+                                               :class:`InputError` naming both files and the
+                                               fix when *no* prediction matches a GT image
+                                               (:func:`check_image_overlap`, shared with VOC)
 NaN / infinite score or box coordinate         :class:`InputError` (the model output is broken)
 negative box width or height                   :class:`InputError` (likely xyxy passed as xywh)
 empty predictions (``[]``)                     evaluated: every AP/AR is 0, with a warning
@@ -43,7 +45,7 @@ import copy
 import io
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -55,7 +57,7 @@ from visionkit.errors import InputError, UsageError
 
 __all__ = [
     "STAT_NAMES", "STAT_LABELS", "CocoEvalResult", "evaluate_coco", "load_predictions", "detections_to_coco",
-    "format_summary",
+    "format_summary", "check_image_overlap",
 ]
 
 IouType = Literal["bbox", "segm"]
@@ -243,6 +245,38 @@ def load_predictions(predictions: Any) -> tuple[list[Any], str, list[str]]:
     return predictions, name, warnings
 
 
+def _some(ids: Any, n: int = 3) -> str:
+    values = list(set(ids))
+    try:
+        values.sort()
+    except TypeError:
+        values.sort(key=str)
+    return ", ".join(repr(v) for v in values[:n]) + (", ..." if len(values) > n else "")
+
+
+def check_image_overlap(pred_ids: Sequence[Any], gt_ids: Collection[Any], pred_name: str, gt_name: str
+                        ) -> list[str]:
+    """Predictions and ground truth must share image ids (``pred_ids``: the image id of every prediction).
+
+    None shared: :class:`InputError` naming both and the fix (the results were numbered for other images,
+    e.g. by position in a run). Some predictions on other ids: a warning with counts (they are dropped)."""
+    gt_ids = set(gt_ids)
+    unknown = [i for i in pred_ids if i not in gt_ids]
+    if not unknown:
+        return []
+    named = gt_name not in ("", "ground truth", "dataset")
+    gt = f"the ground truth {gt_name}" if named else "the ground truth"
+    if len(unknown) == len(pred_ids):
+        raise InputError(f"{pred_name}: none of the {len(pred_ids)} predictions has an image_id of {gt} "
+                         f"(predictions: {_some(unknown)}; ground truth: {_some(gt_ids)}); write the "
+                         "predictions with the ground truth's image ids, e.g. visionkit detect ... --set "
+                         f"'sinks.coco-json={{annotations: {gt_name if named else 'DATASET'}}}'")
+    shared = set(pred_ids) & gt_ids
+    return [f"{pred_name}: dropped {len(unknown)} predictions on {len(set(unknown))} image id(s) not in {gt} "
+            f"(e.g. {_some(unknown, 1)}); the other {len(pred_ids) - len(unknown)} are on {len(shared)} of its "
+            f"{len(gt_ids)} images"]
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -269,7 +303,7 @@ class _Bad:
         raise InputError(f"{self.name}: predictions[{index}]: {message}{extra}{hint if kind == 'category' else ''}")
 
 
-def _validate(preds: list[Any], name: str, gt: dict[str, Any], iou_type: str
+def _validate(preds: list[Any], name: str, gt: dict[str, Any], iou_type: str, gt_name: str = "ground truth"
               ) -> tuple[list[dict[str, Any]], list[str], int]:
     """Check every prediction (see the module docstring); returns (kept, warnings, dropped)."""
     image_sizes = {img["id"]: (img.get("height"), img.get("width")) for img in gt["images"]}
@@ -330,14 +364,7 @@ def _validate(preds: list[Any], name: str, gt: dict[str, Any], iou_type: str
         if ids and all(isinstance(c, int) and 0 <= c < 80 for c in ids) and len(cat_ids) == 80:
             cat_hint = "; are these YOLO/contiguous ids 0..79? map them with visionkit.data.categories.COCO80_TO_91"
     bad.raise_first(cat_hint)
-    warnings = []
-    if unknown_images:
-        if not kept:
-            raise InputError(f"{name}: none of the {len(unknown_images)} predictions has an image_id of the ground "
-                             f"truth (e.g. {unknown_images[0]!r}); are the image ids from another dataset?")
-        distinct = sorted(set(unknown_images), key=str)
-        warnings.append(f"{name}: dropped {len(unknown_images)} predictions on {len(distinct)} image id(s) not in "
-                        f"the ground truth (e.g. {distinct[0]!r})")
+    warnings = check_image_overlap([p["image_id"] for p in kept] + unknown_images, image_sizes, name, gt_name)
     if not preds:
         warnings.append(f"{name}: no predictions; every AP and AR is 0")
     return kept, warnings, len(unknown_images)
@@ -409,7 +436,7 @@ def evaluate_coco(gt: Any, predictions: Any, iou_type: IouType = "bbox", out_dir
         raise InputError(f"{gt_name}: iou_type 'segm' needs a 'segmentation' on every GT annotation")
     preds, pred_name, pred_warnings = load_predictions(predictions)
     warnings += pred_warnings
-    kept, more_warnings, dropped = _validate(preds, pred_name, data, iou_type)
+    kept, more_warnings, dropped = _validate(preds, pred_name, data, iou_type, gt_name)
     warnings += more_warnings
 
     buf = io.StringIO()

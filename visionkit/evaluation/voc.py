@@ -130,6 +130,7 @@ class VocResult:
     method: str
     plus_one: bool
     per_class: list[VocClassResult]
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def mAP(self) -> float:
@@ -141,16 +142,17 @@ class VocResult:
             "iou_threshold": self.iou_threshold, "method": self.method, "plus_one": self.plus_one, "mAP": self.mAP,
             "per_class": [{"id": c.category_id, "name": c.name, "AP": c.ap, "num_gt": c.num_gt,
                            "num_predictions": c.num_predictions, "num_tp": c.num_tp} for c in self.per_class],
+            "warnings": list(self.warnings),
         }
 
 
-def _gt_from(gt: Any) -> tuple[dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]], dict[int, str]]:
-    """``{image_id: (boxes xyxy, labels, difficult)}`` and class names from a dataset or a mapping."""
+def _gt_from(gt: Any) -> tuple[dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]], dict[int, str], str]:
+    """``{image_id: (boxes xyxy, labels, difficult)}``, class names and a name for messages."""
     from visionkit.data.dataset import DetectionDataset
 
     if isinstance(gt, DetectionDataset):
         out = {r.image_id: (r.boxes.double().numpy(), r.labels.numpy(), r.difficult.numpy()) for r in gt.images}
-        return out, dict(gt.classes)
+        return out, dict(gt.classes), gt.source or "ground truth"
     if isinstance(gt, Mapping):
         out = {}
         for k, v in gt.items():
@@ -159,7 +161,7 @@ def _gt_from(gt: Any) -> tuple[dict[Any, tuple[np.ndarray, np.ndarray, np.ndarra
             diff = np.asarray(v.get("difficult", np.zeros(len(boxes))), dtype=bool)
             out[k] = (boxes, labels, diff)
         labels_all = sorted({int(x) for b in out.values() for x in b[1]})
-        return out, {c: str(c) for c in labels_all}
+        return out, {c: str(c) for c in labels_all}, "ground truth"
     raise UsageError(f"VOC ground truth must be a DetectionDataset or {{image_id: {{boxes, labels}}}}, "
                      f"got {type(gt).__name__}")
 
@@ -172,14 +174,20 @@ def evaluate_voc(gt: Any, predictions: Any, iou_threshold: float = 0.5, method: 
     ``{image_id: {"boxes": [N, 4] xyxy, "labels": [N], "difficult": [N]}}``.
     ``predictions``: ``{image_id: Detections}`` (xyxy), a COCO results list/JSON path
     (``bbox`` xywh, converted to xyxy), or ``{image_id: {"boxes", "scores", "labels"}}``.
-    Predictions on images not in ``gt`` are false positives.
+    Predictions and ``gt`` must share image ids, as for :func:`visionkit.evaluation.coco.evaluate_coco`: none
+    shared raises :class:`InputError` (naming both and the fix); predictions on images not in ``gt`` are dropped
+    with a warning with counts (in ``warnings``).
     """
     if not 0.0 <= iou_threshold < 1.0:
         raise UsageError(f"iou_threshold must be in [0, 1), got {iou_threshold}")
     if method not in ("all-point", "11-point"):
         raise UsageError(f"VOC AP method must be 'all-point' or '11-point', got {method!r}")
-    gts, names = _gt_from(gt)
-    dets = _predictions(predictions)
+    from visionkit.evaluation.coco import check_image_overlap
+
+    gts, names, gt_name = _gt_from(gt)
+    dets, pred_name = _predictions(predictions)
+    warnings = check_image_overlap([d[0] for d in dets], gts, pred_name, gt_name)
+    dets = [d for d in dets if d[0] in gts]
     per_class = []
     for cid in sorted(set(names) | {d[1] for d in dets}):
         g = {k: v[0][v[1] == cid] for k, v in gts.items()}
@@ -192,11 +200,11 @@ def evaluate_voc(gt: Any, predictions: Any, iou_threshold: float = 0.5, method: 
         ap = voc_ap(rec, prec, method) if npos else None
         per_class.append(VocClassResult(cid, names.get(cid, str(cid)), ap, npos, len(cls_dets), int(tp.sum()),
                                         rec, prec))
-    return VocResult(iou_threshold, method, plus_one, per_class)
+    return VocResult(iou_threshold, method, plus_one, per_class, warnings)
 
 
-def _predictions(predictions: Any) -> list[tuple[Any, int, float, list[float]]]:
-    """Predictions as ``(image_id, category_id, score, xyxy)`` tuples in input order."""
+def _predictions(predictions: Any) -> tuple[list[tuple[Any, int, float, list[float]]], str]:
+    """Predictions as ``(image_id, category_id, score, xyxy)`` tuples in input order, and a name for messages."""
     if isinstance(predictions, Mapping) and predictions and all(
             isinstance(v, Mapping) and "boxes" in v for v in predictions.values()):
         out = []
@@ -205,7 +213,7 @@ def _predictions(predictions: Any) -> list[tuple[Any, int, float, list[float]]]:
             scores = np.asarray(v["scores"], dtype=np.float64)
             labels = np.asarray(v.get("labels", np.ones(len(boxes))), dtype=np.int64)
             out.extend((k, int(c), float(s), b.tolist()) for b, s, c in zip(boxes, scores, labels, strict=True))
-        return out
+        return out, "predictions"
     from visionkit.evaluation.coco import load_predictions
 
     preds, name, _ = load_predictions(predictions if not isinstance(predictions, os.PathLike) else str(predictions))
@@ -219,4 +227,4 @@ def _predictions(predictions: Any) -> list[tuple[Any, int, float, list[float]]]:
                              ) from None
         if not np.isfinite(out[-1][2]):
             raise InputError(f"{name}: predictions[{i}]: score must be a finite number, got {p['score']!r}")
-    return out
+    return out, name
