@@ -81,3 +81,34 @@ def test_shipped_configs_resolve_with_every_component(path, host):
     cfg = resolve_config(load_config(path))
     full = expand_components(cfg, host)
     assert set(full) == set(DEFAULT_CONFIG)
+
+
+@pytest.mark.parametrize(("value", "ok"), [(0, True), (0.3, True), (1.0, True), (5.0, False), (-0.1, False),
+                                           (float("nan"), False), (float("inf"), False)])
+def test_score_threshold_in_a_config_gets_the_flags_range(value, ok):
+    if ok:
+        assert resolve_config({"score_threshold": value})["score_threshold"] == value
+    else:
+        with pytest.raises(ConfigError, match=r"'score_threshold' must be in \[0, 1\]"):
+            resolve_config({"score_threshold": value})
+
+
+def test_num_classes_must_be_positive():
+    with pytest.raises(ConfigError, match="'num_classes' must be >= 1"):
+        resolve_config({"num_classes": 0})
+
+
+def test_detect_refuses_a_config_threshold_the_flag_refuses(cli, tmp_path):
+    """The issue's case: ``score_threshold: 5.0`` in a file used to drop every detection without a word."""
+    from tests.conftest import ROOT
+
+    config = tmp_path / "strict.yaml"
+    config.write_text("score_threshold: 5.0\n")
+    image = ROOT / "samples" / "images" / "raccoon-57.jpg"
+    result = cli("detect", image, "--config", config, "--weights", "none", "--out", tmp_path / "out", "--quiet")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: config: 'score_threshold' must be in [0, 1] (scores are probabilities, "
+                                     "as for --score-threshold), got 5.0")
+    assert not (tmp_path / "out").exists()
+    flag = cli("detect", image, "--score-threshold", "5", "--weights", "none", "--out", tmp_path / "out")
+    assert flag.exit_code == 2

@@ -25,6 +25,7 @@ component, the key and the valid keys.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,9 @@ def apply_overrides(config: Mapping[str, Any], sets: Iterable[str]) -> dict[str,
 
 
 def check_top_level(config: Mapping[str, Any]) -> None:
-    """Reject unknown top-level keys and wrongly typed scalars."""
+    """Reject unknown top-level keys, wrongly typed scalars and values out of range (the ranges the command-line
+    flags enforce: ``batch_size >= 1``, ``score_threshold`` in [0, 1]; ``device`` is checked where it is used,
+    by :func:`visionkit.pipeline.select_device`, for flags and configs alike)."""
     for key, value in config.items():
         if key not in DEFAULT_CONFIG:
             hint = closest(key, TOP_LEVEL_KEYS)
@@ -162,6 +165,12 @@ def check_top_level(config: Mapping[str, Any]) -> None:
         raise ConfigError(f"config: 'precision' must be one of {', '.join(PRECISIONS)}, got {config['precision']!r}")
     if config.get("batch_size") is not None and config["batch_size"] < 1:
         raise ConfigError(f"config: 'batch_size' must be >= 1, got {config['batch_size']}")
+    threshold = config.get("score_threshold")
+    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise ConfigError(f"config: 'score_threshold' must be in [0, 1] (scores are probabilities, as for "
+                          f"--score-threshold), got {threshold!r}")
+    if config.get("num_classes") is not None and config["num_classes"] < 1:
+        raise ConfigError(f"config: 'num_classes' must be >= 1 (background included), got {config['num_classes']}")
 
 
 def component_section(value: Any) -> tuple[str, dict[str, Any]] | None:
