@@ -22,7 +22,7 @@ from typing import IO, Any
 from visionkit.errors import InputError
 
 __all__ = ["atomic_path", "atomic_open", "write_json", "write_bytes", "write_text", "remove_stale_temps",
-           "temp_name_pattern"]
+           "temp_name_pattern", "find_non_finite"]
 
 #: ``.<target>.<pid>.<8 random characters><suffix>``, as :func:`atomic_path` names its temporary files
 temp_name_pattern = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[a-z0-9_]{8}(?P<suffix>(\.[^.]+)?)$")
@@ -64,7 +64,7 @@ def atomic_open(target: str | os.PathLike[str], mode: str = "w", **kwargs: Any) 
 
 def write_json(target: str | os.PathLike[str], data: Any, *, indent: int | None = 2) -> Path:
     """Write ``data`` as strict JSON; a NaN or infinite number raises :class:`InputError` naming the key."""
-    bad = _non_finite(data)
+    bad = find_non_finite(data)
     if bad is not None:
         key, value = bad
         raise InputError(f"{target}: refusing to write {value} at {key}: JSON has no NaN or infinity; "
@@ -75,18 +75,18 @@ def write_json(target: str | os.PathLike[str], data: Any, *, indent: int | None 
     return Path(target)
 
 
-def _non_finite(data: Any, path: str = "") -> tuple[str, float] | None:
+def find_non_finite(data: Any, path: str = "") -> tuple[str, float] | None:
     """The first NaN/infinite float in ``data`` as ``(key path like 'annotations[3].area', value)``."""
     if isinstance(data, float):
         return None if math.isfinite(data) else (path or "the top level", data)
     if isinstance(data, dict):
         for k, v in data.items():
-            found = _non_finite(v, f"{path}.{k}" if path else str(k))
+            found = find_non_finite(v, f"{path}.{k}" if path else str(k))
             if found is not None:
                 return found
     elif isinstance(data, (list, tuple)):
         for i, v in enumerate(data):
-            found = _non_finite(v, f"{path}[{i}]")
+            found = find_non_finite(v, f"{path}[{i}]")
             if found is not None:
                 return found
     return None
