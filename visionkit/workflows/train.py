@@ -2,8 +2,10 @@
 
 A training config is a pipeline config (head, backbone, output_layer, num_classes, classes...) with an
 optional ``train:`` section of :class:`visionkit.engine.train.TrainOptions` (lr, schedule, augment...).
-Detection heads train in the detection engine; a head registered with a ``trainer``
-(:class:`visionkit.components.Trainer`) trains itself on the data it reads.
+Detection heads train in the detection engine (:func:`visionkit.engine.train.train_detector`); a head
+registered with a ``trainer`` (:class:`visionkit.components.Trainer`) reads its own data and trains itself.
+Both run the one training loop, :class:`visionkit.engine.loop.TrainingLoop`, so every head numbers epochs
+1..N, writes ``last.pt``/``best.pt`` the same way and leaves torch's global settings as it found them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from visionkit.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
-    from visionkit.engine.train import TrainResult
+    from visionkit.engine.loop import TrainResult
     from visionkit.plugins import Host
 
 __all__ = ["train", "split_training_config"]
@@ -43,7 +45,7 @@ def train(
     overrides: Sequence[str] = (), host: Host | None = None, progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train any head built from plugins; returns :class:`~visionkit.engine.train.TrainResult` (``out_dir``,
+    """Train any head built from plugins; returns :class:`~visionkit.engine.loop.TrainResult` (``out_dir``,
     ``best``/``last`` checkpoint paths, the metric ``rows``, ``best_ap``, ``epochs_run``).
 
     ``dataset``/``val_dataset``: COCO JSON, VOC or YOLO folder/YAML for detection heads (``split_file``
