@@ -4,6 +4,7 @@ PyAV for images and videos, pycocotools for the COCO results file, json for the 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from visionkit_io.sinks import (
 from visionkit_io.video import VideoParams, VideoSource
 from visionkit_io.video_sink import AnnotatedVideoParams, AnnotatedVideoSink
 
+import visionkit
+from tests.conftest import ROOT
 from tests.conftest import SHARED_DATA as DATA
 from visionkit.plugins import Host
 from visionkit.types import Detections, Frame, FrameMeta, Proposals
@@ -318,3 +321,74 @@ def test_sinks_registered_and_built_from_config(tmp_path):
         host.registry.build("sink", "annotated-video", {"crf": 99}, out_dir=tmp_path, class_names=None)
     with pytest.raises(ConfigError, match="plain file name"):
         host.registry.build("sink", "jsonl", {"filename": "../x.jsonl"}, out_dir=tmp_path, class_names=None)
+
+
+# -- a plugin's sink that fails -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FlakyParams:
+    fail_on: str = "write"  # "write" (the third frame) or "close"
+
+
+class FlakySink:
+    """A third-party sink that breaks: ``RuntimeError`` on its third frame or at close."""
+
+    def __init__(self, params: FlakyParams, *, out_dir: Path, class_names=None) -> None:
+        self.params, self.frames = params, 0
+
+    def write(self, frame: Frame, result) -> None:
+        self.frames += 1
+        if self.params.fail_on == "write" and self.frames == 3:
+            raise RuntimeError("disk quota exceeded\nsecond line")
+
+    def close(self) -> list[Path]:
+        if self.params.fail_on == "close":
+            raise RuntimeError("upload refused")
+        return []
+
+
+class FlakyPlugin:
+    @visionkit.hookimpl
+    def register_sinks(self, register):
+        register("flaky", FlakySink, params=FlakyParams)
+
+
+RACCOONS = [ROOT / "samples" / "images" / n for n in ("raccoon-57.jpg", "raccoon-72.jpg")]
+
+
+@pytest.fixture
+def flaky_host():
+    from visionkit.plugins import Host
+
+    return Host(plugins={"flaky-sinks": FlakyPlugin()}, autoload=False)
+
+
+def test_a_failing_plugin_sink_is_named_and_the_other_outputs_kept(cli, flaky_host, tmp_path):
+    checkpoint = ROOT / "samples" / "checkpoints" / "raccoon_frcnn.pt"
+    images = [*RACCOONS, *RACCOONS]  # four frames: the sink fails on the third
+    out = tmp_path / "out"
+    result = cli("detect", *images, "--config", ROOT / "configs" / "raccoon_faster_rcnn.yaml", "--weights",
+                 checkpoint, "--device", "cpu", "--set", "sinks.flaky={}", "--set", "sinks.coco-json={}", "--out", out,
+                 "--quiet", host=flaky_host)
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: sink 'flaky' (plugin 'flaky-sinks') failed on {RACCOONS[0]}: RuntimeError: disk "
+                           "quota exceeded; the other outputs were kept (")
+    assert str(out / "predictions.jsonl") in line and str(out / "coco_results.json") in line
+    lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) >= 2 and [Path(x["source"]).name for x in lines[:2]] == ["raccoon-57.jpg", "raccoon-72.jpg"]
+    assert isinstance(json.loads((out / "coco_results.json").read_text()), list)
+    assert {"raccoon-57.jpg", "raccoon-72.jpg"} <= {p.name for p in out.iterdir()}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_sink_failing_at_close_does_not_stop_the_others_closing(flaky_host, tmp_path):
+    from visionkit.errors import PluginError
+
+    pipe = visionkit.Pipeline.from_config(ROOT / "configs" / "raccoon_faster_rcnn.yaml", device="cpu",
+                                          weights=str(ROOT / "samples" / "checkpoints" / "raccoon_frcnn.pt"),
+                                          overrides=["sinks.flaky={fail_on: close}"], host=flaky_host)
+    with pytest.raises(PluginError, match=r"^sink 'flaky' \(plugin 'flaky-sinks'\) failed while closing: "
+                                          r"RuntimeError: upload refused; the other outputs were kept"):
+        pipe.run(RACCOONS, tmp_path / "api")
+    assert len((tmp_path / "api" / "predictions.jsonl").read_text().splitlines()) == 2
