@@ -7,7 +7,8 @@ A run is a :class:`TrainingLoop` made of pluggable pieces, then ``loop.run()``:
   ``loss_fn(batch) -> {name: loss tensor}``: the total is ``losses["loss"]`` or, when there is no
   ``"loss"`` key, the sum of the terms (torchvision's detectors); it checks the (optionally
   all-reduced) values are finite, then ``zero_grad``, ``backward``, optional gradient clipping and
-  AMP scaling, ``optimizer.step()`` and ``scheduler.step()`` (the schedule is per step).
+  AMP scaling, ``optimizer.step()`` and ``scheduler.step()`` (the schedule is per step). A step of
+  your own raises :class:`NonFiniteLoss` for a diverged loss, before it updates anything.
 * **batches** ``batches(epoch) -> Iterable[batch]``: the batches of epoch ``epoch`` (1..N). The loop
   reseeds Python, NumPy and torch from ``(seed, epoch, rank)`` just before asking, so an order drawn
   from the global RNG (``torch.randperm``) or from ``DistributedSampler.set_epoch(epoch - 1)`` is a
@@ -22,6 +23,20 @@ A run is a :class:`TrainingLoop` made of pluggable pieces, then ``loop.run()``:
   scheduler, epoch, RNG state, metric rows and the best value, so :meth:`TrainingLoop.resume` continues
   a stopped run. ``metrics.csv``/``metrics.json`` (and ``metrics.png`` with ``plot=True``) go beside them.
 
+A head's trainer (:class:`visionkit.components.Trainer`) typically reads::
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=request.options.lr)
+    loop = TrainingLoop(
+        model=model, optimizer=optimizer, epochs=request.options.epochs, seed=request.options.seed,
+        step=make_step(lambda idx: {"loss": F.cross_entropy(model(x[idx]), y[idx])}, optimizer),
+        batches=lambda epoch: torch.randperm(len(x)).split(request.options.batch_size),
+        evaluation=Evaluation(accuracy, metric="val_accuracy", higher_is_better=True),
+        checkpoint=CheckpointPolicy(request.out_dir, class_names, config),
+        threads=request.options.threads, max_steps=request.options.max_steps, log=request.log)
+    if request.resume is not None:
+        loop.resume(request.resume)
+    return loop.run()  # a TrainResult
+
 What the loop guarantees:
 
 * epochs are numbered 1..N everywhere: log lines (``epoch 2/5: loss ...``), the ``epoch`` column of the
@@ -29,7 +44,8 @@ What the loop guarantees:
   (``step`` 1..S within the epoch) and the messages of :class:`TrainingError`/:class:`TrainingInterrupted`;
 * ``max_steps`` caps the steps of every epoch; ``on_step`` returning ``True`` ends the epoch early;
 * on the CPU a run resumed from ``last.pt`` ends with the same weights, bit for bit, as one that never
-  stopped (the per-epoch reseeding plus the stored optimizer/scheduler/RNG state);
+  stopped (the per-epoch reseeding plus the stored optimizer/scheduler/RNG state), provided the batches
+  and the step depend on nothing else (no state kept outside the model, optimizer and scheduler);
 * Ctrl-C and SIGTERM stop the run cleanly with :class:`TrainingInterrupted` (naming the epoch and the
   ``last.pt`` to resume from); the last complete checkpoint is intact;
 * a non-finite loss stops it with a one-line :class:`TrainingError` naming the epoch, step and rate;
@@ -58,8 +74,8 @@ from torch import nn
 from visionkit.errors import VisionkitError
 
 __all__ = [
-    "CheckpointPolicy", "Evaluation", "LoopState", "StepFn", "TrainResult", "TrainingError", "TrainingInterrupted",
-    "TrainingLoop", "epoch_seed", "make_step", "seed_everything", "torch_settings",
+    "CheckpointPolicy", "Evaluation", "LoopState", "NonFiniteLoss", "StepFn", "TrainResult", "TrainingError",
+    "TrainingInterrupted", "TrainingLoop", "epoch_seed", "make_step", "seed_everything", "torch_settings",
 ]
 
 Log = Callable[[str], None]
