@@ -2,7 +2,7 @@
 
 The file is a visionkit checkpoint (:func:`visionkit.weights.save_checkpoint`), so
 ``visionkit detect --weights last.pt`` and :func:`visionkit.weights.load_weights` read it, plus
-``optimizer``, ``scheduler``, ``epoch`` (the last *completed* epoch, 0-based), ``rng`` and
+``optimizer``, ``scheduler``, ``epoch`` (the number of completed epochs, 1..N), ``rng`` and
 ``train`` (the training options). Everything is tensors and plain Python values, so
 ``torch.load(path, weights_only=True)`` accepts it. The write goes to a temporary file that is
 renamed over the target, so a run killed mid-epoch leaves the last complete checkpoint intact.
