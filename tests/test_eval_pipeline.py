@@ -120,7 +120,9 @@ def test_eval_run_perfect_pipeline_scores_one(eval_cli, tmp_path):
     preds = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert sorted(p["image_id"] for p in preds) == [10, 11, 12, 13, 14]  # the dataset's image ids
     assert {p["category_id"] for p in preds} == {3}
-    assert OraclePlugin.built[-1].batches == [2, 2, 1]  # batched as asked
+    # five images of five widths: each size runs as its own call, so no image is padded to a neighbour's size
+    # (this asserted [2, 2, 1] before: mixed-size batches, the batch-dependence issue 11 names)
+    assert OraclePlugin.built[-1].batches == [1, 1, 1, 1, 1]
 
 
 def test_eval_run_with_split_file_and_unknown_labels(eval_cli, tmp_path):

@@ -170,3 +170,37 @@ def test_keys_and_default_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("VISIONKIT_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "visionkit" / "proposals"
+
+
+def test_fill_in_two_processes_writes_what_propose_would(tmp_path):
+    """Selective search on real photos, computed by two worker processes, equals computing them in order;
+    two caches filling the same folder at once (two processes) leave valid entries."""
+    import multiprocessing as mp
+
+    from tests.conftest import ROOT
+    from visionkit.imageio import decode_image
+
+    images = [decode_image(p) for p in sorted((ROOT / "samples" / "images").glob("*.jpg"))]
+    params = SelectiveSearchParams(mode="single")
+    serial = ProposalCache(tmp_path / "serial", SelectiveSearch(params), params=params)
+    expected = [serial.propose(img) for img in images]
+    parallel = ProposalCache(tmp_path / "parallel", SelectiveSearch(params), params=params)
+    assert parallel.fill(images, workers=2) == 3 and parallel.fill(images, workers=2) == 0
+    for img, want in zip(images, expected, strict=True):
+        got = parallel.get(img)
+        assert got is not None and torch.equal(got.boxes, want.boxes) and torch.equal(got.scores, want.scores)
+    # a mirrored image is served by its original's entry, so filling it computes nothing
+    assert parallel.fill([images[0].flip(-1)], workers=2) == 0
+
+    shared = tmp_path / "shared"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=ProposalCache(shared, SelectiveSearch(params), params=params).fill, args=(images,))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert all(p.exitcode == 0 for p in procs)
+    check = ProposalCache(shared, SelectiveSearch(params), params=params)
+    assert all(torch.equal(check.get(img).boxes, want.boxes) for img, want in zip(images, expected, strict=True))
+    assert not [p for p in shared.rglob(".*") if p.is_file()]  # no temp file left behind

@@ -153,6 +153,32 @@ class ProposalCache:
             torch.save(entry, tmp)
         return target
 
+    def fill(self, images: Any, *, workers: int = 1) -> int:
+        """Compute and store the proposals of every image of ``images`` (``uint8 [3, H, W]`` tensors) that is
+        not cached yet — neither it nor its mirror image — in ``workers`` forked processes; returns how many
+        were computed. Entries are the ones :meth:`propose` would write; two processes filling the same cache
+        at once are safe (each entry is written atomically, the last identical copy wins)."""
+        missing = [img for img in images if not self.path(img).is_file()
+                   and not (self.mirror and self.path(img.flip(-1)).is_file())]
+        if not missing:
+            return 0
+        if workers <= 1:
+            for img in missing:
+                self.put(img, self.proposer.propose(img))
+        else:
+            from visionkit.parallel import ForkPool
+
+            with ForkPool(self._compute_array, workers) as pool:
+                for img, (boxes, scores) in zip(missing, pool.map(img.numpy() for img in missing), strict=True):
+                    self.put(img, Proposals(boxes=torch.from_numpy(boxes), scores=torch.from_numpy(scores)))
+        self.misses += len(missing)
+        return len(missing)
+
+    def _compute_array(self, image: Any) -> tuple[Any, Any]:
+        """In a worker process: ``uint8 [3, H, W]`` numpy -> the proposer's (boxes, scores) as numpy."""
+        props = self.proposer.propose(torch.from_numpy(image))
+        return props.boxes.detach().cpu().numpy(), props.scores.detach().cpu().numpy()
+
     def propose(self, image: torch.Tensor) -> Proposals:
         """Cached proposals of ``image``, computing and storing them on a miss."""
         cached = self.get(image)
