@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from visionkit.plugins import BUILTIN_PLUGINS
@@ -63,3 +64,34 @@ def test_version_option_and_command(cli):
     assert info["device"] == ("cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(0))
     assert info["plugins"]["visionkit_io"]["builtin"] is True
     assert "torch:" in cli("version").stdout
+
+
+@pytest.mark.parametrize("args", [["--help"], ["plugins", "--json"], ["eval", "coco", "--help"]])
+def test_start_up_imports_no_torch(args):
+    """`visionkit --help`, `visionkit plugins` (every plugin registered, none of their models imported) and the
+    eval commands start without torch (benchmarks/startup.py measures the time)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom visionkit.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    assert not e.code, e.code\nassert 'torch' not in sys.modules, 'torch imported'\n"
+            "assert not [m for m in sys.modules if m.startswith('visionkit_') and m.count('.') > 0 "
+            "and not m.endswith('params')], 'a plugin module beyond its registration was imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_eval_coco_cli_imports_no_torch():
+    import subprocess
+    import sys
+
+    from tests.conftest import data_path
+
+    fake = data_path("cocoapi_fake100")
+    code = ("import sys\nfrom visionkit.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    assert not e.code, e.code\nassert 'torch' not in sys.modules, 'torch imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code, "eval", "coco", "-p",
+                           str(fake / "instances_val2014_fakebbox100_results.json"), "-a",
+                           str(fake / "instances_val2014_100.json")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Average Precision" in proc.stdout

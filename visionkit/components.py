@@ -224,8 +224,8 @@ OPTIONAL_MEMBERS: dict[str, dict[str, str]] = {
     },
     "source": {},
     "sink": {
-        "abort": "abort() -> None, called instead of close() when the run fails, to remove temporary files "
-                 "(default: nothing; targets are never half-written either way)",
+        "abort": "abort() -> None, called instead of close() on the sink that failed, to remove its temporary "
+                 "files; the other sinks are closed and keep their finished frames (default: nothing)",
     },
 }
 

@@ -111,6 +111,7 @@ def voc(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
+    common.warn(result.get("warnings", []))
     rows = [[str(c["id"]), c["name"], common.fmt(c["AP"]), str(c["num_gt"]), str(c["num_predictions"]),
              str(c["num_tp"])] for c in result["per_class"]]
     common.print_table(f"VOC AP ({method}, IoU > {iou})", ["id", "class", "AP", "GT", "pred", "TP"], rows)
