@@ -260,3 +260,74 @@ def test_list_images_natural_order_skips_other_and_hidden_files(tmp_path, rgb):
     assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path, recursive=True)] == [
         "IMG1.jpg", "img2.png", "img10.png", "sub/img0.png"]
     assert sorted(["a10", "a9", "b1"], key=natural_key) == ["a9", "a10", "b1"]
+
+
+# --- issue 12: one bad input must not stop the others; memory bounded by the header's pixel count ---
+
+@pytest.mark.parametrize("data", [b"\xff", b"\xff\xd8", b"\x89PN", b"BM\x00", b"RIFF\x00\x00\x00"])
+def test_files_of_a_few_bytes_are_input_errors(tmp_path, data):
+    path = tmp_path / "tiny.png"
+    path.write_bytes(data)
+    _one_line_error(path, f"{len(data)} byte(s)")
+
+
+def _bmp(width: int, height: int) -> bytes:
+    """A 24-bit BMP written by hand (all black)."""
+    row = (width * 3 + 3) // 4 * 4
+    pixels = b"\0" * row * height
+    header = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, len(pixels), 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 54 + len(pixels), 0, 0, 54) + header + pixels
+
+
+def test_bmp_taller_than_opencv_allows_is_an_input_error(tmp_path):
+    path = tmp_path / "tall.bmp"
+    path.write_bytes(_bmp(1, 2**20 + 10))  # OpenCV's CV_IO_MAX_IMAGE_HEIGHT is 2^20
+    message = _one_line_error(path, "OpenCV refuses it", "CV_IO_MAX_IMAGE_HEIGHT")
+    assert "cv2.error" not in message and "loadsave.cpp" not in message
+
+
+def test_symlink_loop_in_a_folder_is_listed_and_reported(tmp_path, rgb):
+    cv2.imwrite(str(tmp_path / "good.png"), rgb)
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    assert [p.name for p in list_images(tmp_path)] == ["good.png", "loop.jpg"]
+    _one_line_error(tmp_path / "loop.jpg", "symbolic link loop")
+
+
+def test_png_with_a_corrupt_chunk_length_is_refused_without_allocating(tmp_path, rgb):
+    import resource
+
+    _, buf = cv2.imencode(".png", rgb)
+    data = bytearray(buf.tobytes())
+    data[33:37] = struct.pack(">I", 0x7FFFFFF0)  # the first IDAT's length (OpenCV allocated 2 GB for it)
+    path = tmp_path / "chunk.png"
+    path.write_bytes(bytes(data))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _one_line_error(path, "corrupt PNG", "IDAT")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".tiff", ".webp"])
+def test_pixel_limit_is_enforced_from_the_header_for_every_format(tmp_path, rgb, monkeypatch, ext):
+    path = tmp_path / f"img{ext}"
+    assert cv2.imwrite(str(path), rgb)
+    h, w = rgb.shape[:2]
+    monkeypatch.setenv("VISIONKIT_MAX_PIXELS", str(h * w - 1))
+    message = _one_line_error(path, "too large", f"{w}x{h}", "VISIONKIT_MAX_PIXELS")
+    assert f"limit of {h * w - 1}" in message
+    monkeypatch.setenv("VISIONKIT_MAX_PIXELS", str(h * w))
+    assert decode_image(path).shape == (3, h, w)
+
+
+def test_bad_pixel_limit_setting_is_named(tmp_path, rgb, monkeypatch):
+    path = tmp_path / "img.png"
+    cv2.imwrite(str(path), rgb)
+    monkeypatch.setenv("VISIONKIT_MAX_PIXELS", "lots")
+    with pytest.raises(InputError, match="VISIONKIT_MAX_PIXELS='lots' is not a positive integer"):
+        decode_image(path)
+
+
+def test_default_limit_refuses_a_16k_square_png_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_claiming(16000, 16000))  # 256 Mpx: a legal file of this size took 126 s and 10 GB
+    assert MAX_PIXELS < 16000 * 16000
+    _one_line_error(path, "too large", "16000x16000")

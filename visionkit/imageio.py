@@ -17,6 +17,7 @@ and what to do.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -31,7 +32,8 @@ import torch
 from visionkit.errors import InputError
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "MAX_PIXELS", "decode_image", "decode_image_bytes",
+    "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "MAX_PIXELS", "MAX_PIXELS_ENV", "max_pixels", "decode_image",
+    "decode_image_bytes",
     "from_numpy", "to_bgr_numpy", "to_rgb_numpy", "natural_key", "list_images", "is_image_path",
 ]
 
@@ -42,13 +44,31 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
     ".wmv", ".flv", ".3gp", ".ogv", ".gif",
 )
-#: images with more pixels than this are refused before decoding (2^28: ~16k x 16k)
-MAX_PIXELS: int = 2**28
+#: default limit: images whose header states more pixels than this are refused before decoding
+#: (2^27, ~11.6k x 11.6k: a 108-megapixel photo passes, a 16k x 16k bomb does not); the environment
+#: variable ``VISIONKIT_MAX_PIXELS`` overrides it (see :func:`max_pixels`)
+MAX_PIXELS: int = 2**27
+MAX_PIXELS_ENV = "VISIONKIT_MAX_PIXELS"
 
 _SUPPORTED = ", ".join(IMAGE_EXTENSIONS)
 _HEADER_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "TIFF", "WEBP")
 _JPEG_EOI = b"\xff\xd9"
 _PNG_IEND = b"IEND\xaeB`\x82"
+
+
+def max_pixels() -> int:
+    """The pixel limit of one decode: ``$VISIONKIT_MAX_PIXELS`` when set (a positive integer), else ``MAX_PIXELS``."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return MAX_PIXELS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise InputError(f"{MAX_PIXELS_ENV}={raw!r} is not a positive integer; set it to a pixel count, "
+                         f"e.g. {MAX_PIXELS_ENV}={MAX_PIXELS}")
+    return value
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
@@ -60,8 +80,8 @@ def decode_image(path: str | os.PathLike[str]) -> torch.Tensor:
     """Read and decode an image file into a ``uint8`` RGB tensor ``[3, H, W]``.
 
     Raises :class:`InputError` (one line, naming ``path``) for a missing or unreadable file, an
-    unsupported extension, an empty, truncated or undecodable file, or more than
-    :data:`MAX_PIXELS` pixels.
+    unsupported extension, an empty, truncated or undecodable file, or more pixels than
+    :func:`max_pixels` allows.
     """
     path = Path(path)
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -74,6 +94,8 @@ def decode_image(path: str | os.PathLike[str]) -> torch.Tensor:
     except IsADirectoryError:
         raise InputError(f"{path} is a directory, not an image; give the folder as an input instead") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"cannot read {path}: it is a symbolic link loop; fix or remove the link") from None
         raise InputError(f"cannot read {path}: {exc.strerror or exc}; check its permissions") from None
     return decode_image_bytes(data, name=str(path))
 
@@ -85,12 +107,20 @@ def decode_image_bytes(data: bytes, name: str = "<bytes>") -> torch.Tensor:
     """
     if len(data) == 0:
         raise InputError(f"empty file (0 bytes): {name}; re-export or re-download it")
+    if len(data) < 8:  # no supported format fits in fewer bytes than its signature
+        raise InputError(f"not an image: {name} has only {len(data)} byte(s); re-export or re-download it")
     size = _header_size(data)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise InputError(f"image too large: {name} is {size[0]}x{size[1]} pixels, more than {MAX_PIXELS} "
-                         "(2^28); downscale it first")
+    limit = max_pixels()
+    if size is not None and size[0] * size[1] > limit:
+        raise InputError(f"image too large: {name} is {size[0]}x{size[1]} pixels, more than the limit of {limit}; "
+                         f"downscale it, or raise the limit with {MAX_PIXELS_ENV}={size[0] * size[1]}")
+    _check_chunks(data, name)
     _check_not_truncated(data, name)
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    except cv2.error as exc:  # OpenCV's own size limits (CV_IO_MAX_IMAGE_WIDTH/HEIGHT/PIXELS) and decoder asserts
+        raise InputError(f"cannot decode {name}: OpenCV refuses it ({_opencv_reason(exc)}); "
+                         "downscale or re-export it as JPEG or PNG") from None
     if array is None:
         what = "not a supported image" if size is None else "corrupt or truncated data"
         raise InputError(f"cannot decode {name}: {what}; re-export it as JPEG or PNG ({_SUPPORTED})")
@@ -117,7 +147,10 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
         if opener is None:
             continue
         factory, accept = opener
-        accepted = True if accept is None else accept(prefix)
+        try:
+            accepted = True if accept is None else accept(prefix)
+        except Exception:  # a prefix too short for the format's magic (1-3 byte files)
+            continue
         if not accepted or isinstance(accepted, str):  # a str is Pillow's "almost, but no"
             continue
         try:
@@ -128,6 +161,42 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
         except Exception:  # a damaged header: let the decoder report it
             return None
     return None
+
+
+def _opencv_reason(exc: BaseException) -> str:
+    """The assertion of a ``cv2.error`` in words, e.g. ``size.height <= CV_IO_MAX_IMAGE_HEIGHT``."""
+    text = str(exc)
+    match = re.search(r"\(-\d+:[^)]*\)\s*(.*?)\s+in function", text, re.S)
+    reason = (match.group(1) if match else text.strip().splitlines()[-1] if text.strip() else "cv2.error").strip()
+    reason = reason.replace("static_cast<size_t>(", "").replace(")", "") if "static_cast" in reason else reason
+    return " ".join(reason.split())[:160]
+
+
+def _check_chunks(data: bytes, name: str) -> None:
+    """Refuse a PNG or WebP whose chunk lengths run past the end of the file, before a decoder allocates them.
+
+    libpng allocates a chunk's stated length before reading it: one corrupt IDAT length in a 36 KB
+    PNG made OpenCV allocate gigabytes. Walking the chunk headers costs microseconds.
+    """
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        pos = 8
+        while pos + 8 <= len(data):
+            length = int.from_bytes(data[pos:pos + 4], "big")
+            kind = data[pos + 4:pos + 8]
+            if length > 0x7FFFFFFF or pos + 12 + length > len(data):
+                if kind == b"IEND" or not kind.isalpha():
+                    return  # trailing bytes after the image: the decoder has what it needs
+                raise InputError(f"cannot decode {name}: corrupt PNG (a {kind.decode('latin-1')} chunk of {length} "
+                                 f"bytes at offset {pos} runs past the end of the {len(data)}-byte file); "
+                                 "re-download or re-export it")
+            if kind == b"IEND":
+                return
+            pos += 12 + length
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        stated = int.from_bytes(data[4:8], "little") + 8
+        if stated > len(data):
+            raise InputError(f"cannot decode {name}: truncated or corrupt WebP (its header states {stated} bytes, "
+                             f"the file has {len(data)}); re-download or re-export it")
 
 
 def _check_not_truncated(data: bytes, name: str) -> None:
@@ -223,10 +292,15 @@ def list_images(directory: str | os.PathLike[str], *, recursive: bool = False) -
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
+            try:
+                is_dir = entry.is_dir()
+                is_file = not is_dir and entry.is_file()
+            except OSError:  # a symlink loop or a link into an unreadable place: decode_image reports it
+                is_dir, is_file = False, True
+            if is_dir:
                 if recursive:
                     yield from walk(Path(entry.path))
-            elif is_image_path(entry.name) and entry.is_file():
+            elif is_image_path(entry.name) and is_file:
                 yield Path(entry.path)
 
     return sorted(walk(root), key=lambda p: natural_key(p.relative_to(root).as_posix()))
