@@ -212,3 +212,15 @@ def test_precision_on_cpu(cli, checkpoint, tmp_path):
     res = cli("detect", SAMPLE, "--weights", checkpoint, "--precision", "fp16", "--device", "cpu",
               "--out", tmp_path / "fp16", "--quiet")
     assert res.exit_code == 2 and "fp16 needs a GPU" in res.stderr
+
+
+def test_a_video_writes_its_mp4_and_jsonl_and_frames_only_when_asked(cli, checkpoint, tmp_path):
+    video = ROOT / "samples" / "videos" / "car-detection-clip.mp4"
+    res = cli("detect", video, "--weights", checkpoint, "--stride", "10", "--out", tmp_path / "a", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["car-detection-clip.mp4", "predictions.jsonl"]
+    res = cli("detect", video, "--weights", checkpoint, "--stride", "10", "--save-frames", "--out", tmp_path / "b",
+              "--quiet")
+    assert res.exit_code == 0, res.output
+    frames = sorted(p.name for p in (tmp_path / "b").glob("*.jpg"))
+    assert frames == [f"car-detection-clip_{i:06d}.jpg" for i in (0, 10, 20, 30, 40)]

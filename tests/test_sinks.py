@@ -107,7 +107,7 @@ def test_proposals_draw_only_the_top_ones(tmp_path):
 
 
 def test_annotated_image_names_stay_unique(tmp_path):
-    sink = AnnotatedImagesSink(out_dir=tmp_path, class_names=None)
+    sink = AnnotatedImagesSink(AnnotatedImagesParams(video_frames=True), out_dir=tmp_path, class_names=None)
     empty = Detections.empty()
     for frame in (still("/a/x.png"), still("/b/x.png"), still("/a/x.png"), video_frame(5, source="/v/x.mp4"),
                   still("https://host/img/y.jpg?size=2"), still("0")):
@@ -392,3 +392,23 @@ def test_a_sink_failing_at_close_does_not_stop_the_others_closing(flaky_host, tm
                                           r"RuntimeError: upload refused; the other outputs were kept"):
         pipe.run(RACCOONS, tmp_path / "api")
     assert len((tmp_path / "api" / "predictions.jsonl").read_text().splitlines()) == 2
+
+
+def test_video_frames_get_no_jpeg_unless_asked_and_a_frame_is_drawn_once(tmp_path, monkeypatch):
+    """A video's frames go to the MP4 only (``--save-frames`` adds the JPEGs); two sinks share one drawing."""
+    import visionkit_io.sinks as sinks_module
+
+    calls = []
+    real = sinks_module.draw_bgr
+    monkeypatch.setattr(sinks_module, "draw_bgr", lambda *a, **k: calls.append(k["order"]) or real(*a, **k))
+    frame, result = video_frame(3, source="/v/clip.mp4"), dets([[10, 10, 60, 60]], [0.9], [1])
+    default = AnnotatedImagesSink(out_dir=tmp_path / "default", class_names=None)
+    default.write(frame, result)
+    assert default.close() == [] and not (tmp_path / "default").exists() and calls == []
+    both = [AnnotatedImagesSink(AnnotatedImagesParams(video_frames=True), out_dir=tmp_path / "a", class_names=None),
+            AnnotatedImagesSink(AnnotatedImagesParams(video_frames=True), out_dir=tmp_path / "b", class_names=None)]
+    for sink in both:
+        sink.write(frame, result)
+    assert calls == ["bgr"]  # drawn once for both sinks
+    first, second = (sink.close()[0].read_bytes() for sink in both)
+    assert first == second

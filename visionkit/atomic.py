@@ -5,6 +5,14 @@ Temporary files are named ``.<target name>.<pid>.<random><suffix>``: after a ``k
 run writing into that folder removes the ones whose process is gone (:func:`remove_stale_temps`).
 JSON is strict: NaN and infinity are refused (:class:`~visionkit.errors.InputError` naming the file
 and the key), never written as the bare ``NaN`` most JSON readers reject.
+
+Durability (``fsync``): a whole-run file (a COCO results file, a checkpoint, a report) is fsynced before
+its rename (``durable=True``, the default). Per-frame files (annotated images) are written with
+``durable=False``: renamed into place when complete, without an fsync each, and the sink calls
+:func:`sync` once when it closes. A killed process (``kill -9``, Ctrl-C) never leaves a half-written file
+either way: the rename happens after the bytes are in the kernel. Only a power cut or an OS crash during
+the run can lose the latest frames' files, which an fsync per image (10,000 fsyncs for 10,000 images)
+would have prevented at a cost of several milliseconds each.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import IO, Any
 
 from visionkit.errors import InputError
 
-__all__ = ["atomic_path", "atomic_open", "write_json", "write_bytes", "write_text", "remove_stale_temps",
+__all__ = ["atomic_path", "atomic_open", "write_json", "write_bytes", "write_text", "sync", "remove_stale_temps",
            "temp_name_pattern", "find_non_finite"]
 
 #: ``.<target>.<pid>.<8 random characters><suffix>``, as :func:`atomic_path` names its temporary files
@@ -54,12 +62,15 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
 
 
 @contextlib.contextmanager
-def atomic_open(target: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
-    """``open`` for writing that only replaces ``target`` once the block finishes without error."""
+def atomic_open(target: str | os.PathLike[str], mode: str = "w", *, durable: bool = True,
+                **kwargs: Any) -> Iterator[IO[Any]]:
+    """``open`` for writing that only replaces ``target`` once the block finishes without error; ``durable``
+    fsyncs the data before the rename (see the module docstring)."""
     with atomic_path(target) as tmp, open(tmp, mode, **kwargs) as fh:
         yield fh
         fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            os.fsync(fh.fileno())
 
 
 def write_json(target: str | os.PathLike[str], data: Any, *, indent: int | None = 2) -> Path:
@@ -131,7 +142,13 @@ def write_text(target: str | os.PathLike[str], text: str) -> Path:
     return Path(target)
 
 
-def write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
-    with atomic_open(target, "wb") as fh:
+def write_bytes(target: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> Path:
+    with atomic_open(target, "wb", durable=durable) as fh:
         fh.write(data)
     return Path(target)
+
+
+def sync() -> None:
+    """Flush every file written so far to disk, once (what a sink of per-frame files calls when it closes)."""
+    if hasattr(os, "sync"):
+        os.sync()

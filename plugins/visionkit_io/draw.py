@@ -9,6 +9,7 @@ image size (``max(2, round(0.003 * (H + W) / 2))``, as Ultralytics does).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -64,8 +65,11 @@ def draw_bgr(
     max_proposals: int | None = 100,
     line_width: int | None = None,
     labels: bool = True,
+    order: str = "bgr",
 ) -> np.ndarray:
-    """Draw on a ``uint8`` BGR ``[H, W, 3]`` array in place and return it.
+    """Draw on a ``uint8`` ``[H, W, 3]`` array in place and return it; ``order`` is the array's channel
+    order, ``"bgr"`` (OpenCV's) or ``"rgb"``: OpenCV draws in any order, so the palette is swapped instead of
+    the pixels.
 
     Detections with ``score >= min_score`` get a box, and a label unless ``labels`` is false;
     masks, when present, are blended in at 40 %. Proposals: the first ``max_proposals`` boxes,
@@ -73,13 +77,14 @@ def draw_bgr(
     """
     height, width = bgr.shape[:2]
     lw = line_width or line_width_for(height, width)
+    paint = _bgr if order == "bgr" else (lambda rgb: rgb)
     if isinstance(result, Proposals):
         top = result.top(max_proposals)
         boxes = _int_boxes(top.boxes, height, width)
         thin = max(1, lw // 2)
         for rank in range(len(boxes) - 1, -1, -1):  # best drawn last, on top
             x1, y1, x2, y2 = boxes[rank]
-            cv2.rectangle(bgr, (x1, y1), (x2, y2), _bgr(color_for(rank)), thin, cv2.LINE_AA)
+            cv2.rectangle(bgr, (x1, y1), (x2, y2), paint(color_for(rank)), thin, cv2.LINE_AA)
         return bgr
     if not isinstance(result, Detections):
         raise TypeError(f"expected Detections or Proposals, got {type(result).__name__}")
@@ -93,28 +98,28 @@ def draw_bgr(
         for i in order.tolist():
             mask = dets.masks[i]
             mask = (mask if mask.dtype == torch.bool else mask > 0.5).numpy()
-            bgr[mask] = (0.6 * bgr[mask] + 0.4 * np.array(_bgr(color_for(ids[i])))).astype(np.uint8)
+            bgr[mask] = (0.6 * bgr[mask] + 0.4 * np.array(paint(color_for(ids[i])))).astype(np.uint8)
     font_scale = max(0.4, lw / 3)
     font_thickness = max(1, lw - 1)
     for i in order.tolist():
         x1, y1, x2, y2 = boxes[i]
         color = color_for(ids[i])
-        cv2.rectangle(bgr, (x1, y1), (x2, y2), _bgr(color), lw, cv2.LINE_AA)
+        cv2.rectangle(bgr, (x1, y1), (x2, y2), paint(color), lw, cv2.LINE_AA)
         if labels:
             name = class_names.get(ids[i], str(ids[i])) if class_names else str(ids[i])
-            _label(bgr, f"{name} {scores[i]:.2f}", (x1, y1), color, font_scale, font_thickness)
+            _label(bgr, f"{name} {scores[i]:.2f}", (x1, y1), color, font_scale, font_thickness, paint)
     return bgr
 
 
 def _label(bgr: np.ndarray, text: str, corner: tuple[int, int], color: tuple[int, int, int],
-           scale: float, thickness: int) -> None:
+           scale: float, thickness: int, paint: Any = None) -> None:
     """Text on a filled box above ``corner`` (below it when there is no room), kept inside the image."""
     (tw, th), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
     pad = max(1, thickness)
     box_h = th + baseline + 2 * pad
     x = min(max(corner[0], 0), max(0, bgr.shape[1] - tw - 2 * pad))
     y_top = corner[1] - box_h if corner[1] - box_h >= 0 else max(corner[1], 0)
-    cv2.rectangle(bgr, (x, y_top), (x + tw + 2 * pad, y_top + box_h), _bgr(color), -1)
+    cv2.rectangle(bgr, (x, y_top), (x + tw + 2 * pad, y_top + box_h), (paint or _bgr)(color), -1)
     luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
     ink = (0, 0, 0) if luminance > 150 else (255, 255, 255)
     cv2.putText(bgr, text, (x + pad, y_top + pad + th), _FONT, scale, ink, thickness, cv2.LINE_AA)

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
-from visionkit.atomic import write_bytes, write_json
+from visionkit.atomic import sync, write_bytes, write_json
 from visionkit.errors import InputError
 from visionkit.imageio import to_bgr_numpy
 from visionkit.types import Detections, Frame, Proposals
@@ -61,10 +61,49 @@ class DrawParams:
             raise ValueError(f"line_width must be >= 1 or null (automatic), got {self.line_width}")
 
     def draw(self, frame: Frame, result: Detections | Proposals,
-             class_names: Mapping[int, str] | None) -> np.ndarray:
-        """The frame as a ``uint8`` BGR ``[H, W, 3]`` array with ``result`` drawn on it."""
-        return draw_bgr(to_bgr_numpy(frame.image), result, class_names=class_names, min_score=self.min_score,
-                        max_proposals=self.max_proposals, line_width=self.line_width, labels=self.labels)
+             class_names: Mapping[int, str] | None, order: str = "bgr") -> np.ndarray:
+        """The frame as a ``uint8`` ``[H, W, 3]`` array in channel ``order`` (``"bgr"`` or ``"rgb"``) with
+        ``result`` drawn on it. A frame is drawn once: every sink asking for the same frame, result, drawing
+        options and order gets the same (read-only) array."""
+        key = (self._key(), order, id(class_names))
+        cached = _DRAWN.get(frame, result, key)
+        if cached is not None:
+            return cached
+        if order == "bgr":
+            pixels = to_bgr_numpy(frame.image)
+        else:
+            pixels = np.ascontiguousarray(frame.image.detach().cpu().numpy().transpose(1, 2, 0))
+        drawn = draw_bgr(pixels, result, class_names=class_names, min_score=self.min_score,
+                         max_proposals=self.max_proposals, line_width=self.line_width, labels=self.labels,
+                         order=order)
+        drawn.flags.writeable = False
+        _DRAWN.put(frame, result, key, drawn)
+        return drawn
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.min_score, self.max_proposals, self.line_width, self.labels)
+
+
+class _DrawnFrames:
+    """The drawings of the frame the writer thread is on (it visits every sink with one frame, then the next)."""
+
+    def __init__(self) -> None:
+        self.frame: Any = None
+        self.result: Any = None
+        self.drawn: dict[Any, np.ndarray] = {}
+
+    def get(self, frame: Frame, result: Any, key: Any) -> np.ndarray | None:
+        if frame is self.frame and result is self.result:
+            return self.drawn.get(key)
+        return None
+
+    def put(self, frame: Frame, result: Any, key: Any, drawn: np.ndarray) -> None:
+        if frame is not self.frame or result is not self.result:
+            self.frame, self.result, self.drawn = frame, result, {}
+        self.drawn[key] = drawn
+
+
+_DRAWN = _DrawnFrames()
 
 
 class OutputNames:
@@ -119,9 +158,11 @@ def _stem(source: str) -> str:
 
 @dataclass(frozen=True)
 class AnnotatedImagesParams(DrawParams):
-    """Drawing options, plus ``jpeg_quality`` (1-100)."""
+    """Drawing options, plus ``jpeg_quality`` (1-100) and ``video_frames``: also write a JPEG per frame of a
+    video, stream or camera (default ``false``: those get the annotated MP4; ``visionkit detect --save-frames``)."""
 
     jpeg_quality: int = 90
+    video_frames: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -141,14 +182,19 @@ class AnnotatedImagesSink:
         self.written: list[Path] = []
 
     def write(self, frame: Frame, result: Detections | Proposals) -> None:
+        if frame.meta.frame_index is not None and not self.params.video_frames:
+            return  # a video frame: the annotated-video sink has it
         bgr = self.params.draw(frame, result, self.class_names)
         ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.params.jpeg_quality])
         if not ok:
             raise RuntimeError(f"OpenCV could not encode the annotated image of {frame.meta.source}")
         path = self.out_dir / self.names.file_name(frame, ".jpg")
-        self.written.append(write_bytes(path, encoded.tobytes()))
+        # renamed into place whole; one sync at close instead of an fsync per image (visionkit.atomic)
+        self.written.append(write_bytes(path, encoded.tobytes(), durable=False))
 
     def close(self) -> list[Path]:
+        if self.written:
+            sync()
         return list(self.written)
 
     def abort(self) -> None:

@@ -51,7 +51,8 @@ class AnnotatedVideoParams(DrawParams):
 
 
 class VideoWriter:
-    """Encodes BGR frames ``[H, W, 3]`` into an H.264 MP4 at ``path``, atomically (see the module doc)."""
+    """Encodes RGB frames ``[H, W, 3]`` into an H.264 MP4 at ``path``, atomically (see the module doc): the
+    frames go RGB -> YUV once, as decoded frames came YUV -> RGB once (no BGR round trip)."""
 
     def __init__(self, path: Path, *, width: int, height: int, rate: Fraction, crf: int = 23,
                  preset: str = "veryfast") -> None:
@@ -69,18 +70,18 @@ class VideoWriter:
         self._last_pts = -1
         self.frames = 0
 
-    def write(self, bgr: np.ndarray, frame_index: int) -> None:
-        """Add one frame; ``frame_index`` places it in time (kept strictly increasing)."""
-        if bgr.shape[:2] != (self.height, self.width):
-            raise InputError(f"frame size changed from {self.width}x{self.height} to {bgr.shape[1]}x{bgr.shape[0]} "
+    def write(self, rgb: np.ndarray, frame_index: int) -> None:
+        """Add one ``uint8`` RGB ``[H, W, 3]`` frame; ``frame_index`` places it in time (kept strictly increasing)."""
+        if rgb.shape[:2] != (self.height, self.width):
+            raise InputError(f"frame size changed from {self.width}x{self.height} to {rgb.shape[1]}x{rgb.shape[0]} "
                              f"within one video ({self.path.name}); a video must keep one size")
         if self._first is None:
             self._first = frame_index
         pts = max(frame_index - self._first, self._last_pts + 1)
         if self._even:  # OpenCV's BT.601 limited-range conversion: faster and closer than swscale's
-            frame = av.VideoFrame.from_ndarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+            frame = av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
         else:
-            frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         frame.pts, frame.time_base = pts, 1 / self.rate
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
@@ -128,7 +129,7 @@ class AnnotatedVideoSink:
                                  crf=self.params.crf, preset=self.params.preset)
             self.writers[meta.source] = writer
         try:
-            writer.write(self.params.draw(frame, result, self.class_names), meta.frame_index)
+            writer.write(self.params.draw(frame, result, self.class_names, order="rgb"), meta.frame_index)
         except BaseException:
             self.abort()
             raise

@@ -29,6 +29,8 @@ def detect(
     stride: int = typer.Option(None, "--stride", min=1, help="Take every N-th video frame."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: runs/detect/runN)."),
     save: bool = typer.Option(True, "--save/--no-save", help="Write annotated images and videos."),
+    save_frames: bool = typer.Option(False, "--save-frames", help="Also write an annotated JPEG per video frame "
+                                     "(a video gets its annotated MP4 either way)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Detect objects in images, folders, videos, cameras and streams."""
@@ -37,7 +39,9 @@ def detect(
     kwargs = {} if weights is None else {"weights": weights}
     pipe = Pipeline.from_config(config, device=device, precision=precision, batch_size=batch_size,
                                 score_threshold=score_threshold, classes=classes, stride=stride,
-                                overrides=set_ or [], host=common.host(ctx), **kwargs)
+                                overrides=[*(set_ or []), *(["sinks.annotated-images.video_frames=true"]
+                                                            if save_frames else [])],
+                                host=common.host(ctx), **kwargs)
     common.warn(pipe.warnings)
     bar, on_item, _ = common.progress(quiet, common.image_total(source))
     with bar:
