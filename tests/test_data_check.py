@@ -174,3 +174,51 @@ def test_cli_data_check_convert_split(tmp_path):
     (bad / "images" / "noise.jpg").unlink()
     res = runner.invoke(data_app, ["check", str(bad), "--strict"])
     assert res.exit_code == 1 and "trunc.jpg" in res.output
+
+
+# --- issue 12: truncation decided by decoding; parallel decoding bounded by memory ---
+
+def test_jpeg_with_padding_after_the_end_marker_is_not_truncated(tmp_path):
+    root = tmp_path / "y"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("thing\n")
+    (root / "images" / "padded.jpg").write_bytes(_jpeg_bytes() + b"\0" * 300 + b"maker notes" * 40)
+    full = _jpeg_bytes((200, 200))
+    (root / "images" / "cut.jpg").write_bytes(full[: len(full) // 2])
+    for stem in ("padded", "cut"):
+        (root / "labels" / f"{stem}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    report = check_dataset(load_dataset(root))
+    assert {(p.kind, Path(p.file).name) for p in report.errors} == {("truncated_image", "cut.jpg")}
+
+
+def test_concurrent_decodes_stay_within_the_memory_budget(tmp_path):
+    import threading
+    import time
+
+    from visionkit.data.check import BYTES_PER_PIXEL
+
+    root = tmp_path / "y"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("thing\n")
+    for i in range(6):
+        (root / "images" / f"{i}.jpg").write_bytes(_jpeg_bytes((100, 100)))
+        (root / "labels" / f"{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def slow_decoder(path: Path) -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+
+    one_image = 100 * 100 * BYTES_PER_PIXEL
+    ds = load_dataset(root)
+    check_dataset(ds, workers=6, decoder=slow_decoder, memory_budget=2 * one_image)
+    assert most[0] == 2  # six threads, but only two images' worth of memory
+    most[0] = 0
+    check_dataset(ds, workers=6, decoder=slow_decoder, memory_budget=one_image // 2)
+    assert most[0] == 1  # an image larger than the budget still runs, alone
