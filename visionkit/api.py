@@ -245,14 +245,31 @@ class Pipeline:
         in background threads. ``save=False`` skips the annotated images and videos. Bad inputs are
         skipped and listed in the summary's ``bad``. ``on_item`` is called once per frame or bad item."""
         from visionkit.pipeline import Runner, build_sinks, next_run_dir
+        from visionkit.workflows import distributed
 
-        out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "detect")
         names = list(self.config.get("sinks") or {})
         only = None if save else [n for n in names if n not in ("annotated-images", "annotated-video")]
+        if distributed.launched():
+            return self._run_distributed(_inputs(inputs), out, only, on_item)
+        out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "detect")
         items = _open(_inputs(inputs), self.config, self.host)
         sinks = build_sinks(self.config, self.host, out_dir, self.class_names, only=only)
         runner = Runner(self._infer(), sinks, batch_size=int(self.config.get("batch_size") or 1))
         return runner.run(items, on_item)
+
+    def _run_distributed(self, inputs: list[str], out: PathLike | None, only: list[str] | None,
+                         on_item: Callable[[Frame | BadItem], None] | None) -> RunSummary:
+        """:meth:`run` as one rank of a torchrun job (see :mod:`visionkit.workflows.distributed`)."""
+        from visionkit.pipeline import check_inputs
+        from visionkit.workflows import distributed
+
+        check_inputs(inputs, self.config, self.host)
+        self.device = distributed.rank_device(self.device)
+        with distributed.session(self.device) as info:
+            out_dir = _shared_run_dir(info, out, "detect")
+            return distributed.run_sharded(info, inputs, self.config, self.host, out_dir, self.class_names,
+                                           self._infer(), batch_size=int(self.config.get("batch_size") or 1),
+                                           only=only, on_item=on_item)
 
 
 class ProposerPipeline:
@@ -309,7 +326,10 @@ class ProposerPipeline:
             on_item: Callable[[Frame | BadItem], None] | None = None) -> RunSummary:
         """Proposals for every input: a JSON file per image and the top N drawn (``visionkit propose``)."""
         from visionkit.pipeline import Runner, build_sinks, next_run_dir
+        from visionkit.workflows import distributed
 
+        if distributed.launched():
+            return self._run_distributed(_inputs(inputs), out, on_item)
         out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "propose")
         items = _open(_inputs(inputs), self.config, self.host)
         sinks = build_sinks(self.config, self.host, out_dir, None)
@@ -326,6 +346,33 @@ class ProposerPipeline:
 
             # a few images per worker and batch: the batch waits for its slowest image
             return Runner(infer_parallel, sinks, batch_size=4 * self.workers).run(items, on_item)
+
+    def _run_distributed(self, inputs: list[str], out: PathLike | None,
+                         on_item: Callable[[Frame | BadItem], None] | None) -> RunSummary:
+        """:meth:`run` as one rank of a torchrun job: this rank's images, merged on rank 0 (``--workers`` processes
+        per rank); see :mod:`visionkit.workflows.distributed`."""
+        import torch
+
+        from visionkit.pipeline import check_inputs
+        from visionkit.workflows import distributed
+
+        check_inputs(inputs, self.config, self.host)
+        with distributed.session(torch.device("cpu")) as info:
+            out_dir = _shared_run_dir(info, out, "propose")
+            if self.workers == 1:
+                def infer(frames: list[Frame]) -> list[Proposals]:
+                    return [self._propose_one(f.image) for f in frames]
+
+                return distributed.run_sharded(info, inputs, self.config, self.host, out_dir, None, infer,
+                                               batch_size=1, on_item=on_item)
+            from visionkit.parallel import ForkPool
+
+            with ForkPool(self._propose_array, self.workers) as pool:
+                def infer_parallel(frames: list[Frame]) -> list[Proposals]:
+                    return [self._from_arrays(r) for r in pool.map(f.image.numpy() for f in frames)]
+
+                return distributed.run_sharded(info, inputs, self.config, self.host, out_dir, None, infer_parallel,
+                                               batch_size=4 * self.workers, on_item=on_item)
 
     def _propose_one(self, image: torch.Tensor) -> Proposals:
         return self._checked(self.proposer.propose(image)).top(self.top)
@@ -344,6 +391,17 @@ class ProposerPipeline:
         from visionkit.types import Proposals
 
         return Proposals(torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1]))
+
+
+def _shared_run_dir(info: Any, out: PathLike | None, command: str) -> Path:
+    """``out``, or the ``runs/<command>/runN`` rank 0 picks (sent to every rank, so all write one run)."""
+    from visionkit.pipeline import next_run_dir
+    from visionkit.workflows import distributed
+
+    if out is not None:
+        return Path(out)
+    picked = str(next_run_dir(Path("runs") / command)) if info.rank == 0 else None
+    return Path(distributed.broadcast_from_main(info, picked))
 
 
 def build_model(config: Mapping[str, Any], *, host: Host | None = None) -> tuple[torch.nn.Module, dict[int, str]]:

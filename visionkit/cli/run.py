@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -35,18 +36,34 @@ def detect(
 ) -> None:
     """Detect objects in images, folders, videos, cameras and streams."""
     from visionkit.api import Pipeline
+    from visionkit.workflows import distributed
 
+    main_rank = distributed.is_main_process()  # under torchrun only rank 0 warns, shows progress and reports
+    quiet = quiet or not main_rank
     kwargs = {} if weights is None else {"weights": weights}
     pipe = Pipeline.from_config(config, device=device, precision=precision, batch_size=batch_size,
                                 score_threshold=score_threshold, classes=classes, stride=stride,
                                 overrides=[*(set_ or []), *(["sinks.annotated-images.video_frames=true"]
                                                             if save_frames else [])],
                                 host=common.host(ctx), **kwargs)
-    common.warn(pipe.warnings)
-    bar, on_item, _ = common.progress(quiet, common.image_total(source))
+    if main_rank:
+        common.warn(pipe.warnings)
+    bar, on_item, _ = common.progress(quiet, _total(source))
     with bar:
         summary = pipe.run(source, out, save=save, on_item=on_item)
-    common.report(summary, quiet, "detections")
+    if main_rank:
+        common.report(summary, quiet, "detections")
+
+
+def _total(source: list[str]) -> int | None:
+    """The progress bar's total: every frame, or under torchrun rank 0's share (its bar shows its own shard)."""
+    from visionkit.workflows import distributed
+
+    total = common.image_total(source)
+    if total is None or not distributed.launched():
+        return total
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return len(range(0, total, world))
 
 
 def propose(
@@ -64,10 +81,14 @@ def propose(
 ) -> None:
     """Generate ranked region proposals (selective search by default): JSON per image + the top-N drawn."""
     from visionkit.api import ProposerPipeline
+    from visionkit.workflows import distributed
 
+    main_rank = distributed.is_main_process()
+    quiet = quiet or not main_rank
     pipe = ProposerPipeline.from_config(config, top=top, workers=workers, overrides=set_ or [],
                                         host=common.host(ctx), mode=mode, color_spaces=color_spaces)
-    bar, on_item, _ = common.progress(quiet, common.image_total(source))
+    bar, on_item, _ = common.progress(quiet, _total(source))
     with bar:
         summary = pipe.run(source, out, on_item=on_item)
-    common.report(summary, quiet, "proposals")
+    if main_rank:
+        common.report(summary, quiet, "proposals")

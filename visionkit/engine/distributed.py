@@ -19,6 +19,7 @@ to 1e-5 after two steps; the rest is float summation order in the gradient all-r
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,31 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "cleanup", "barrier", "all_gather_objects", "all_reduce_mean"]
+__all__ = ["DistInfo", "init_distributed", "cleanup", "barrier", "all_gather_objects", "all_reduce_mean",
+           "TIMEOUT_ENV", "collective_timeout", "launched"]
+
+#: seconds a collective waits for the other ranks before failing (default 1800: a rank's shard may finish
+#: well before the slowest one's)
+TIMEOUT_ENV = "VISIONKIT_DIST_TIMEOUT"
+
+
+def collective_timeout() -> datetime.timedelta:
+    """How long a collective waits for the other ranks (``VISIONKIT_DIST_TIMEOUT`` seconds, default 1800)."""
+    raw = os.environ.get(TIMEOUT_ENV, "1800")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        from visionkit.errors import UsageError
+
+        raise UsageError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds > 0; e.g. {TIMEOUT_ENV}=600")
+    return datetime.timedelta(seconds=seconds)
+
+
+def launched() -> bool:
+    """Whether this process is one of several started by torchrun (``WORLD_SIZE`` > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 @dataclass(frozen=True)
@@ -37,6 +62,8 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     started_group: bool = False
+    #: a gloo group over every rank for Python objects and monitored barriers (``None``: the default group)
+    control: Any = None
 
     @property
     def distributed(self) -> bool:
@@ -47,23 +74,29 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device: torch.device) -> DistInfo:
+def init_distributed(device: torch.device, *, control: bool = False) -> DistInfo:
     """Start the process group when launched by torchrun (``WORLD_SIZE`` > 1); a no-op otherwise.
 
-    On CUDA each process takes ``cuda:LOCAL_RANK``.
+    On CUDA each process takes ``cuda:LOCAL_RANK``. Collectives time out after :func:`collective_timeout`.
+    ``control=True`` also makes a gloo group for objects (``gather_object`` without copies through the GPU,
+    ``monitored_barrier`` that names a missing rank); on the CPU that is the default group itself.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if not launched():
         return DistInfo()
     local = int(os.environ.get("LOCAL_RANK", "0"))
     started = False
+    timeout = collective_timeout()
+    backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=timeout)
         started = True
-    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local, started_group=started)
+    group = None
+    if control and dist.get_backend() != "gloo":
+        group = dist.new_group(backend="gloo", timeout=timeout)
+    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local, started_group=started,
+                    control=group)
 
 
 def cleanup(info: DistInfo) -> None:
