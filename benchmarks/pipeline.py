@@ -1,0 +1,166 @@
+"""The main job against the script it replaces: ``visionkit detect`` vs the hand-written torchvision loop.
+
+Whole processes, start-up included, alternated round after round, on the same inputs and the same weights:
+
+* ``visionkit detect INPUT --config configs/raccoon_faster_rcnn.yaml --weights samples/checkpoints/raccoon_frcnn.pt``
+  (annotated images or MP4 + ``predictions.jsonl``);
+* the 25-line loop a user writes instead (``HAND_LOOP`` below): torchvision's own ``FasterRCNN`` built to the
+  checkpoint's architecture with ``load_state_dict(strict=True)``, ``cv2.imread`` (or ``cv2.VideoCapture``) ->
+  RGB tensor -> model -> ``cv2.rectangle``/``putText`` -> ``cv2.imwrite`` (or ``cv2.VideoWriter``) + one JSON
+  line per frame.
+
+Inputs: the first ``--images`` raccoon photos (``../shared/data/raccoon/images``, mixed sizes) and
+``../shared/data/videos/car-detection.mp4`` (377 frames). Prints JSON: wall and CPU seconds, peak RSS, frames
+per second, the throughput ratio visionkit / hand loop, and whether both found the same detections (same count
+per image, boxes within the JSONL's 0.01 px rounding; for the video the decoders differ — FFmpeg via PyAV vs
+OpenCV's build — so the count of frames that agree is given). Also ``visionkit bench`` model-only throughput
+on the images, for the "end-to-end >= 90 % of model-only" target.
+
+    .venv/bin/python benchmarks/pipeline.py [--images 100] [--rounds 3] [--skip-video]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+CONFIG = ROOT / "configs" / "raccoon_faster_rcnn.yaml"
+WEIGHTS = ROOT / "samples" / "checkpoints" / "raccoon_frcnn.pt"
+
+HAND_LOOP = r'''
+import json, sys, cv2, torch
+from pathlib import Path
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import mobilenet_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+
+src, out = sys.argv[1], Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
+backbone = mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=None, fpn=True, trainable_layers=6,
+                              norm_layer=nn.BatchNorm2d)
+anchors = AnchorGenerator(((32, 64, 128, 256, 512),) * 3, ((0.5, 1.0, 2.0),) * 3)
+model = FasterRCNN(backbone, rpn_anchor_generator=anchors, box_head=TwoMLPHead(256 * 7 * 7, 256),
+                   box_predictor=FastRCNNPredictor(256, 2), min_size=224, max_size=352, rpn_score_thresh=0.05,
+                   rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=150, box_batch_size_per_image=64)
+model.load_state_dict(torch.load(sys.argv[3], weights_only=True)["model"], strict=True)
+model.eval()
+lines = open(out / "predictions.jsonl", "w")
+def detect(bgr, name):
+    x = torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).float().div(255)
+    with torch.inference_mode():
+        o = model([x])[0]
+    keep = o["scores"] >= 0.3
+    for (x1, y1, x2, y2), s in zip(o["boxes"][keep].tolist(), o["scores"][keep].tolist()):
+        cv2.rectangle(bgr, (int(x1), int(y1)), (int(x2), int(y2)), (0, 255, 0), 2)
+        cv2.putText(bgr, f"raccoon {s:.2f}", (int(x1), int(y1) - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
+    lines.write(json.dumps({"source": name, "boxes": o["boxes"][keep].tolist()}) + "\n")
+    return bgr
+if Path(src).is_dir():
+    for p in sorted(Path(src).iterdir()):
+        cv2.imwrite(str(out / p.name), detect(cv2.imread(str(p)), str(p)))
+else:
+    cap = cv2.VideoCapture(src)
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(str(out / "video.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), cap.get(cv2.CAP_PROP_FPS), size)
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        writer.write(detect(frame, src))
+    writer.release()
+lines.close()
+'''
+
+
+def measure(argv: list[str], env: dict[str, str]) -> dict[str, float]:
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv[:4])} failed: {err.strip()[-500:]}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def boxes_of(jsonl: Path, visionkit: bool) -> list[list[list[float]]]:
+    rows = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    if visionkit:
+        return [[d["box"] for d in r["detections"]] for r in rows]
+    return [[[round(v, 2) for v in b] for b in r["boxes"]] for r in rows]
+
+
+def agree(a: list[list[list[float]]], b: list[list[list[float]]]) -> int:
+    return sum(len(x) == len(y) and all(max(abs(u - v) for u, v in zip(p, q, strict=True)) <= 0.011
+                                        for p, q in zip(x, y, strict=True)) for x, y in zip(a, b, strict=False))
+
+
+def compare(name: str, source: Path, frames: int, rounds: int, tmp: Path, env: dict[str, str]) -> dict:
+    exe = shutil.which("visionkit", path=str(Path(sys.executable).parent)) or "visionkit"
+    script = tmp / "hand_loop.py"
+    script.write_text(HAND_LOOP)
+    runs: dict[str, list[dict[str, float]]] = {"visionkit": [], "hand_loop": []}
+    for r in range(rounds):
+        for who in (["visionkit", "hand_loop"] if r % 2 == 0 else ["hand_loop", "visionkit"]):
+            out = tmp / f"{name}-{who}-{r}"
+            argv = ([exe, "detect", str(source), "--config", str(CONFIG), "--weights", str(WEIGHTS), "--device", "cpu",
+                     "--out", str(out), "--quiet"] if who == "visionkit"
+                    else [sys.executable, str(script), str(source), str(out), str(WEIGHTS)])
+            runs[who].append(measure(argv, env))
+    ours = boxes_of(tmp / f"{name}-visionkit-0" / "predictions.jsonl", True)
+    theirs = boxes_of(tmp / f"{name}-hand_loop-0" / "predictions.jsonl", False)
+    median = {who: {k: round(statistics.median(x[k] for x in rs), 3) for k in rs[0]} for who, rs in runs.items()}
+    for who in median:
+        median[who]["frames_per_s"] = round(frames / median[who]["wall_s"], 3)
+    return {"frames": frames, "median": median,
+            "throughput_ratio": round(median["hand_loop"]["wall_s"] / median["visionkit"]["wall_s"], 3),
+            "rss_ratio": round(median["visionkit"]["peak_rss_mb"] / median["hand_loop"]["peak_rss_mb"], 3),
+            "frames_with_same_detections": agree(ours, theirs), "frames_compared": len(theirs),
+            "all_runs": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-video", action="store_true")
+    args = parser.parse_args()
+    env = {**os.environ, "VISIONKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    report: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                "load_average_before": [round(x, 2) for x in os.getloadavg()]}}
+    with tempfile.TemporaryDirectory(prefix="visionkit-pipeline-") as tmp_name:
+        tmp = Path(tmp_name)
+        folder = tmp / "images"
+        folder.mkdir()
+        for p in sorted((DATA / "raccoon" / "images").glob("*.jpg"))[:args.images]:
+            (folder / p.name).symlink_to(p)
+        report["images"] = compare("images", folder, args.images, args.rounds, tmp, env)
+        bench = subprocess.run([shutil.which("visionkit", path=str(Path(sys.executable).parent)) or "visionkit",
+                                "bench", str(folder), "--config", str(CONFIG), "--weights", str(WEIGHTS),
+                                "--device", "cpu", "--rounds", "1", "--json"], capture_output=True, text=True,
+                               env=env, check=True)
+        figures = json.loads(bench.stdout)
+        report["images"]["model_only_frames_per_s"] = figures["frames_per_s"]["model"]
+        report["images"]["end_to_end_vs_model_only"] = round(
+            report["images"]["median"]["visionkit"]["frames_per_s"] / figures["frames_per_s"]["model"], 3)
+        if not args.skip_video:
+            report["video"] = compare("video", DATA / "videos" / "car-detection.mp4", 377, args.rounds, tmp, env)
+    report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    report["targets"] = {"throughput_ratio_min": 1.3, "rss_ratio_max": 1.1, "end_to_end_vs_model_only_min": 0.9}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
