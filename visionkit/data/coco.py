@@ -9,6 +9,7 @@ extra per-annotation keys of the same name (pycocotools ignores them).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,41 @@ def _number_list(value: Any) -> bool:
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _coco_int(value: Any, path: Path, where: str, key: str) -> int:
+    """``value`` as an id: an integer (not a bool) that fits int64, else an :class:`InputError` naming the entry."""
+    if isinstance(value, int) and not isinstance(value, bool) and -_INT64_MAX <= value <= _INT64_MAX:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        got = f"{value} (beyond 64-bit integers)"
+    else:
+        got = f"{value!r:.40}" + (f" ({type(value).__name__})" if not isinstance(value, str) else " (a string)")
+    raise InputError(f"{path}: {where}.{key} must be an integer id, got {got}; fix that entry of the file")
+
+
+def _coco_size(value: Any, path: Path, where: str, key: str) -> int:
+    """An image ``width``/``height``: a non-negative whole number (``None``/missing: 0, unknown)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or value != int(value) or value > _INT64_MAX:
+        raise InputError(f"{path}: {where}.{key} must be a whole number of pixels, got {value!r:.40}; "
+                         "fix it or remove the key (then the image is measured)")
+    return int(value)
+
+
+def _coco_area(ann: dict[str, Any], path: Path, i: int) -> float:
+    if "area" not in ann:
+        return float(ann["bbox"][2] * ann["bbox"][3])
+    area = ann["area"]
+    if isinstance(area, bool) or not isinstance(area, (int, float)) or not math.isfinite(float(area)) or area < 0:
+        raise InputError(f"{path}: annotations[{i}].area must be a finite number >= 0 (pixels^2), got {area!r:.40}; "
+                         "fix it or remove the key (then the box area is used)")
+    return float(area)
+
+
 def load_coco(path: str | os.PathLike[str], images_dir: str | os.PathLike[str] | None = None) -> DetectionDataset:
     """Read a COCO instances JSON (``images``, ``annotations``, ``categories``).
 
@@ -77,8 +113,9 @@ def load_coco(path: str | os.PathLike[str], images_dir: str | os.PathLike[str] |
     classes: dict[int, str] = {}
     supercategories: dict[int, str] = {}
     for i, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or "name" not in cat:
+        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
             raise InputError(f"{path}: categories[{i}] must have an integer 'id' and a 'name', got {cat!r:.80}")
+        _coco_int(cat["id"], path, f"categories[{i}]", "id")
         classes[cat["id"]] = str(cat["name"])
         if "supercategory" in cat:
             supercategories[cat["id"]] = str(cat["supercategory"])
@@ -86,8 +123,11 @@ def load_coco(path: str | os.PathLike[str], images_dir: str | os.PathLike[str] |
     problems: list[Problem] = []
     images: dict[int, dict[str, Any]] = {}
     for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or not isinstance(img.get("id"), int) or not isinstance(img.get("file_name"), str):
+        if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
             raise InputError(f"{path}: images[{i}] must have an integer 'id' and a 'file_name', got {img!r:.80}")
+        _coco_int(img["id"], path, f"images[{i}]", "id")
+        for key in ("width", "height"):
+            img[key] = _coco_size(img.get(key), path, f"images[{i}]", key)
         if img["id"] in images:
             raise InputError(f"{path}: images[{i}]: duplicate image id {img['id']}")
         images[img["id"]] = img
@@ -99,9 +139,12 @@ def load_coco(path: str | os.PathLike[str], images_dir: str | os.PathLike[str] |
         for key in ("image_id", "category_id", "bbox"):
             if key not in ann:
                 raise InputError(f"{path}: annotations[{i}] has no '{key}'")
+        _coco_int(ann["image_id"], path, f"annotations[{i}]", "image_id")
+        _coco_int(ann["category_id"], path, f"annotations[{i}]", "category_id")
         bbox = ann["bbox"]
         if not _number_list(bbox) or len(bbox) != 4:
             raise InputError(f"{path}: annotations[{i}]: 'bbox' must be 4 numbers [x, y, w, h], got {bbox!r:.80}")
+        _coco_area(ann, path, i)
         if ann["image_id"] not in images:
             problems.append(Problem("annotation_without_image", path.name,
                                     f"annotations[{i}] (id {ann.get('id')}) refers to image id {ann['image_id']} "

@@ -16,6 +16,7 @@ Splits: ``split="train"`` reads ``ImageSets/Main/train.txt`` (image stems, one p
 
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -53,21 +54,52 @@ def is_voc_folder(path: Path) -> bool:
     return d is not None and next(d.glob("*.xml"), None) is not None
 
 
+_FIX = "fix the annotation file"
+
+
 def _text(el: ET.Element, tag: str, file: Path, required: bool = True) -> str | None:
     child = el.find(tag)
     if child is None or child.text is None or not child.text.strip():
         if required:
-            raise InputError(f"{file}: missing <{tag}> in <{el.tag}>")
+            raise InputError(f"{file}: missing <{tag}> in <{el.tag}>; {_FIX}")
         return None
     return child.text.strip()
 
 
-def _number(el: ET.Element, tag: str, file: Path) -> float:
+def _number(el: ET.Element, tag: str, file: Path, where: str = "") -> float:
+    """A finite number from ``<tag>`` (``where`` names the object, e.g. ``object 2 'dog'``)."""
     value = _text(el, tag, file)
+    place = f" ({where})" if where else f" (in <{el.tag}>)"
     try:
-        return float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]
     except ValueError:
-        raise InputError(f"{file}: <{tag}> must be a number, got {value!r}") from None
+        raise InputError(f"{file}: <{tag}> must be a number, got {value!r:.40}{place}; {_FIX}") from None
+    if not math.isfinite(number):
+        raise InputError(f"{file}: <{tag}> must be a finite number, got {value!r:.40}{place}; {_FIX}")
+    return number
+
+
+def _size(el: ET.Element, tag: str, file: Path) -> int:
+    """A whole, non-negative pixel count from ``<size><tag>``."""
+    number = _number(el, tag, file)
+    if number < 0 or number != int(number) or number > 2**31:
+        raise InputError(f"{file}: <size><{tag}> must be a whole number of pixels, got {_text(el, tag, file)!r:.40}; "
+                         f"{_FIX} (or remove <size>: the image is then measured)")
+    return int(number)
+
+
+def _flag(el: ET.Element, tag: str, file: Path, where: str) -> bool:
+    """``<difficult>``/``<truncated>``: 0 or 1 (absent: 0)."""
+    text = _text(el, tag, file, required=False)
+    if text is None:
+        return False
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if number not in (0.0, 1.0):
+        raise InputError(f"{file}: <{tag}> of {where} must be 0 or 1, got {text!r:.40}; {_FIX}")
+    return bool(number)
 
 
 def parse_voc_xml(path: Path) -> dict[str, Any]:
@@ -88,34 +120,38 @@ def parse_voc_xml(path: Path) -> dict[str, Any]:
     size = root.find("size")
     width = height = depth = 0
     if size is not None:
-        width = int(_number(size, "width", path))
-        height = int(_number(size, "height", path))
-        d = _text(size, "depth", path, required=False)
-        depth = int(float(d)) if d else 0
+        width = _size(size, "width", path)
+        height = _size(size, "height", path)
+        depth = _size(size, "depth", path) if _text(size, "depth", path, required=False) else 0
     objects = []
-    for obj in root.findall("object"):
+    for j, obj in enumerate(root.findall("object")):
         name = _text(obj, "name", path)
+        where = f"object {j} '{name}'"
         bnd = obj.find("bndbox")
         if bnd is None:
-            raise InputError(f"{path}: <object> '{name}' has no <bndbox>")
-        bbox = tuple(_number(bnd, t, path) for t in ("xmin", "ymin", "xmax", "ymax"))
-        flags = {}
-        for flag in ("difficult", "truncated"):
-            t = _text(obj, flag, path, required=False)
-            flags[flag] = bool(int(float(t))) if t else False
+            raise InputError(f"{path}: {where} has no <bndbox>; {_FIX}")
+        bbox = tuple(_number(bnd, t, path, where) for t in ("xmin", "ymin", "xmax", "ymax"))
+        flags = {flag: _flag(obj, flag, path, where) for flag in ("difficult", "truncated")}
         objects.append({"name": name, "bbox_voc": bbox, **flags})
     return {"filename": _text(root, "filename", path, required=False), "width": width, "height": height,
             "depth": depth, "objects": objects}
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, or with a NUL byte
+        return False
+
+
 def _find_image(img_dir: Path, filename: str | None, stem: str) -> Path | None:
     if filename:
         p = img_dir / filename
-        if p.is_file():
+        if _is_file(p):
             return p
     for ext in IMAGE_EXTS:
         p = img_dir / f"{stem}{ext}"
-        if p.is_file():
+        if _is_file(p):
             return p
     return None
 

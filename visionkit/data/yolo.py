@@ -57,9 +57,22 @@ def label_path_for(image: Path) -> Path:
     return image.with_suffix(".txt")
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
+def _read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file's contents; an unreadable or non-UTF-8 file is a one-line :class:`InputError`."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: {what} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                         "save it as UTF-8") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what} ({exc.strerror or exc}); check the path and its permissions"
+                         ) from None
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    text = _read_text(path, "the data YAML")
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -89,7 +102,7 @@ def read_yolo_names(path: Path) -> dict[int, str]:
         if "names" not in data:
             raise InputError(f"{path}: no 'names' key")
         return _names_from(data["names"], path)
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    lines = [ln.strip() for ln in _read_text(path, "the class names file").splitlines()]
     return {i: n for i, n in enumerate(ln for ln in lines if ln)}
 
 
@@ -121,10 +134,7 @@ def parse_yolo_labels(path: Path, width: int, height: int, num_classes: int | No
     ``class cx cy w h`` (or a polygon), a non-integer class, or a class id outside the names.
     """
     boxes, classes, segs = [], [], []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text label file (not UTF-8)") from None
+    text = _read_text(path, "the label file")
     for lineno, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
@@ -165,7 +175,7 @@ def _images_of(entry: str | list[Any], root: Path, where: Path) -> list[Path]:
         if p.is_dir():
             out.extend(q for q in p.rglob("*") if _is_image(q))
         elif p.is_file() and p.suffix == ".txt":
-            for line in p.read_text(encoding="utf-8").splitlines():
+            for line in _read_text(p, "the image list").splitlines():
                 if line.strip():
                     q = Path(line.strip())
                     out.append(q if q.is_absolute() else (p.parent / q))
