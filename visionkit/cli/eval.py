@@ -136,13 +136,17 @@ def evaluate_pipeline(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Run a detection pipeline over a dataset and evaluate it with pycocotools (12 COCO numbers)."""
+    from visionkit.workflows import distributed
     from visionkit.workflows.evaluate import evaluate_run
 
-    bar, on_item, set_total = common.progress(quiet, None)
+    main_rank = distributed.is_main_process()  # under torchrun: rank 0 shows its shard's progress and the result
+    bar, on_item, set_total = common.progress(quiet or not main_rank, None)
     with bar:
         result = evaluate_run(config, dataset, split_file=split_file, split=split, weights=weights, device=device,
                               precision=precision, batch_size=batch_size, overrides=set_ or [], out=out,
                               host=common.host(ctx), on_item=on_item, on_start=set_total)
+    if not main_rank:
+        return
     for source, error in result["skipped"]:
         typer.echo(f"skipped {source}: {error}", err=True)
     common.warn(result["warnings"])

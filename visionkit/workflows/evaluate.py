@@ -99,10 +99,7 @@ def evaluate_run(
     ``files``. ``on_start(total)`` is called once the dataset is loaded; ``on_item`` once per image.
     """
     from visionkit.api import _host, load_config
-    from visionkit.atomic import write_json
     from visionkit.engine.data import predict_dataset, resolve_dataset
-    from visionkit.evaluation.coco import detections_to_coco
-    from visionkit.evaluation.coco import evaluate_coco as run
     from visionkit.pipeline import build_detector, next_run_dir, resolve_with_checkpoint, select_device
     from visionkit.workflows.train import split_training_config
 
@@ -118,11 +115,26 @@ def evaluate_run(
     ds = resolve_dataset(dataset, split_file, split=split)
     dev = select_device(resolved["device"])
     detector, class_names = build_detector(resolved, host)
+    from visionkit.workflows import distributed
+
+    if distributed.launched():
+        return _evaluate_run_distributed(ds, detector, class_names, resolved, out, on_item, on_start)
     out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "eval")
     if on_start is not None:
         on_start(len(ds))
     preds, summary = predict_dataset(detector, ds, dev, batch_size=resolved["batch_size"],
                                      precision=resolved["precision"], on_item=on_item)
+    return _evaluate_predictions(ds, preds, summary.detections, summary.seconds,
+                                 [[b.source, b.error] for b in summary.bad], class_names, out_dir)
+
+
+def _evaluate_predictions(ds: Any, preds: dict[int, Any], detections: int, seconds: float,
+                          skipped: list[list[str]], class_names: Mapping[int, str], out_dir: Path) -> dict[str, Any]:
+    """``eval run``'s result from the predictions of a whole dataset: checks, ``predictions.json``, pycocotools."""
+    from visionkit.atomic import write_json
+    from visionkit.evaluation.coco import detections_to_coco
+    from visionkit.evaluation.coco import evaluate_coco as run
+
     unknown = sorted({int(x) for d in preds.values() for x in d.labels.tolist()} - set(ds.classes))
     if unknown:
         names = ", ".join(f"{i} ({class_names.get(i, '?')})" for i in unknown[:5])
@@ -132,9 +144,56 @@ def evaluate_run(
     write_json(out_dir / "predictions.json", detections_to_coco(preds))
     result = run(ds, preds, out_dir=out_dir).to_dict()
     result["files"] = {"predictions": str(out_dir / "predictions.json"), **result.get("files", {})}
-    result.update(images=len(preds), detections=summary.detections, seconds=summary.seconds,
-                  skipped=[[b.source, b.error] for b in summary.bad])
+    result.update(images=len(preds), detections=detections, seconds=seconds, skipped=skipped)
     return result
+
+
+def _evaluate_run_distributed(ds: Any, detector: Any, class_names: Mapping[int, str], resolved: Mapping[str, Any],
+                              out: PathLike | None, on_item: Callable[[Any], None] | None,
+                              on_start: Callable[[int], None] | None) -> dict[str, Any]:
+    """:func:`evaluate_run` as one rank of a torchrun job: image ``i`` of the dataset on rank ``i % world``;
+    rank 0 puts every rank's detections in dataset order and evaluates once; every rank returns its result."""
+    import time
+
+    from visionkit.engine.data import predict_dataset
+    from visionkit.pipeline import next_run_dir, select_device
+    from visionkit.workflows import distributed
+
+    dev = distributed.rank_device(select_device(resolved["device"]))
+    start = time.perf_counter()
+    with distributed.session(dev) as info:
+        mine = distributed.shard(len(ds), info.rank, info.world_size)
+        if on_start is not None:
+            on_start(len(mine))
+        error: BaseException | None = None
+        sent: tuple[dict[int, Any], list[tuple[str, str]], int] = ({}, [], 0)
+        try:
+            preds, summary = predict_dataset(detector, ds, dev, batch_size=resolved["batch_size"],
+                                             precision=resolved["precision"], indices=mine, on_item=on_item)
+            sent = (preds, [(b.source, b.error) for b in summary.bad], summary.detections)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            error = exc
+        distributed.exchange_status(info, error)
+        shards = distributed.gather_to_main(info, sent)
+        result: dict[str, Any] | None = None
+        error = None
+        if shards is not None:
+            try:
+                position = {rec.image_id: i for i, rec in enumerate(ds.images)}
+                by_path = {str(ds.image_path(rec)): i for i, rec in enumerate(ds.images)}
+                every = {k: v for p, _, _ in shards for k, v in p.items()}
+                merged = {k: every[k] for k in sorted(every, key=lambda k: position[k])}  # as one process writes
+                skipped = sorted(([src, err] for _, bad, _ in shards for src, err in bad),
+                                 key=lambda b: by_path.get(b[0], len(by_path)))
+                out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "eval")
+                result = _evaluate_predictions(ds, merged, sum(n for _, _, n in shards), time.perf_counter() - start,
+                                               skipped, class_names, out_dir)
+            except Exception as exc:
+                error = exc
+        distributed.exchange_status(info, error)
+        return distributed.broadcast_from_main(info, result)
 
 
 def evaluate_proposals(
