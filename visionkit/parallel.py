@@ -3,15 +3,16 @@
 :class:`ForkPool` forks its workers when it is created, so the function (a bound method of a built
 component, a closure) is inherited by the children instead of pickled, and no plugin has to be importable
 by name in a fresh interpreter. Create it before any thread of the run starts (forking a process with
-running threads is unsafe); each child runs with one torch and one OpenCV thread, so ``N`` workers use
-``N`` cores. Only the items and the results are pickled: keep them to numpy arrays and plain values.
+running threads is unsafe); each child runs with one torch thread and OpenCV single-threaded, so ``N``
+workers use ``N`` cores. Only the items and the results are pickled: keep them to numpy arrays and plain values.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 __all__ = ["ForkPool", "available_cores"]
@@ -28,18 +29,28 @@ def available_cores() -> int:
 
 
 def _init_child() -> None:
-    try:
-        import torch
+    import torch
 
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
-    try:
-        import cv2
+    torch.set_num_threads(1)
 
-        cv2.setNumThreads(1)
-    except ImportError:
-        pass
+
+@contextlib.contextmanager
+def _opencv_single_threaded() -> Iterator[None]:
+    """OpenCV's thread pool does not survive a fork: a child that touches it (even ``cv2.setNumThreads``) can
+    hang on the parent's pool state. So the parent drops to one OpenCV thread while it forks — the children
+    inherit no pool — and gets its thread count back afterwards."""
+    import sys
+
+    cv2 = sys.modules.get("cv2")
+    if cv2 is None:
+        yield
+        return
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def _call(item: Any) -> Any:
@@ -60,7 +71,8 @@ class ForkPool:
         self.workers = max(1, int(workers))
         _FUNCTION = fn
         try:
-            self._pool = mp.get_context("fork").Pool(self.workers, initializer=_init_child)
+            with _opencv_single_threaded():
+                self._pool = mp.get_context("fork").Pool(self.workers, initializer=_init_child)
         finally:
             _FUNCTION = None  # the children hold their copy; the parent keeps nothing
 
