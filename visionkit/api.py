@@ -144,7 +144,7 @@ class Pipeline:
 
     def __init__(self, config: Mapping[str, Any], *, host: Host | None = None,
                  classes: Sequence[str | int] | None = None) -> None:
-        from visionkit.pipeline import build_detector, class_filter, select_device
+        from visionkit.pipeline import build_detector, class_filter, require_detector, select_device
 
         self.host = _host(host)
         self.config: dict[str, Any] = dict(config)
@@ -154,6 +154,7 @@ class Pipeline:
                                  "meaningless; pass --weights DEFAULT or a checkpoint")
         self.device = select_device(self.config.get("device") or "auto")
         self.detector, self.class_names = build_detector(self.config, self.host)
+        require_detector(self.detector, self.config)
         self.keep_labels = class_filter(classes, self.class_names)
         self.skipped: list[BadItem] = []
 
@@ -244,6 +245,7 @@ class Pipeline:
         ...) under ``out`` (default ``runs/detect/runN``): exactly ``visionkit detect``. Decoding and writing run
         in background threads. ``save=False`` skips the annotated images and videos. Bad inputs are
         skipped and listed in the summary's ``bad``. ``on_item`` is called once per frame or bad item."""
+        from visionkit.outputs import check_output_dir
         from visionkit.pipeline import Runner, build_sinks, next_run_dir
         from visionkit.workflows import distributed
 
@@ -251,7 +253,7 @@ class Pipeline:
         only = None if save else [n for n in names if n not in ("annotated-images", "annotated-video")]
         if distributed.launched():
             return self._run_distributed(_inputs(inputs), out, only, on_item)
-        out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "detect")
+        out_dir = check_output_dir(out) if out is not None else next_run_dir(Path("runs") / "detect")
         items = _open(_inputs(inputs), self.config, self.host)
         sinks = build_sinks(self.config, self.host, out_dir, self.class_names, only=only)
         runner = Runner(self._infer(), sinks, batch_size=int(self.config.get("batch_size") or 1))
@@ -325,12 +327,13 @@ class ProposerPipeline:
     def run(self, inputs: PathLike | Sequence[PathLike], out: PathLike | None = None, *,
             on_item: Callable[[Frame | BadItem], None] | None = None) -> RunSummary:
         """Proposals for every input: a JSON file per image and the top N drawn (``visionkit propose``)."""
+        from visionkit.outputs import check_output_dir
         from visionkit.pipeline import Runner, build_sinks, next_run_dir
         from visionkit.workflows import distributed
 
         if distributed.launched():
             return self._run_distributed(_inputs(inputs), out, on_item)
-        out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "propose")
+        out_dir = check_output_dir(out) if out is not None else next_run_dir(Path("runs") / "propose")
         items = _open(_inputs(inputs), self.config, self.host)
         sinks = build_sinks(self.config, self.host, out_dir, None)
         if self.workers == 1:

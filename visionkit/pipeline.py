@@ -143,6 +143,23 @@ def build_detector(config: Mapping[str, Any], host: Host) -> tuple[torch.nn.Modu
     return detector, class_names
 
 
+def require_detector(model: torch.nn.Module, config: Mapping[str, Any]) -> None:
+    """Refuse a built model that classifies or captions whole images where boxes are wanted (detect, eval).
+
+    One :class:`UsageError` naming the head, the weights and the command that runs it, instead of a
+    ``TypeError``/``AttributeError`` from inside its forward on the first image.
+    """
+    from visionkit.components import Captioner, Classifier
+
+    kind, command = ("an image classifier", "classify") if isinstance(model, Classifier) else \
+        ("a captioner", "caption") if isinstance(model, Captioner) else (None, None)
+    if kind is not None:
+        head = (component_section(config.get("head")) or ("?",))[0]
+        weights = f" (weights {config['weights']})" if config.get("weights") else ""
+        raise UsageError(f"head '{head}'{weights} is {kind}, not a detector: it gives no boxes; "
+                         f"run it with visionkit {command}, or pass a detector's config/weights")
+
+
 def build_proposer(config: Mapping[str, Any], host: Host) -> Any:
     section = component_section(config.get("proposer"))
     if section is None:

@@ -36,6 +36,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -199,11 +200,12 @@ def _read_file(path: Path, map_location: str | torch.device) -> Any:
             return load_file(str(path), device=str(map_location))
         except Exception as exc:
             raise WeightsError(f"cannot read {path}: not a valid safetensors file ({_first_line(exc)})") from None
+    _check_zip_crc(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        if "global" in text.lower():  # "Unsupported global: GLOBAL x.Y", "unsupported GLOBAL posix.system ..."
+        if "unsupported global" in text.lower() or _GLOBAL.search(text):  # "Unsupported global: GLOBAL x.Y", ...
             found = _GLOBAL.search(text)
             what = f" ({found.group(1)})" if found else ""
             raise WeightsError(
@@ -212,7 +214,36 @@ def _read_file(path: Path, map_location: str | torch.device) -> Any:
             ) from None
         raise WeightsError(f"cannot read {path}: not a PyTorch weights file or corrupt") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise WeightsError(f"cannot read {path}: not a PyTorch weights file or corrupt ({_first_line(exc)})") from None
+        raise WeightsError(f"cannot read {path}: not a PyTorch weights file or corrupt ({_reason(exc)}); "
+                           "re-download or re-copy it") from None
+    except Exception:  # torch's unpickler meets damaged data with IndexError, KeyError, TypeError...
+        raise WeightsError(f"cannot read {path}: a corrupt PyTorch weights file (its pickled index is damaged); "
+                           "re-download or re-copy it") from None
+
+
+def _check_zip_crc(path: Path) -> None:
+    """Refuse a zip-format ``torch.save`` file whose stored CRC-32s do not match (a damaged copy).
+
+    ``torch.load`` does not check them, so one flipped byte in a tensor would load silently
+    as a wrong weight. Reading the file once costs ~20 ms per 16 MB.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # the legacy (pre-1.6) format, or not a weights file: torch.load reports it
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+        raise WeightsError(f"cannot read {path}: a damaged weights archive ({_reason(exc)}); "
+                           "re-download or re-copy it") from None
+    if bad is not None:
+        raise WeightsError(f"cannot read {path}: corrupt data in {bad} (its CRC-32 does not match); "
+                           "re-download or re-copy it")
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of ``exc`` without PyTorch's advice to load with ``weights_only=False``."""
+    line = _first_line(exc)
+    return "unreadable data" if "weights_only" in line else line.rstrip(".")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -234,8 +265,16 @@ def _normalise(obj: Any, path: Path) -> dict[str, Any]:
             raise WeightsError(f"cannot use {path}: its 'model' entry is not a state dict of tensors")
         out = dict(obj)
         names = obj.get("class_names") or {}
-        out["class_names"] = {int(k): str(v) for k, v in names.items()} or None
-        out["config"] = dict(obj.get("config") or {}) or None
+        config = obj.get("config") or {}
+        if not isinstance(names, Mapping) or not isinstance(config, Mapping):
+            raise WeightsError(f"cannot use {path}: its 'class_names' or 'config' entry is not a mapping; "
+                               "the checkpoint is damaged, re-save it with visionkit train")
+        try:
+            out["class_names"] = {int(k): str(v) for k, v in names.items()} or None
+        except (TypeError, ValueError):
+            raise WeightsError(f"cannot use {path}: its 'class_names' keys are not integer category ids; "
+                               "the checkpoint is damaged, re-save it with visionkit train") from None
+        out["config"] = dict(config) or None
         return out
     if _is_state_dict(obj):
         return {"format": "state-dict", "model": obj, "class_names": None, "config": None}

@@ -100,7 +100,13 @@ def evaluate_run(
     """
     from visionkit.api import _host, load_config
     from visionkit.engine.data import predict_dataset, resolve_dataset
-    from visionkit.pipeline import build_detector, next_run_dir, resolve_with_checkpoint, select_device
+    from visionkit.pipeline import (
+        build_detector,
+        next_run_dir,
+        require_detector,
+        resolve_with_checkpoint,
+        select_device,
+    )
     from visionkit.workflows.train import split_training_config
 
     if dataset is None:
@@ -115,6 +121,7 @@ def evaluate_run(
     ds = resolve_dataset(dataset, split_file, split=split)
     dev = select_device(resolved["device"])
     detector, class_names = build_detector(resolved, host)
+    require_detector(detector, resolved)
     from visionkit.workflows import distributed
 
     if distributed.launched():
