@@ -12,10 +12,8 @@ Importing this module imports no torch: the head, its params and its trainer are
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from visionkit.hookspecs import Register, hookimpl
+from visionkit.lazy import lazy_exports
 
 __all__ = [
     "AttentionDecoder", "Captioner", "CaptioningParams", "Hypothesis", "ShowTellDecoder", "beam_search",
@@ -32,14 +30,7 @@ _LAZY = {
     "fit": ".train",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 @hookimpl

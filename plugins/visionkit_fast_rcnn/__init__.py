@@ -7,10 +7,8 @@ for the parameters, :mod:`visionkit.detection.sampling` for the RoI sampling, an
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from visionkit.hookspecs import Register, hookimpl
+from visionkit.lazy import lazy_exports
 
 __all__ = ["FastRCNNDetector", "FastRCNNParams", "SampledRoIs", "build_fast_rcnn", "sample_rois"]
 
@@ -23,14 +21,7 @@ _LAZY = {
     "sample_rois": "visionkit.detection.sampling",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 @hookimpl

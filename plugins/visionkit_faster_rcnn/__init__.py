@@ -6,24 +6,15 @@ module imports no torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from visionkit.hookspecs import Register, hookimpl
+from visionkit.lazy import lazy_exports
 
 __all__ = ["FasterRCNNDetector", "FasterRCNNParams", "build_faster_rcnn"]
 
 #: public names, imported on first use (PEP 562) so that registering the plugin imports no torch
 _LAZY = {"FasterRCNNDetector": ".detector", "build_faster_rcnn": ".detector", "FasterRCNNParams": ".params"}
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 @hookimpl

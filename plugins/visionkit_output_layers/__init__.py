@@ -11,10 +11,8 @@ mining). This plugin registers them with their parameters (:mod:`.params`) and f
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from visionkit.hookspecs import Register, hookimpl
+from visionkit.lazy import lazy_exports
 
 __all__ = [
     "BoxRegression", "RegionPredictor", "SoftmaxClassifier", "LinearSVM", "HardNegativeMiner", "mine_hard_negatives",
@@ -30,14 +28,7 @@ _LAZY = {
     "mine_hard_negatives": "visionkit.detection.svm",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 @hookimpl

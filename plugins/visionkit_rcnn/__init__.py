@@ -6,10 +6,8 @@ See :mod:`.detector` for the calling convention, the warping and the SVM stage (
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from visionkit.hookspecs import Register, hookimpl
+from visionkit.lazy import lazy_exports
 
 __all__ = ["RCNNDetector", "RCNNParams", "build_rcnn", "context_boxes", "warp_regions"]
 
@@ -22,14 +20,7 @@ _LAZY = {
     "RCNNParams": ".params",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 @hookimpl

@@ -7,10 +7,8 @@ Importing this module imports neither numba nor OpenCV nor torch; the names belo
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from visionkit.hookspecs import Register, hookimpl
+from visionkit.lazy import lazy_exports
 
 __all__ = ["SelectiveSearch", "SelectiveSearchParams", "color_space_names", "register_color_space"]
 
@@ -22,14 +20,7 @@ _LAZY = {
     "register_color_space": ".colour_spaces",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 @hookimpl

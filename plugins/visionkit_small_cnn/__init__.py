@@ -6,10 +6,8 @@ the layer specs are parsed by :mod:`.layer_specs`. Importing this module imports
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from visionkit.hookspecs import Register, hookimpl
+from visionkit.lazy import lazy_exports
 
 __all__ = [
     "SmallCNN", "SmallCNNClassifier", "SmallCNNParams", "PointwiseLinear", "parse_layers", "LAYER_SYNTAX",
@@ -28,14 +26,7 @@ _LAZY = {
     "DEFAULT_LAYERS": ".params",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 @hookimpl

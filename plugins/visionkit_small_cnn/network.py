@@ -1,25 +1,8 @@
 """``small-cnn``: a configurable network of classic layers, for training from scratch on small data and for tests.
 
-The network is a list of layer specs, one string each, ``type[:arg[:arg...]]``:
-
-=======================================  =========================================================
-spec                                     layer
-=======================================  =========================================================
-``conv:OUT:K[:STRIDE[:PADDING]]``        ``nn.Conv2d(C, OUT, K, STRIDE=1, PADDING=K // 2)``
-``bn``                                   ``nn.BatchNorm2d(C)``
-``relu``                                 ``nn.ReLU()``
-``lrn[:SIZE]``                           ``nn.LocalResponseNorm(SIZE=5, alpha=1e-4, beta=0.75, k=2)``
-                                         (AlexNet's constants)
-``maxpool:K[:STRIDE]``                   ``nn.MaxPool2d(K, STRIDE=K)``
-``avgpool:K[:STRIDE]``                   ``nn.AvgPool2d(K, STRIDE=K)``
-``dropout[:P]``                          ``nn.Dropout(P=0.5)``, ``0 <= P < 1``
-``fc:OUT``                               fully connected over the channels at each position
-                                         (``nn.Linear(C, OUT)``; on a 1x1 map, a plain fc layer)
-=======================================  =========================================================
-
-``C`` is the channel count coming in (``in_channels`` for the first layer). A bad spec raises
-``ValueError`` naming the layer's index and text (``layers[3] 'conv:32': ...``); through the
-registry it becomes a :class:`~visionkit.errors.ConfigError` that names ``backbone 'small-cnn'``.
+The network is a list of layer specs, one string each (``conv:OUT:K``, ``bn``, ``relu``, ``lrn``,
+``maxpool:K``, ``avgpool:K``, ``dropout``, ``fc:OUT``): their syntax, the layers they build and the errors
+for a bad spec are in :mod:`.layer_specs`.
 
 As a backbone, ``forward(x)``: float ``[B, in_channels, H, W]`` -> ``OrderedDict({"0": [B, C_out,
 H / stride, W / stride]})`` (sizes rounded down by each layer as PyTorch does). It declares

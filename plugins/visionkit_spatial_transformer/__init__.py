@@ -14,10 +14,8 @@ head. ``visionkit classify`` runs a trained ``stn`` checkpoint. Importing this m
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from visionkit.hookspecs import Register, hookimpl
+from visionkit.lazy import lazy_exports
 
 __all__ = [
     "STBackboneParams", "build_st_backbone",
@@ -35,14 +33,7 @@ _LAZY = {
     "projective_sample": ".module",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 @hookimpl

@@ -17,10 +17,8 @@ importing this module imports no torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from visionkit.hookspecs import Register, hookimpl
+from visionkit.lazy import lazy_exports
 
 __all__ = ["SingleMapBackbone", "freeze_stages", "replace_classifier"]
 
@@ -64,14 +62,7 @@ SINGLE_MAP_BACKBONES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
         "MobileNetV3-Large last conv (960 channels, stride 32, map 0)"),
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 @hookimpl

@@ -9,8 +9,7 @@ The names below are imported on first use, so importing this package (or :mod:`.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from visionkit.lazy import lazy_exports
 
 __all__ = [
     "AfterTrainingContext", "CheckpointPolicy", "Evaluation", "TrainOptions", "TrainResult", "TrainingError",
@@ -31,11 +30,4 @@ _LAZY = {
     "train_detector": "visionkit.engine.train",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -3,13 +3,8 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from visionkit.lazy import lazy_exports
 
 __all__ = ["IOU_THRESHOLDS", "ProposalEvaluator", "ProposalMetrics", "best_overlaps", "plot_recall_curves"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("visionkit.evaluation.proposals"), name)
-    raise AttributeError(f"module 'visionkit.evaluation' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, ".proposals"))
