@@ -258,17 +258,16 @@ class _Tracked:
 
     def __init__(self, sink: Any) -> None:
         self.sink = sink
-        self.frames: list[int] = []  # rank-local frame numbers, in write order
-        self.sources: list[int] = []  # the first frame of each source, in write order
+        #: every frame written, in order: (rank-local frame number, a still image?, its source's first frame?)
+        self.frames: list[tuple[int, bool, bool]] = []
         self._seen: set[str] = set()
         self.paths: list[Path] = []
 
     def write(self, frame: Frame, result: Any) -> None:
         self.sink.write(frame, result)
-        self.frames.append(frame.meta.index)
-        if frame.meta.source not in self._seen:
-            self._seen.add(frame.meta.source)
-            self.sources.append(frame.meta.index)
+        first = frame.meta.source not in self._seen
+        self._seen.add(frame.meta.source)
+        self.frames.append((frame.meta.index, frame.meta.frame_index is None, first))
 
     def close(self) -> list[Path]:
         self.paths = list(self.sink.close())
@@ -302,7 +301,8 @@ class _Shard:
     rank: int
     frames: list[tuple[Key, Any, Any]] = field(default_factory=list)  # (key, FrameMeta, result)
     bad: list[tuple[Key, BadItem]] = field(default_factory=list)
-    sinks: list[tuple[list[str], list[Key], list[Key]]] = field(default_factory=list)  # paths, frame/source keys
+    #: per file sink: its files, and every frame it was given as (key, a still image?, its source's first frame?)
+    sinks: list[tuple[list[str], list[tuple[Key, bool, bool]]]] = field(default_factory=list)
     files: dict[str, bytes] | None = None  # the rank folder's files, when rank 0 cannot see it
     seconds: float = 0.0
 
@@ -359,12 +359,12 @@ def run_sharded(
     exchange_status(info, error)
 
     sent.frames = [(keys[meta.index], meta, result) for meta, result in keep.frames]
-    sent.sinks = [([_relative(p, rank_dir) for p in t.paths], [keys[i] for i in t.frames],
-                   [keys[i] for i in t.sources]) for t in tracked]
+    sent.sinks = [([_relative(p, rank_dir) for p in t.paths], [(keys[i], still, first) for i, still, first in t.frames])
+                  for t in tracked]
     sent.seconds = time.perf_counter() - start
     visible = broadcast_from_main(info, _visible_ranks(out_dir, info.world_size) if info.rank == 0 else None)
     if info.rank not in visible:
-        sent.files = {rel: (rank_dir / rel).read_bytes() for paths, _, _ in sent.sinks for rel in paths}
+        sent.files = {rel: (rank_dir / rel).read_bytes() for paths, _ in sent.sinks for rel in paths}
     shards = gather_to_main(info, sent)
     summary = None
     error = None
@@ -435,14 +435,24 @@ def _merge(shards: list[_Shard], config: Mapping[str, Any], host: Host, out_dir:
     return summary
 
 
+def _anchors(paths: list[str], frames: list[tuple[Key, bool, bool]]) -> list[Key] | None:
+    """The frame each file of a sink belongs to, when the count tells: one file per frame, per still image, per
+    video frame, per source, per image source or per video (the first that has as many as there are files)."""
+    candidates = (
+        [k for k, _, _ in frames], [k for k, still, _ in frames if still], [k for k, still, _ in frames if not still],
+        [k for k, _, first in frames if first], [k for k, still, first in frames if first and still],
+        [k for k, still, first in frames if first and not still],
+    )
+    return next((c for c in candidates if len(c) == len(paths)), None)
+
+
 def _move_files(shards: list[_Shard], k: int, order: Mapping[Key, int], out_dir: Path, taken: set[str]) -> list[Path]:
-    """The files of the ``k``-th file sink of every rank, moved into ``out_dir`` in input order: one per frame or
-    one per source when the sink wrote that many (else in rank order), renamed ``stem-2`` when taken."""
+    """The files of the ``k``-th file sink of every rank, moved into ``out_dir`` in input order (see
+    :func:`_anchors`; else after those, in rank order), renamed ``stem-2``... when two ranks used a name."""
     placed: list[tuple[tuple[int, int, int], _Shard, str]] = []
     for s in shards:
-        paths, frame_keys, source_keys = s.sinks[k]
-        anchors = frame_keys if len(paths) == len(frame_keys) else \
-            source_keys if len(paths) == len(source_keys) else None
+        paths, frames = s.sinks[k]
+        anchors = _anchors(paths, frames)
         for j, rel in enumerate(paths):
             where = (order.get(anchors[j], 0), 0, 0) if anchors is not None else (1 << 62, j, s.rank)
             placed.append((where, s, rel))

@@ -1,0 +1,132 @@
+"""``torchrun --nproc-per-node 2 -m visionkit detect|eval run|propose`` on the CPU (gloo), real processes: the
+outputs equal a single-process run's (JSONL lines in order, COCO numbers, annotated files and their names,
+the summary, skipped inputs and the exit code); a rank that dies fails the job naming it, nothing merged."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RACCOON = ROOT.parent / "shared" / "data" / "raccoon"
+MODEL = ["--config", str(ROOT / "configs" / "raccoon_faster_rcnn.yaml"),
+         "--weights", str(ROOT / "samples" / "checkpoints" / "raccoon_frcnn.pt")]
+VIDEO = ROOT / "samples" / "videos" / "car-detection-clip.mp4"
+IMAGES = ROOT / "samples" / "images"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "VISIONKIT_DIST_TIMEOUT": "120"}
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _single(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "visionkit", *args], cwd=cwd, env=_env(), capture_output=True,
+                          text=True, timeout=120)
+
+
+def _torchrun(args: list[str], cwd: Path, module: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+              "--master-port", str(_free_port())]
+    return subprocess.run([*launch, *(module or ["-m", "visionkit"]), *args], cwd=cwd, env=_env(),
+                          capture_output=True, text=True, timeout=180)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _report(out: str, folder: Path) -> list[str]:
+    """The closing lines with the timing and the output folder taken out."""
+    lines = [re.sub(r"[\d.]+ s \([\d.]+ (items|images)/s\)", "T", ln).replace(str(folder), "OUT")
+             for ln in out.splitlines()]
+    return [ln for ln in lines if not ln.startswith(("⠋", "E", "W")) and "items/s" not in ln]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Two folders whose images share a file stem (``raccoon.jpg`` in both: ``raccoon-2.jpg`` in one process),
+    a corrupt image, and a video: units go 0 -> rank 0, 1 -> rank 1, ..."""
+    root = tmp_path_factory.mktemp("inputs")
+    a, b = root / "a", root / "b"
+    a.mkdir()
+    b.mkdir()
+    shutil.copy(IMAGES / "raccoon-57.jpg", a / "raccoon.jpg")   # no number: COCO id is the run position
+    shutil.copy(IMAGES / "raccoon-72.jpg", a / "raccoon-72.jpg")
+    (a / "raccoon-60.jpg").write_bytes(b"not a jpeg")               # a bad input on rank 0
+    shutil.copy(IMAGES / "raccoon-186.jpg", b / "raccoon.jpg")
+    return [str(a), str(b), str(VIDEO)]
+
+
+def test_detect_images_and_video_equal_one_process(inputs: list[str], tmp_path: Path) -> None:
+    args = ["detect", *inputs, *MODEL, "--stride", "15", "--set", "sinks.coco-json={}"]
+    one = _single([*args, "--out", str(tmp_path / "one")], tmp_path)
+    two = _torchrun([*args, "--out", str(tmp_path / "two")], tmp_path)
+    assert one.returncode == 1, one.stderr  # the corrupt image: skipped, listed, exit 1
+    assert two.returncode != 0, two.stderr  # torchrun exits 1 when a rank does
+    assert "could not be read" in two.stderr and "raccoon-60.jpg" in two.stderr
+    skipped = [ln for ln in one.stderr.splitlines() if ln.startswith(("skipped", "error:"))]
+    assert skipped == [ln for ln in two.stderr.splitlines() if ln.startswith(("skipped", "error:"))]
+    assert _report(one.stdout, tmp_path / "one") == _report(two.stdout, tmp_path / "two")
+    got, want = _files(tmp_path / "two"), _files(tmp_path / "one")
+    assert sorted(got) == sorted(want)  # no .rank folders left, the same names (raccoon-2.jpg included)
+    assert "raccoon-2.jpg" in got and "car-detection-clip.mp4" in got
+    lines = want["predictions.jsonl"].decode().splitlines()
+    assert [json.loads(ln)["index"] for ln in lines] == list(range(len(lines)))
+    assert got["predictions.jsonl"] == want["predictions.jsonl"]  # same lines, same order, same index values
+    assert got["coco_results.json"] == want["coco_results.json"]
+    for name in want:
+        if name.endswith(".jpg"):
+            assert got[name] == want[name], name
+
+
+def test_eval_run_equal_one_process(tmp_path: Path) -> None:
+    args = ["eval", "run", *MODEL, "--dataset", str(RACCOON), "--split-file", "test_labels.csv", "-q"]
+    one = _single([*args, "--out", str(tmp_path / "one")], tmp_path)
+    two = _torchrun([*args, "--out", str(tmp_path / "two")], tmp_path)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    assert _report(one.stdout, tmp_path / "one") == _report(two.stdout, tmp_path / "two")
+    assert (tmp_path / "one" / "predictions.json").read_bytes() == (tmp_path / "two" / "predictions.json").read_bytes()
+    stats = [json.loads((tmp_path / d / "coco_eval_bbox.json").read_text())["stats"] for d in ("one", "two")]
+    assert stats[0] == stats[1]
+
+
+def test_propose_equal_one_process(tmp_path: Path) -> None:
+    args = ["propose", str(IMAGES), "--mode", "single", "--top", "30"]
+    one = _single([*args, "--out", str(tmp_path / "one")], tmp_path)
+    two = _torchrun([*args, "--out", str(tmp_path / "two")], tmp_path)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    assert _files(tmp_path / "one") == _files(tmp_path / "two")
+    assert _report(one.stdout, tmp_path / "one") == _report(two.stdout, tmp_path / "two")
+
+
+def test_a_dead_rank_fails_the_job_naming_it(tmp_path: Path) -> None:
+    """Rank 1 exits in the middle of its shard: the job fails, names rank 1, and nothing is merged."""
+    script = tmp_path / "die_on_rank1.py"
+    script.write_text(
+        "import os\n"
+        "import visionkit.pipeline as p\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    p.Runner.run = lambda self, items, on_item=None: os._exit(3)\n"
+        "from visionkit.cli import main\n"
+        "main()\n", encoding="utf-8")
+    out = tmp_path / "out"
+    run = _torchrun(["detect", str(IMAGES), *MODEL, "--out", str(out), "-q"], tmp_path, module=[str(script)])
+    assert run.returncode != 0
+    assert re.search(r"rank\s*:?\s*1\b", run.stderr), run.stderr[-2000:]
+    assert not (out / "predictions.jsonl").exists()
