@@ -3,8 +3,8 @@
 Under torchrun (``WORLD_SIZE`` > 1) :meth:`visionkit.Pipeline.run`, :meth:`visionkit.ProposerPipeline.run` and
 :func:`visionkit.evaluate_run` call in here; a plain run never does. Where each step happens:
 
-1. **Expand** (every rank, the same way): :func:`expand_inputs` turns a folder, an image glob or a ``.txt``
-   list into its image files, in the order the ``images`` source reads them; anything else (a file, a video,
+1. **Expand** (every rank, the same way): :func:`expand_inputs` turns a folder, a glob or a ``.txt``
+   list into its files, in the order the ``images`` and ``video`` sources read them; anything else (a file, a video,
    a camera, a URL) stays one unit.
 2. **Shard** (every rank): unit ``k`` goes to rank ``k % world``, so images are interleaved and each video is
    read whole by one rank. A dataset (``eval run``) is sharded by image position the same way.
@@ -100,8 +100,8 @@ def session(device: torch.device) -> Iterator[DistInfo]:
 # -- 1. expand and 2. shard ---------------------------------------------------------------------------------
 
 def expand_inputs(inputs: Sequence[str], config: Mapping[str, Any]) -> list[str | BadItem]:
-    """The inputs as units of work, the same on every rank: a folder, an image glob and a ``.txt`` list become
-    their image files (natural order, hidden files skipped, subfolders with ``sources.images.recursive``);
+    """The inputs as units of work, the same on every rank: a folder, a glob and a ``.txt`` list become
+    their image (or, for a video glob, video) files (natural order, hidden files skipped, subfolders with ``sources.images.recursive``);
     other inputs stay as given. A listed path that is missing is a :class:`~visionkit.types.BadItem` (as the
     ``images`` source reports it); a folder or pattern with no images stays whole, so its source reports it."""
     from visionkit.imageio import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
@@ -118,9 +118,9 @@ def expand_inputs(inputs: Sequence[str], config: Mapping[str, Any]) -> list[str 
             units.extend(_folder(path, uri, recursive))
         elif path.suffix.lower() == ".txt" and path.is_file():
             units.extend(_list_file(path, uri, recursive))
-        elif _is_glob(uri) and path.suffix.lower() not in VIDEO_EXTENSIONS:
-            found = _glob(uri, IMAGE_EXTENSIONS)
-            units.extend(found or [uri])
+        elif _is_glob(uri):  # "clips/*.mp4" is the video source's: its videos, one unit each
+            video = path.suffix.lower() in VIDEO_EXTENSIONS
+            units.extend(_glob(uri, VIDEO_EXTENSIONS if video else IMAGE_EXTENSIONS) or [uri])
         else:
             units.append(uri)
     return units
