@@ -101,7 +101,8 @@ def session(device: torch.device) -> Iterator[DistInfo]:
 
 def expand_inputs(inputs: Sequence[str], config: Mapping[str, Any]) -> list[str | BadItem]:
     """The inputs as units of work, the same on every rank: a folder, a glob and a ``.txt`` list become
-    their image (or, for a video glob, video) files (natural order, hidden files skipped, subfolders with ``sources.images.recursive``);
+    their image (for a video glob, video) files (natural order, hidden files skipped, subfolders with
+    ``sources.images.recursive``);
     other inputs stay as given. A listed path that is missing is a :class:`~visionkit.types.BadItem` (as the
     ``images`` source reports it); a folder or pattern with no images stays whole, so its source reports it."""
     from visionkit.imageio import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
