@@ -294,7 +294,7 @@ def list_images(directory: str | os.PathLike[str], *, recursive: bool = False) -
                 continue
             try:
                 is_dir = entry.is_dir()
-                is_file = not is_dir and entry.is_file()
+                is_file = not is_dir and (entry.is_file() or entry.is_symlink())  # a dangling link is reported
             except OSError:  # a symlink loop or a link into an unreadable place: decode_image reports it
                 is_dir, is_file = False, True
             if is_dir:
