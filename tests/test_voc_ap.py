@@ -98,12 +98,14 @@ def test_iou_conventions():
     assert box_iou_voc(a, g, plus_one=False).tolist() == pytest.approx([1.0, 36 / 126])
 
 
-def test_threshold_is_strictly_greater_and_difficult_ignored():
+def test_threshold_is_inclusive_and_difficult_ignored():
     gt = {"i": np.array([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])}
     diff = {"i": np.array([False, True])}
     half = [0.0, 0.0, 10.0, 5.0]  # IoU exactly 0.5 with the first box (continuous)
     tp, fp, npos = match_detections(gt, diff, [("i", 0.9, half)], 0.5)
-    assert (tp.tolist(), fp.tolist(), npos) == ([0.0], [1.0], 1)  # VOC devkit: IoU must exceed the threshold
+    # VOC devkit (VOCevaldet.m: ovmax >= minoverlap): an IoU of exactly 0.5 is a match. This line expected
+    # a false positive before issue 12, which named that as a defect.
+    assert (tp.tolist(), fp.tolist(), npos) == ([1.0], [0.0], 1)
     tp, fp, _ = match_detections(gt, diff, [("i", 0.9, [20, 20, 30, 30]), ("i", 0.8, [0, 0, 10, 10]),
                                             ("i", 0.7, [0, 0, 10, 10])], 0.5)
     # difficult match: neither TP nor FP; duplicate: FP
@@ -159,3 +161,26 @@ def test_cli_eval_voc(tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["mAP"] == pytest.approx(1.0) and out["per_class"][0]["num_gt"] == 217
+
+
+def test_a_match_at_iou_exactly_one_half_counts_as_in_the_devkit():
+    # [0, 0, 10, 10] against [0, 0, 10, 20]: intersection 100, union 200, IoU 0.5 exactly (VOCevaldet: >=)
+    gt = {"a": {"boxes": [[0, 0, 10, 20]], "labels": [1]}}
+    dets = {"a": {"boxes": [[0, 0, 10, 10]], "scores": [0.9], "labels": [1]}}
+    assert evaluate_voc(gt, dets, iou_threshold=0.5).mAP == pytest.approx(1.0)
+
+
+def test_eval_voc_rejects_unknown_category_ids_like_eval_coco(cli, tmp_path):
+    import json
+
+    from tests.conftest import ROOT
+
+    gt = ROOT / "samples" / "annotations" / "raccoon_samples.json"
+    images = json.loads(gt.read_text())["images"]
+    preds = tmp_path / "preds.json"
+    preds.write_text(json.dumps([{"image_id": images[0]["id"], "category_id": 42, "bbox": [1, 2, 30, 40],
+                                  "score": 0.9}]))
+    for command in ("voc", "coco"):
+        r = cli("eval", command, "--predictions", preds, "--annotations", gt)
+        assert r.exit_code != 0, (command, r.output)
+        assert "42" in r.output and "preds.json" in r.output, (command, r.output)

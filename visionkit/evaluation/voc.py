@@ -94,7 +94,7 @@ def match_detections(gt: Mapping[Any, np.ndarray], difficult: Mapping[Any, np.nd
             continue
         ious = box_iou_voc(np.asarray(box, dtype=np.float64), np.asarray(g, dtype=np.float64), plus_one)
         j = int(np.argmax(ious))
-        if ious[j] > iou_threshold:
+        if ious[j] >= iou_threshold:  # the devkit's VOCevaldet: ovmax >= minoverlap (an IoU of exactly 0.5 counts)
             diff = difficult.get(image)
             if diff is not None and bool(diff[j]):
                 continue
@@ -182,12 +182,20 @@ def evaluate_voc(gt: Any, predictions: Any, iou_threshold: float = 0.5, method: 
         raise UsageError(f"iou_threshold must be in [0, 1), got {iou_threshold}")
     if method not in ("all-point", "11-point"):
         raise UsageError(f"VOC AP method must be 'all-point' or '11-point', got {method!r}")
+    from visionkit.data.dataset import DetectionDataset
     from visionkit.evaluation.coco import check_image_overlap
 
     gts, names, gt_name = _gt_from(gt)
     dets, pred_name = _predictions(predictions)
     warnings = check_image_overlap([d[0] for d in dets], gts, pred_name, gt_name)
     dets = [d for d in dets if d[0] in gts]
+    if isinstance(gt, DetectionDataset):  # its classes are the whole label set, as COCO's 'categories'
+        unknown = sorted({d[1] for d in dets} - set(names))
+        if unknown:
+            shown = ", ".join(map(str, unknown[:5])) + (", ..." if len(unknown) > 5 else "")
+            raise InputError(f"{pred_name}: category id(s) {shown} are not in {gt_name}'s classes "
+                             f"({', '.join(map(str, sorted(names)[:10]))}); write predictions with the ground "
+                             "truth's category ids (a model trained on other classes, or 0-based labels?)")
     per_class = []
     for cid in sorted(set(names) | {d[1] for d in dets}):
         g = {k: v[0][v[1] == cid] for k, v in gts.items()}
