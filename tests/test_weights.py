@@ -266,3 +266,23 @@ def test_file_in_hub_cache_is_used(host, hub_dir, monkeypatch):
     assert weights in detector.available_pretrained_weights()
     assert load_weights(build(host, "mobilenet-v3-large-fpn"), target)["class_names"] == names
 
+
+
+@pytest.mark.parametrize("position", [1000, 2052, 3852, -200, None])
+def test_one_corrupted_byte_is_one_line_without_torch_advice(tmp_path, position):
+    """Flipped bytes that made torch's loader raise TypeError/IndexError, advise weights_only=False, or load a
+    wrong tensor silently (None: the middle of the tensor data, caught by the zip's CRC-32)."""
+    from tests.conftest import ROOT
+    from visionkit.weights import read_checkpoint
+
+    data = bytearray((ROOT / "samples" / "checkpoints" / "raccoon_frcnn.pt").read_bytes())
+    data[len(data) // 2 if position is None else position] ^= 0x10
+    path = tmp_path / "bad.pt"
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError) as info:
+        read_checkpoint(path)
+    message = str(info.value)
+    assert "bad.pt" in message and "\n" not in message and "weights_only" not in message
+    assert "re-download" in message
+    if position is None:
+        assert "CRC-32" in message
