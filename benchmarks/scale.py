@@ -7,7 +7,13 @@ files. Variants: one process; N processes (``--workers N``); one process with th
 its strategies (``--set proposer.workers=N``), the parallelism there was before. Prints JSON: wall seconds per
 run, images per second, and the speed-up against one process.
 
+With ``--detect``: ``torchrun --nproc-per-node N`` detect (CPU, gloo, 1 thread per process) on 100 raccoon photos
+with the shipped MobileNetV3 Faster R-CNN, against one process with N threads (the same total thread count) and
+one with 1 thread; ``predictions.jsonl``, the COCO results and the annotated images must be byte-identical to
+the 1-thread process's (a thread count changes the last float digit of a score, as in any one process).
+
     .venv/bin/python benchmarks/scale.py [--workers 2] [--rounds 2] [--images 40]
+    .venv/bin/python benchmarks/scale.py --detect [--workers 2] [--rounds 2] [--images 100]
 """
 
 from __future__ import annotations
@@ -43,12 +49,77 @@ def run(images: list[Path], out: Path, extra: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def all_images(limit: int) -> list[Path]:
+    """The first ``limit`` raccoon photos in natural order (``raccoon-1.jpg``, ``raccoon-2.jpg``, ...)."""
+    import re
+
+    found = sorted((RACCOON / "images").glob("*.jpg"), key=lambda p: [int(t) if t.isdigit() else t
+                                                                      for t in re.split(r"(\d+)", p.name)])
+    return found[:limit]
+
+
+def run_detect(listing: Path, out: Path, procs: int, threads: int) -> float:
+    """One ``detect`` over the images in ``listing``: ``procs`` torchrun processes of ``threads`` threads each."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env.pop("WORLD_SIZE", None)
+    model = ["--config", str(ROOT / "configs" / "raccoon_faster_rcnn.yaml"),
+             "--weights", str(ROOT / "samples" / "checkpoints" / "raccoon_frcnn.pt")]
+    launch = [sys.executable, "-m", "visionkit"] if procs == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(procs), "--master-port", "29533",
+         "-m", "visionkit"]
+    start = time.perf_counter()
+    subprocess.run([*launch, "detect", str(listing), *model, "--set", "sinks.coco-json={}", "--out", str(out),
+                    "--quiet"], check=True, env=env, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def main_detect(args: argparse.Namespace) -> None:
+    images = all_images(args.images)
+    n = args.workers
+    variants = {f"1 process, {n} threads": (1, n), f"torchrun {n} processes, 1 thread each": (n, 1),
+                "1 process, 1 thread": (1, 1)}
+    walls: dict[str, list[float]] = {name: [] for name in variants}
+    outputs: dict[str, dict[str, bytes]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = Path(tmp) / "images.txt"
+        listing.write_text("".join(f"{p}\n" for p in images), encoding="utf-8")
+        for r in range(args.rounds):
+            order = list(variants) if r % 2 == 0 else list(reversed(variants))
+            for name in order:
+                out = Path(tmp) / f"{len(walls[name])}-{name.replace(' ', '_').replace(',', '')}"
+                walls[name].append(run_detect(listing, out, *variants[name]))
+                outputs[name] = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    first = next(iter(variants))
+    base = statistics.median(walls[first])
+    report = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_average": [round(x, 2) for x in os.getloadavg()]},
+        "images": len(images), "model": "raccoon_faster_rcnn (MobileNetV3-Large FPN, 224 px)", "rounds": args.rounds,
+        "variants": {name: {"wall_s": [round(w, 2) for w in ws], "images_per_s": round(len(images) /
+                            statistics.median(ws), 3), "speedup": round(base / statistics.median(ws), 3)}
+                     for name, ws in walls.items()},
+        "files": len(outputs[first]),
+        # a process's result depends on its thread count in the last float digit (intra-op reductions), not on
+        # the ranks: torchrun's outputs are checked against one process with the ranks' thread count
+        "identical_outputs": outputs[f"torchrun {n} processes, 1 thread each"] == outputs["1 process, 1 thread"],
+        "identical_to_1_process_n_threads": outputs[f"torchrun {n} processes, 1 thread each"] == outputs[first],
+        "target": {f"torchrun {n} speedup": 1.6},
+    }
+    print(json.dumps(report, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--images", type=int, default=40)
+    parser.add_argument("--images", type=int, default=None, help="default: 40 (propose), 100 (--detect)")
+    parser.add_argument("--detect", action="store_true", help="torchrun detect against one process")
     args = parser.parse_args()
+    if args.detect:
+        args.images = args.images or 100
+        main_detect(args)
+        return
+    args.images = args.images or 40
     images = test_images(args.images)
     n = args.workers
     variants = {"1 process": [], f"--workers {n}": ["--workers", str(n)],

@@ -169,7 +169,7 @@ def _evaluate_run_distributed(ds: Any, detector: Any, class_names: Mapping[int, 
     dev = distributed.rank_device(select_device(resolved["device"]))
     start = time.perf_counter()
     with distributed.session(dev) as info:
-        mine = distributed.shard(len(ds), info.rank, info.world_size)
+        mine = distributed.shard(len(ds), info.rank, info.world_size, resolved["batch_size"])
         if on_start is not None:
             on_start(len(mine))
         error: BaseException | None = None
