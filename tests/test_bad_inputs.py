@@ -384,7 +384,7 @@ BAD_COCO: dict[str, tuple[Callable[[dict], None] | bytes, str]] = {
     "category_id-dict": (_coco_edit(("annotations", 0, "category_id"), {"id": 1}), "category_id"),
     "category_id-2^63": (_coco_edit(("annotations", 0, "category_id"), 2**63), "category_id"),
     "area-string": (_coco_edit(("annotations", 0, "area"), "big"), "area"),
-    "area-nan": (_coco_edit(("annotations", 0, "area"), float("nan")), "area"),
+    "area-list": (_coco_edit(("annotations", 0, "area"), [1]), "area"),
     "images-id-2^63": (_coco_edit(("images", 0, "id"), 2**63), "images[0].id"),
     "categories-id-2^63": (_coco_edit(("categories", 0, "id"), 2**63), "categories[0].id"),
     "width-string": (_coco_edit(("images", 0, "width"), "wide"), "width"),
@@ -424,7 +424,7 @@ BAD_VOC = {
     "width-inf": ({"width": "inf"}, "<width> must be a finite number"),
     "width-fraction": ({"width": "450.5"}, "whole number"),
     "difficult-yes": ({"difficult": "yes"}, "<difficult>"),
-    "xmin-nan": ({"xmin": "nan"}, "<xmin> must be a finite number"),
+    "width-nan": ({"width": "nan"}, "<width> must be a finite number"),
     "xmin-text": ({"xmin": "left"}, "<xmin> must be a number"),
     "malformed": (None, "malformed XML at line"),
 }
@@ -491,14 +491,37 @@ def test_bad_yolo_data_yaml(cli, tmp_path):
     error_line(r.output, "data.yaml", "malformed YAML")
 
 
-def test_bad_annotations_stop_data_convert_without_writing(cli, tmp_path):
-    path = tmp_path / "instances.json"
-    _write_coco(path, "area-nan")
+def _coco_nan_area(path: Path) -> None:
+    data = _coco_base()
+    data["annotations"][0]["area"] = float("nan")
+    path.write_text(json.dumps(data))
+
+
+def _voc_nan_corner(path: Path) -> None:
+    (path / "Annotations").mkdir(parents=True)
+    (path / "JPEGImages").mkdir()
+    (path / "JPEGImages" / "a.jpg").write_bytes(JPEG)
+    values = {"filename": "a.jpg", "width": "450", "difficult": "0", "xmin": "nan"}
+    (path / "Annotations" / "a.xml").write_text(VOC_XML.format(**values))
+
+
+@pytest.mark.parametrize("case", ["coco-area-nan", "voc-xmin-nan"])
+def test_non_finite_values_stop_data_convert_without_writing(cli, tmp_path, case):
+    src = tmp_path / ("instances.json" if case.startswith("coco") else "voc")
+    (_coco_nan_area if case.startswith("coco") else _voc_nan_corner)(src)
     out = tmp_path / "out"
-    r = cli("data", "convert", path, out / "converted.json")
+    r = cli("data", "convert", src, out / "converted.json")
     assert r.exit_code != 0
-    error_line(r.output, "instances.json")
+    error_line(r.output, str(src), "nan")
     no_files(out)
+
+
+def test_nan_box_corner_is_reported_by_data_check(cli, tmp_path):
+    _voc_nan_corner(tmp_path / "voc")
+    r = cli("data", "check", tmp_path / "voc", "--strict")
+    assert r.exit_code == 1
+    assert "invalid_box: a.jpg: box 0" in r.output
+    assert_clean(r.output)
 
 
 # --------------------------------------------------------------------------- predictions for eval coco / eval voc

@@ -79,9 +79,9 @@ def _coco_size(value: Any, path: Path, where: str, key: str) -> int:
 def _coco_area(ann: dict[str, Any], path: Path, i: int) -> float:
     if "area" not in ann:
         return float(ann["bbox"][2] * ann["bbox"][3])
-    area = ann["area"]
-    if isinstance(area, bool) or not isinstance(area, (int, float)) or not math.isfinite(float(area)) or area < 0:
-        raise InputError(f"{path}: annotations[{i}].area must be a finite number >= 0 (pixels^2), got {area!r:.40}; "
+    area = ann["area"]  # NaN and infinity are read (data check and data convert name them), other types are not
+    if isinstance(area, bool) or not isinstance(area, (int, float)) or abs(float(area)) > 2.0**1023:
+        raise InputError(f"{path}: annotations[{i}].area must be a number (pixels^2), got {area!r:.40}; "
                          "fix it or remove the key (then the box area is used)")
     return float(area)
 

@@ -66,15 +66,18 @@ def _text(el: ET.Element, tag: str, file: Path, required: bool = True) -> str | 
     return child.text.strip()
 
 
-def _number(el: ET.Element, tag: str, file: Path, where: str = "") -> float:
-    """A finite number from ``<tag>`` (``where`` names the object, e.g. ``object 2 'dog'``)."""
+def _number(el: ET.Element, tag: str, file: Path, where: str = "", finite: bool = True) -> float:
+    """A number from ``<tag>``, finite unless ``finite=False`` (``where`` names the object, e.g. ``object 2 'dog'``).
+
+    Box corners may be NaN or infinite when read: ``data check`` reports them as ``invalid_box`` and
+    ``data convert`` refuses them, each naming the image and the coordinate."""
     value = _text(el, tag, file)
     place = f" ({where})" if where else f" (in <{el.tag}>)"
     try:
         number = float(value)  # type: ignore[arg-type]
     except ValueError:
         raise InputError(f"{file}: <{tag}> must be a number, got {value!r:.40}{place}; {_FIX}") from None
-    if not math.isfinite(number):
+    if finite and not math.isfinite(number):
         raise InputError(f"{file}: <{tag}> must be a finite number, got {value!r:.40}{place}; {_FIX}")
     return number
 
@@ -130,7 +133,7 @@ def parse_voc_xml(path: Path) -> dict[str, Any]:
         bnd = obj.find("bndbox")
         if bnd is None:
             raise InputError(f"{path}: {where} has no <bndbox>; {_FIX}")
-        bbox = tuple(_number(bnd, t, path, where) for t in ("xmin", "ymin", "xmax", "ymax"))
+        bbox = tuple(_number(bnd, t, path, where, finite=False) for t in ("xmin", "ymin", "xmax", "ymax"))
         flags = {flag: _flag(obj, flag, path, where) for flag in ("difficult", "truncated")}
         objects.append({"name": name, "bbox_voc": bbox, **flags})
     return {"filename": _text(root, "filename", path, required=False), "width": width, "height": height,
