@@ -144,3 +144,11 @@ def test_a_host_with_a_custom_source_through_the_api_and_the_cli(cli, tmp_path):
     # without the plugin the scheme is unknown: one line naming the sources, not "input not found"
     res = cli("detect", "checker:3", "--weights", WEIGHTS, "--out", tmp_path / "none", "--quiet")
     assert res.exit_code == 2 and "no source plugin reads 'checker:3'" in res.output
+
+
+def test_paths_and_devices_as_objects_and_one_image_as_a_string():
+    from pathlib import Path
+
+    pipe = visionkit.Pipeline.from_config(Path(CONFIG), weights=Path(WEIGHTS), device=torch.device("cpu"))
+    assert pipe.config["weights"] == str(WEIGHTS) and pipe.device.type == "cpu"
+    assert len(pipe([str(IMAGES[0])])) == 1

@@ -67,3 +67,8 @@ def test_a_proposer_breaking_the_contract_is_named_with_its_plugin():
     host = visionkit.Host(plugins={"broken": BrokenPlugin()}, autoload=False)
     with pytest.raises(visionkit.VisionkitError, match=r"proposer 'list-proposer' \(plugin 'broken'\) returned list"):
         visionkit.proposer("list-proposer", host=host)(IMAGE)
+
+
+def test_component_for_a_kind_that_needs_context_says_how():
+    with pytest.raises(visionkit.VisionkitError, match=r"a sink is built with context \(out_dir, class_names\)"):
+        visionkit.component("sink", "jsonl")

@@ -19,7 +19,8 @@ WEIGHTS = ROOT / "samples" / "checkpoints" / "raccoon_frcnn.pt"
 def detections(batch_size: int, inputs) -> list[visionkit.Detections]:
     pipe = visionkit.Pipeline.from_config(CONFIG, weights=str(WEIGHTS), device="cpu", batch_size=batch_size,
                                           overrides=["score_threshold=0.05"])
-    return [det for _, det in pipe.stream(inputs)] if not isinstance(inputs, list) else pipe(inputs)
+    return [det for _, det in pipe.stream(inputs, batch_size=batch_size)] if not isinstance(inputs, list) \
+        else pipe(inputs)
 
 
 def assert_same(a: list[visionkit.Detections], b: list[visionkit.Detections]) -> None:

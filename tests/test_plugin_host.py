@@ -293,3 +293,42 @@ def test_disable_component_from_the_cli(cli):
 
     infos = {p["name"]: p for p in json.loads(res.stdout)}
     assert "head" not in infos["visionkit_rcnn"]["components"] and infos["visionkit_rcnn"]["disabled"]
+
+
+class BrokenSourcePlugin:
+    @visionkit.hookimpl
+    def register_sources(self, register):
+        register("s3", "no_such_module_for_visionkit_tests:S3Source", description="needs a package not installed")
+
+
+def test_a_broken_source_fails_only_the_inputs_that_need_it(tmp_path):
+    from visionkit.pipeline import check_inputs, open_inputs
+
+    host = Host(autoload=False, plugins={"broken-s3": BrokenSourcePlugin()})
+    image = str(ROOT / "samples" / "images" / "raccoon-57.jpg")
+    check_inputs([image], {}, host)  # a local image does not need the broken source
+    frames = list(open_inputs([image], {}, host))
+    assert len(frames) == 1 and isinstance(frames[0], Frame)
+    with pytest.raises(visionkit.VisionkitError, match=r"no source plugin reads 's3://b/k.jpg'.*source 's3' is "
+                                                       r"unavailable: .*plugin 'broken-s3'.*no_such_module"):
+        check_inputs(["s3://b/k.jpg"], {}, host)
+
+
+def test_relative_references_of_a_plugin_class_defined_in_a_package(tmp_path, monkeypatch):
+    pkg = tmp_path / "relpkg_for_visionkit"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "import visionkit\n\nclass Plugin:\n    @visionkit.hookimpl\n    def register_proposers(self, register):\n"
+        "        register('whole', '.impl:Whole')\n")
+    (pkg / "impl.py").write_text(
+        "import torch\nfrom visionkit.types import Proposals\n\nclass Whole:\n    def __init__(self, params):\n"
+        "        pass\n\n    def propose(self, image):\n        h, w = image.shape[1:]\n"
+        "        return Proposals(torch.tensor([[0.0, 0.0, w, h]]), torch.tensor([1.0]))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    plugin = importlib.import_module("relpkg_for_visionkit").Plugin()
+    host = Host(builtins=False, autoload=False, plugins={"rel": plugin})
+    assert host.registry.get("proposer", "whole").plugin == "rel"
+    props = host.build("proposer", "whole", {}).propose(torch.zeros(3, 4, 6, dtype=torch.uint8))
+    assert props.boxes.tolist() == [[0.0, 0.0, 6.0, 4.0]]

@@ -31,6 +31,7 @@ _LAZY: dict[str, str] = {
     "evaluate_voc": "visionkit.api",
     "evaluate_run": "visionkit.api",
     "evaluate_proposals": "visionkit.api",
+    "evaluate_captions": "visionkit.api",
     "train": "visionkit.api",
     "classify": "visionkit.api",
     "caption": "visionkit.api",
@@ -47,8 +48,8 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "BadItem", "Detections", "Frame", "FrameMeta", "Host", "Pipeline", "Proposals", "ProposerPipeline",
     "RunSummary", "VisionkitError", "__version__", "backbone", "build_model", "caption", "classify", "component",
-    "evaluate_coco", "evaluate_proposals", "evaluate_run", "evaluate_voc", "get_host", "hookimpl", "load_config",
-    "proposer", "to_image", "train",
+    "evaluate_captions", "evaluate_coco", "evaluate_proposals", "evaluate_run", "evaluate_voc", "get_host",
+    "hookimpl", "load_config", "proposer", "to_image", "train",
 ]
 
 
@@ -68,6 +69,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names above loa
         caption,
         classify,
         component,
+        evaluate_captions,
         evaluate_coco,
         evaluate_proposals,
         evaluate_run,

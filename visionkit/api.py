@@ -69,6 +69,15 @@ def _host(host: Host | None) -> Host:
     return get_host()
 
 
+def plain_option(value: Any) -> Any:
+    """A ``weights``/``device`` argument as the config stores it: paths and ``torch.device`` become strings."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if value is not None and type(value).__name__ == "device":
+        return str(value)
+    return value
+
+
 def load_config(config: PathLike | Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """A config as given: a YAML file path or a mapping, with ``key.path=value`` overrides applied
     (not yet merged with the defaults)."""
@@ -177,9 +186,11 @@ class Pipeline:
 
         user = load_config(config)
         given: dict[str, Any] = {k: v for k, v in {
-            "device": device, "precision": precision, "batch_size": batch_size, "score_threshold": score_threshold,
+            "device": plain_option(device), "precision": precision, "batch_size": batch_size,
+            "score_threshold": score_threshold,
         }.items() if v is not None}
         if weights is not _UNSET:
+            weights = plain_option(weights)
             given["weights"] = None if weights is None or str(weights).lower() == "none" else weights
         if stride is not None:
             given["sources"] = {"video": {"stride": stride}, "stream": {"stride": stride}}
@@ -218,14 +229,17 @@ class Pipeline:
             return self.predict(images)
         return self.predict([images])[0]
 
-    def stream(self, source: PathLike | Sequence[PathLike]) -> Iterator[tuple[Frame, Detections]]:
+    def stream(self, source: PathLike | Sequence[PathLike], *,
+               batch_size: int = 1) -> Iterator[tuple[Frame, Detections]]:
         """``(frame, detections)`` for every frame of the inputs (files, folders, videos, cameras, streams, any
-        scheme a source plugin reads), lazily and in order, ``batch_size`` frames at a time. Unreadable items are
-        skipped and listed in :attr:`skipped`."""
+        scheme a source plugin reads), lazily and in order. ``batch_size`` frames go through the model at a time
+        (1, the default, yields each frame as soon as it is decoded: what a camera or a stream wants; more
+        batches a video for speed, with the same detections). Unreadable items are skipped and listed in
+        :attr:`skipped`."""
         from visionkit.types import BadItem
 
         infer = self._infer()
-        size = max(1, int(self.config.get("batch_size") or 1))
+        size = max(1, int(batch_size))
         self.skipped = []
         batch: list[Frame] = []
         for item in _open(_inputs(source), self.config, self.host):
@@ -426,7 +440,16 @@ def component(kind: str, name: str, *, host: Host | None = None, **params: Any) 
     kind = kind.replace("-", "_")
     if kind not in KINDS:
         raise UsageError(f"unknown component kind '{kind}'; kinds: {', '.join(KINDS)}")
+    if kind in _CONTEXT:
+        raise UsageError(f"a {kind.replace('_', ' ')} is built with context ({_CONTEXT[kind]}): use "
+                         f"visionkit.Host().build('{kind}', '{name}', params, <{_CONTEXT[kind]} as keywords>), "
+                         "or Pipeline.from_config for a whole detector")
     return _host(host).build(kind, name, params)
+
+
+#: the keyword context each kind's factory needs (see visionkit.hookspecs), for the message of component()
+_CONTEXT = {"head": "backbone, output_layer, proposer, num_classes", "output_layer": "in_features, num_classes",
+            "sink": "out_dir, class_names"}
 
 
 def proposer(name: str = "selective-search", *, top: int | None = None, host: Host | None = None,

@@ -78,6 +78,9 @@ def merge(base: Mapping[str, Any], *overrides: Mapping[str, Any] | None) -> dict
     for over in overrides:
         for key, value in (over or {}).items():
             cur = out.get(key)
+            if key in COMPONENT_KEYS:  # `head: faster-rcnn` is `head: {name: faster-rcnn}`: merge, keep the name
+                cur = {"name": cur} if isinstance(cur, str) else cur
+                value = {"name": value} if isinstance(value, str) else value
             same_component = not (
                 isinstance(cur, Mapping) and isinstance(value, Mapping)
                 and "name" in value and value.get("name") != cur.get("name")

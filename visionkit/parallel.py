@@ -2,9 +2,10 @@
 
 :class:`ForkPool` forks its workers when it is created, so the function (a bound method of a built
 component, a closure) is inherited by the children instead of pickled, and no plugin has to be importable
-by name in a fresh interpreter. Create it before any thread of the run starts (forking a process with
-running threads is unsafe); each child runs with one torch thread and OpenCV single-threaded, so ``N``
-workers use ``N`` cores. Only the items and the results are pickled: keep them to numpy arrays and plain values.
+by name in a fresh interpreter. Create it before the run's own threads start (a child runs only the
+function, so it takes no lock another thread of the parent might have held at the fork); each child runs
+with one torch thread and OpenCV single-threaded, so ``N`` workers use ``N`` cores. Only the items and the
+results are pickled: keep them to numpy arrays and plain values.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import contextlib
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 __all__ = ["ForkPool", "available_cores"]
@@ -58,9 +61,15 @@ def _call(item: Any) -> Any:
     return _FUNCTION(item)
 
 
+def _ready(_: int) -> int:
+    return os.getpid()
+
+
 class ForkPool:
     """``ForkPool(fn, workers)``; ``pool.map(items)`` -> ``[fn(item) for item in items]`` in order, computed
-    by ``workers`` forked processes. Use as a context manager (the workers end on exit)."""
+    by ``workers`` forked processes, all forked when the pool is created. A worker that dies (killed, out of
+    memory, a crash in native code) fails the map with one :class:`~visionkit.errors.VisionkitError` instead
+    of hanging. Use as a context manager (the workers end on exit)."""
 
     def __init__(self, fn: Callable[[Any], Any], workers: int) -> None:
         global _FUNCTION
@@ -72,16 +81,24 @@ class ForkPool:
         _FUNCTION = fn
         try:
             with _opencv_single_threaded():
-                self._pool = mp.get_context("fork").Pool(self.workers, initializer=_init_child)
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("fork"),
+                                                 initializer=_init_child)
+                # with fork, the executor starts every worker at the first task: do it now, before other threads
+                self.pids = sorted(set(self._pool.map(_ready, range(self.workers))))
         finally:
             _FUNCTION = None  # the children hold their copy; the parent keeps nothing
 
     def map(self, items: Iterable[Any]) -> list[Any]:
-        return self._pool.map(_call, list(items), chunksize=1)
+        try:
+            return list(self._pool.map(_call, list(items)))
+        except BrokenProcessPool:
+            from visionkit.errors import VisionkitError
+
+            raise VisionkitError(f"a worker process of {self.workers} died (killed, out of memory or crashed); "
+                                 "rerun with fewer workers or --workers 1") from None
 
     def close(self) -> None:
-        self._pool.terminate()
-        self._pool.join()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> ForkPool:
         return self

@@ -190,13 +190,48 @@ def build_sinks(
     return sinks
 
 
-def _sources(config: Mapping[str, Any], host: Host) -> list[Any]:
-    """One built source per registered source plugin, in registration order, with the config's parameters."""
-    params = config.get("sources") or {}
-    unknown = set(params) - {s.name for s in host.registry.specs("source")}
-    if unknown:
-        host.registry.get("source", sorted(unknown)[0])  # raises with suggestions
-    return [host.build("source", spec.name, params.get(spec.name) or {}) for spec in host.registry.specs("source")]
+class _Sources:
+    """The registered sources in registration order, each built the first time an input is offered to it. A
+    source that fails to build (a broken plugin) is skipped and named in the message of an input nobody reads,
+    so it fails only the inputs that would have needed it."""
+
+    def __init__(self, config: Mapping[str, Any], host: Host) -> None:
+        self.params = config.get("sources") or {}
+        unknown = set(self.params) - {s.name for s in host.registry.specs("source")}
+        if unknown:
+            host.registry.get("source", sorted(unknown)[0])  # raises with suggestions
+        self.host = host
+        self.specs = list(host.registry.specs("source"))
+        self.built: dict[str, Any] = {}
+        self.broken: dict[str, str] = {}
+
+    def _get(self, name: str) -> Any:
+        if name not in self.built and name not in self.broken:
+            try:
+                self.built[name] = self.host.build("source", name, self.params.get(name) or {})
+            except ConfigError:
+                raise  # the user's own parameters for it are wrong: say so
+            except VisionkitError as exc:
+                self.broken[name] = str(exc)
+        return self.built.get(name)
+
+    def first(self, uri: str) -> Any:
+        """The first source that accepts ``uri``, or ``None``."""
+        return self.first_named(uri)[1]
+
+    def first_named(self, uri: str) -> tuple[str, Any]:
+        """``(label, source)`` of the first source that accepts ``uri`` (``("", None)`` when none does); the label
+        names the source and its plugin for messages."""
+        for spec in self.specs:
+            source = self._get(spec.name)
+            if source is not None and source.accepts(uri):
+                return f"source '{spec.name}' (plugin '{spec.plugin}')", source
+        return "", None
+
+    def nobody_reads(self, uri: str) -> str:
+        names = ", ".join(spec.name for spec in self.specs)
+        broken = "".join(f"; source '{n}' is unavailable: {e}" for n, e in self.broken.items())
+        return f"no source plugin reads '{uri}' (sources: {names}){broken}"
 
 
 def check_inputs(inputs: Sequence[str], config: Mapping[str, Any] | None = None, host: Host | None = None) -> None:
@@ -206,14 +241,13 @@ def check_inputs(inputs: Sequence[str], config: Mapping[str, Any] | None = None,
     though nothing exists on disk. An existing file no source reads is skipped at run time, like any bad item."""
     if not inputs:
         raise UsageError("no input given; pass image files, folders, globs, videos, a camera index or a URL")
-    sources = _sources(config or {}, host) if host is not None else None
+    sources = _Sources(config or {}, host) if host is not None else None
     for uri in inputs:
         if _looks_local(uri) and not _GLOB.search(uri) and not Path(uri).expanduser().exists():
             raise UsageError(f"input not found: {uri}; check the path (no such file or directory)")
-        if sources is not None and not _looks_local(uri) and not any(source.accepts(uri) for source in sources):
-            names = ", ".join(spec.name for spec in host.registry.specs("source"))  # type: ignore[union-attr]
-            raise UsageError(f"no source plugin reads '{uri}' (sources: {names}); check the extension, scheme or "
-                             "URL, or install a source plugin for it")
+        if sources is not None and not _looks_local(uri) and sources.first(uri) is None:
+            raise UsageError(f"{sources.nobody_reads(uri)}; check the extension, scheme or URL, or install a source "
+                             "plugin for it")
 
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
@@ -227,16 +261,18 @@ def _looks_local(uri: str) -> bool:
 
 def open_inputs(inputs: Sequence[str], config: Mapping[str, Any], host: Host) -> Iterator[Frame | BadItem]:
     """Frames of every input, in order; each input goes to the first source plugin that accepts it."""
-    sources = _sources(config, host)
+    sources = _Sources(config, host)
     index = 0
     for uri in inputs:
-        source = next((s for s in sources if s.accepts(uri)), None)
+        label, source = sources.first_named(uri)
         if source is None:
-            names = ", ".join(s.name for s in host.registry.specs("source"))
-            yield BadItem(uri, f"no source plugin reads '{uri}' (sources: {names}); check the extension or URL")
+            yield BadItem(uri, f"{sources.nobody_reads(uri)}; check the extension or URL")
             continue
         try:
             for item in source.frames(uri):
+                if not isinstance(item, (Frame, BadItem)):
+                    raise PluginError(f"{label} yielded {type(item).__name__} for {uri}, not a visionkit.Frame or "
+                                      "visionkit.BadItem; the plugin breaks the Source contract (visionkit.components)")
                 if isinstance(item, Frame):
                     if item.meta.index != index:
                         item = Frame(item.image, replace(item.meta, index=index))
@@ -585,15 +621,6 @@ def detector_infer(
                 keep &= torch.isin(det.labels, torch.tensor(sorted(keep_labels), device=det.labels.device))
             results.append(det[keep].cpu())
         return results
-
-    return infer
-
-
-def proposer_infer(proposer: Any, top_n: int | None = None) -> Callable[[list[Frame]], list[Proposals]]:
-    """An ``infer`` function for :class:`Runner` running a proposer on each frame."""
-
-    def infer(frames: list[Frame]) -> list[Proposals]:
-        return [proposer.propose(f.image).top(top_n) for f in frames]
 
     return infer
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -303,8 +304,8 @@ def _package_of(plugin: object) -> str:
 
     if isinstance(plugin, types.ModuleType):
         return plugin.__package__ or plugin.__name__.rpartition(".")[0]
-    module = type(plugin).__module__
-    return module.rpartition(".")[0] if module not in ("builtins", "__main__") else ""
+    module = sys.modules.get(type(plugin).__module__)
+    return (getattr(module, "__package__", None) or "") if module is not None else ""
 
 
 def _relative(ref: Any, base: str) -> Any:

@@ -25,6 +25,7 @@ def plugins_cmd(
         typer.echo(json.dumps(infos, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="visionkit plugins")
@@ -33,10 +34,11 @@ def plugins_cmd(
     for p in infos:
         comps = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in p["components"].items()) or "-"
         disabled = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in p["disabled"].items())
-        status = f"[red]failed: {p['error']}[/red]" if p["error"] else "ok"
+        status = f"[red]failed: {escape(p['error'])}[/red]" if p["error"] else "ok"
         if disabled:
-            status += f" (disabled {disabled})"
-        table.add_row(p["name"], p["version"], "built-in" if p["builtin"] else "third-party", comps, status)
+            status += escape(f" (disabled {disabled})")
+        table.add_row(escape(p["name"]), escape(p["version"]), "built-in" if p["builtin"] else "third-party",
+                      escape(comps), status)
     Console(soft_wrap=False, width=max(120, common.term_width())).print(table)
 
 

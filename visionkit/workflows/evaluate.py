@@ -113,11 +113,18 @@ def evaluate_run(
         raise UsageError("evaluate_run needs a dataset (COCO JSON, VOC or YOLO folder/YAML)")
     host = _host(host)
     user, _ = split_training_config(load_config(config, overrides))
+    from visionkit.api import plain_option
+
+    weights, device = plain_option(weights), plain_option(device)
     given: dict[str, Any] = {k: v for k, v in {"weights": weights, "device": device, "precision": precision,
                                                "batch_size": batch_size}.items() if v is not None}
     if weights is not None and weights.lower() == "none":
         given["weights"] = None
     resolved = resolve_with_checkpoint(user, given)
+    if out is not None:
+        from visionkit.outputs import check_output_dir
+
+        check_output_dir(out)
     ds = resolve_dataset(dataset, split_file, split=split)
     dev = select_device(resolved["device"])
     detector, class_names = build_detector(resolved, host)
@@ -125,14 +132,19 @@ def evaluate_run(
     from visionkit.workflows import distributed
 
     if distributed.launched():
-        return _evaluate_run_distributed(ds, detector, class_names, resolved, out, on_item, on_start)
-    out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "eval")
-    if on_start is not None:
-        on_start(len(ds))
-    preds, summary = predict_dataset(detector, ds, dev, batch_size=resolved["batch_size"],
-                                     precision=resolved["precision"], on_item=on_item)
-    return _evaluate_predictions(ds, preds, summary.detections, summary.seconds,
-                                 [[b.source, b.error] for b in summary.bad], class_names, out_dir)
+        result = _evaluate_run_distributed(ds, detector, class_names, resolved, out, on_item, on_start)
+    else:
+        out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "eval")
+        if on_start is not None:
+            on_start(len(ds))
+        preds, summary = predict_dataset(detector, ds, dev, batch_size=resolved["batch_size"],
+                                         precision=resolved["precision"], on_item=on_item)
+        result = _evaluate_predictions(ds, preds, summary.detections, summary.seconds,
+                                       [[b.source, b.error] for b in summary.bad], class_names, out_dir)
+    if not resolved.get("weights") and isinstance(result, dict) and "warnings" in result:
+        result["warnings"].insert(0, "no weights: the detector is randomly initialised and its detections are "
+                                     "meaningless; pass weights= (--weights) DEFAULT or a checkpoint")
+    return result
 
 
 def _evaluate_predictions(ds: Any, preds: dict[int, Any], detections: int, seconds: float,

@@ -50,6 +50,13 @@ class CaptionResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def _paths(images: PathLike | Sequence[PathLike]) -> list[str]:
+    """One path or many, as strings (a single ``"img.jpg"`` is one image, not a sequence of letters)."""
+    if isinstance(images, (str, os.PathLike)):
+        return [os.fspath(images)]
+    return [os.fspath(p) for p in images]
+
+
 def _head_name(config: Mapping[str, Any]) -> str:
     head = config.get("head")
     return str(head.get("name") if isinstance(head, Mapping) else head)
@@ -57,9 +64,10 @@ def _head_name(config: Mapping[str, Any]) -> str:
 
 def _resolve(config: Any, weights: str | None, device: str | None, overrides: Sequence[str],
              base: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    from visionkit.api import load_config
+    from visionkit.api import load_config, plain_option
     from visionkit.pipeline import resolve_with_checkpoint
 
+    weights, device = plain_option(weights), plain_option(device)
     given: dict[str, Any] = {k: v for k, v in {"weights": weights, "device": device}.items() if v is not None}
     if weights is not None and weights.lower() == "none":
         given["weights"] = None
@@ -68,9 +76,9 @@ def _resolve(config: Any, weights: str | None, device: str | None, overrides: Se
 
 
 def classify(
-    images: Sequence[PathLike], *, config: PathLike | Mapping[str, Any] | None = None, weights: str | None = None,
-    top_k: int = 3, device: str | None = None, overrides: Sequence[str] = (), out: PathLike | None = None,
-    host: Host | None = None, on_item: Callable[[dict[str, Any]], None] | None = None,
+    images: PathLike | Sequence[PathLike], *, config: PathLike | Mapping[str, Any] | None = None,
+    weights: str | PathLike | None = None, top_k: int = 3, device: str | None = None, overrides: Sequence[str] = (),
+    out: PathLike | None = None, host: Host | None = None, on_item: Callable[[dict[str, Any]], None] | None = None,
 ) -> ClassifyResult:
     """Classify image files with a classifier head; writes ``predictions.json`` under ``out`` when given.
 
@@ -85,6 +93,10 @@ def classify(
     from visionkit.pipeline import build_detector, select_device
 
     host = _host(host)
+    if out is not None:
+        from visionkit.outputs import check_output_dir
+
+        check_output_dir(out)
     resolved = _resolve(config, weights, device, overrides, CLASSIFY_BASE)
     warnings = [] if resolved.get("weights") else ["no weights: the classifier is randomly initialised; "
                                                    "pass --weights CHECKPOINT"]
@@ -95,7 +107,7 @@ def classify(
     model.to(select_device(resolved.get("device") or "auto"))
     names = {int(k): str(v) for k, v in class_names.items()}
     result = ClassifyResult([], warnings=warnings)
-    for path in images:
+    for path in _paths(images):
         try:
             rgb = decode_image(Path(path))
         except InputError as exc:
@@ -142,8 +154,9 @@ def assign_image_ids(paths: Sequence[Path]) -> list[int]:
 
 
 def caption(
-    images: Sequence[PathLike], *, config: PathLike | Mapping[str, Any] | None = None, weights: str | None = None,
-    beam: int | None = None, max_length: int | None = None, regions: bool = False,
+    images: PathLike | Sequence[PathLike], *, config: PathLike | Mapping[str, Any] | None = None,
+    weights: str | PathLike | None = None, beam: int | None = None, max_length: int | None = None,
+    regions: bool = False,
     detector_config: PathLike | Mapping[str, Any] | None = None, detector_weights: str | None = None,
     proposer: str | None = None, top_n: int = 5, save_images: bool = True, device: str | None = None,
     overrides: Sequence[str] = (), out: PathLike | None = None, host: Host | None = None,
@@ -169,6 +182,10 @@ def caption(
     from visionkit.pipeline import build_detector, build_proposer, next_run_dir, resolve_with_checkpoint, select_device
 
     host = _host(host)
+    if out is not None:
+        from visionkit.outputs import check_output_dir
+
+        check_output_dir(out)
     resolved = _resolve(config, weights, device, overrides, CAPTION_BASE,
                         {"proposer": {"name": proposer}} if proposer is not None else None)
     warnings = [] if resolved.get("weights") else [
@@ -190,12 +207,13 @@ def caption(
     if regions and detector_config is not None:
         given = {"device": str(dev), **({"weights": detector_weights} if detector_weights else {})}
         region_detector = Pipeline(resolve_with_checkpoint(load_config(detector_config), given), host=host)
+        warnings.extend(f"region detector: {w}" for w in region_detector.warnings)
         region_detector.detector.to(dev).eval()
     elif regions:
         region_proposer = build_proposer(resolved, host)
     decode: dict[str, Any] = {k: v for k, v in {"beam_size": beam, "max_length": max_length}.items() if v is not None}
     out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "caption")
-    paths = [Path(p) for p in images]
+    paths = [Path(p) for p in _paths(images)]
     result = CaptionResult([], warnings=warnings)
     written_names: set[str] = set()
     for path, image_id in zip(paths, assign_image_ids(paths), strict=True):

@@ -54,12 +54,16 @@ def train(
     ``key.path=value`` strings. Every epoch writes ``last.pt``/``best.pt`` atomically; ``resume`` continues a
     stopped run to the same final weights. Under ``torchrun`` it trains with DistributedDataParallel.
     """
-    from visionkit.api import _host, load_config
+    from visionkit.api import _host, load_config, plain_option
     from visionkit.config import resolve_config
     from visionkit.engine.train import apply_freeze, parse_train_options
+    from visionkit.outputs import check_output_dir
     from visionkit.pipeline import next_run_dir
 
     host = _host(host)
+    weights, device = plain_option(weights), plain_option(device)
+    if out is not None:
+        check_output_dir(out)
     say = log or (lambda line: None)
     pipeline, section = split_training_config(load_config(config, overrides))
     resolved = apply_freeze(resolve_config(pipeline), host, freeze_stages)
