@@ -18,6 +18,7 @@ Importing this module imports no torch; building a pipeline does. Every function
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -350,19 +351,22 @@ class ProposerPipeline:
         out_dir = check_output_dir(out) if out is not None else next_run_dir(Path("runs") / "propose")
         items = _open(_inputs(inputs), self.config, self.host)
         sinks = build_sinks(self.config, self.host, out_dir, None)
-        if self.workers == 1:
-            def infer(frames: list[Frame]) -> list[Proposals]:
-                return [self._propose_one(f.image) for f in frames]
+        with self.inference() as (infer, batch_size):  # worker processes forked before the run's threads start
+            return Runner(infer, sinks, batch_size=batch_size).run(items, on_item)
 
-            return Runner(infer, sinks, batch_size=1).run(items, on_item)
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[tuple[Callable[[list[Frame]], list[Proposals]], int]]:
+        """``(infer, batch size)`` for a :class:`~visionkit.pipeline.Runner`: proposals of a batch of frames, in
+        this process or, with ``workers > 1``, in that many forked processes (a few images per worker and
+        batch, since a batch waits for its slowest image). The workers end when the block does."""
+        if self.workers == 1:
+            yield (lambda frames: [self._propose_one(f.image) for f in frames]), 1
+            return
         from visionkit.parallel import ForkPool
 
-        with ForkPool(self._propose_array, self.workers) as pool:  # forked before the run's threads start
-            def infer_parallel(frames: list[Frame]) -> list[Proposals]:
-                return [self._from_arrays(r) for r in pool.map(f.image.numpy() for f in frames)]
-
-            # a few images per worker and batch: the batch waits for its slowest image
-            return Runner(infer_parallel, sinks, batch_size=4 * self.workers).run(items, on_item)
+        with ForkPool(self._propose_array, self.workers) as pool:
+            yield (lambda frames: [self._from_arrays(r) for r in pool.map(f.image.numpy() for f in frames)],
+                   4 * self.workers)
 
     def _run_distributed(self, inputs: list[str], out: PathLike | None,
                          on_item: Callable[[Frame | BadItem], None] | None) -> RunSummary:
@@ -376,20 +380,9 @@ class ProposerPipeline:
         check_inputs(inputs, self.config, self.host)
         with distributed.session(torch.device("cpu")) as info:
             out_dir = _shared_run_dir(info, out, "propose")
-            if self.workers == 1:
-                def infer(frames: list[Frame]) -> list[Proposals]:
-                    return [self._propose_one(f.image) for f in frames]
-
+            with self.inference() as (infer, batch_size):
                 return distributed.run_sharded(info, inputs, self.config, self.host, out_dir, None, infer,
-                                               batch_size=1, on_item=on_item)
-            from visionkit.parallel import ForkPool
-
-            with ForkPool(self._propose_array, self.workers) as pool:
-                def infer_parallel(frames: list[Frame]) -> list[Proposals]:
-                    return [self._from_arrays(r) for r in pool.map(f.image.numpy() for f in frames)]
-
-                return distributed.run_sharded(info, inputs, self.config, self.host, out_dir, None, infer_parallel,
-                                               batch_size=4 * self.workers, on_item=on_item)
+                                               batch_size=batch_size, on_item=on_item)
 
     def _propose_one(self, image: torch.Tensor) -> Proposals:
         return self._checked(self.proposer.propose(image)).top(self.top)

@@ -167,7 +167,8 @@ def proposals(
     split: str = typer.Option(None, "--split", help="A VOC ImageSets list or a YOLO split."),
     mode: str = typer.Option(None, "--mode", help="Selective search mode: single | fast | quality."),
     color_spaces: str = typer.Option(None, "--color-spaces", help="Comma-separated colour spaces, e.g. hsv,lab."),
-    workers: int = typer.Option(None, "--workers", min=1, help="Threads for the strategies."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes that run images in parallel (the proposer's "
+                                "own threads: --set proposer.workers=N)."),
     config: Path = typer.Option(None, "--config", "-c", help="Config with a 'proposer' section."),
     set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set proposer.sigma=0.8."),
     top_ns: str = typer.Option("100,500,1000,2000", "--top-ns", help="Numbers of proposals to report."),

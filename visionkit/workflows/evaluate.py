@@ -219,11 +219,12 @@ def evaluate_proposals(
     dataset: PathLike, *, config: PathLike | Mapping[str, Any] | None = None, split: str | None = None,
     top_ns: Sequence[int] = (100, 500, 1000, 2000), limit: int | None = None, out: PathLike | None = None,
     overrides: Sequence[str] = (), host: Host | None = None, on_item: Callable[[Any], None] | None = None,
-    on_start: Callable[[int], None] | None = None, **proposer: Any,
+    on_start: Callable[[int], None] | None = None, workers: int = 1, **proposer: Any,
 ) -> dict[str, Any]:
     """Proposal quality of a proposer on an annotated dataset (``eval proposals``): recall at IoU 0.5/0.7 for
     the top N, AR (IoU 0.5:0.95) and MABO; writes ``proposals_eval.json`` and ``recall.png`` under ``out``
-    (default ``runs/eval-proposals/runN``). Keyword arguments are the proposer's parameters
+    (default ``runs/eval-proposals/runN``). ``workers``: processes running images in parallel, as in
+    :class:`visionkit.ProposerPipeline`. Other keyword arguments are the proposer's parameters
     (``mode="fast"``). Returns the metrics plus ``seconds_per_image``, ``skipped`` and ``files``."""
     from visionkit.api import ProposerPipeline
     from visionkit.atomic import write_json
@@ -236,7 +237,11 @@ def evaluate_proposals(
         evaluator = ProposalEvaluator(top_ns=[int(n) for n in top_ns])
     except ValueError:
         raise UsageError(f"top_ns must be numbers >= 1, got {list(top_ns)!r}") from None
-    pipe = ProposerPipeline.from_config(config, overrides=overrides, host=host, **proposer)
+    if out is not None:
+        from visionkit.outputs import check_output_dir
+
+        check_output_dir(out)
+    pipe = ProposerPipeline.from_config(config, overrides=overrides, host=host, workers=workers, **proposer)
     ds = load_dataset(dataset, split=split)
     if len(ds) == 0:
         raise InputError(f"dataset {dataset} has no images")
@@ -253,9 +258,9 @@ def evaluate_proposals(
         def close(self) -> list[Path]:
             return []
 
-    infer = lambda frames: [pipe._checked(pipe.proposer.propose(f.image)) for f in frames]  # noqa: E731
-    summary = Runner(infer, [EvaluatorSink()]).run(dataset_frames(ds, None if limit is None else range(total)),
-                                                   on_item)
+    frames = dataset_frames(ds, None if limit is None else range(total))
+    with pipe.inference() as (infer, batch_size):
+        summary = Runner(infer, [EvaluatorSink()], batch_size=batch_size).run(frames, on_item)
     metrics = evaluator.compute()
     out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "eval-proposals")
     section = pipe.config["proposer"]
