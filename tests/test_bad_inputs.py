@@ -342,9 +342,6 @@ def test_classifier_checkpoint_is_not_a_detector(cli, tmp_path, command):
     no_files(out)
 
 
-@pytest.mark.xfail(reason="engine/checkpoint.py load_training_checkpoint calls torch.load itself and repeats "
-                          "its weights_only=False advice; it should read through visionkit.weights.read_checkpoint",
-                   strict=False)
 def test_resume_on_a_corrupt_checkpoint_gives_no_weights_only_advice(cli, tmp_path):
     path = tmp_path / "last.pt"
     path.write_bytes(_flip(CKPT, 1000))  # torch.load's UnpicklingError, with its advice, for this byte

@@ -49,6 +49,7 @@ from visionkit.components import optional
 from visionkit.errors import WeightsError
 
 __all__ = [
+    "read_weights_file",
     "CHECKPOINT_FORMAT",
     "load_weights",
     "save_checkpoint",
@@ -131,6 +132,12 @@ def save_checkpoint(
     with atomic_path(target) as tmp:
         torch.save(payload, tmp)
     return target
+
+
+def read_weights_file(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> Any:
+    """What ``torch.load(path, weights_only=True)`` gives, with the file's CRC-32s checked first; every way it
+    fails is one :class:`WeightsError` line naming the file (never torch's ``weights_only=False`` advice)."""
+    return _read_file(Path(path).expanduser(), map_location)
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -114,11 +114,9 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise WeightsError(f"checkpoint not found: {p}")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"cannot read checkpoint {p}: {first}") from None
+    from visionkit.weights import read_weights_file
+
+    ckpt = read_weights_file(p)  # weights_only, CRC-checked, one-line errors without torch's advice
     if not isinstance(ckpt, Mapping) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(f"{p} is not a visionkit checkpoint (no format '{CHECKPOINT_FORMAT}'); "
                            "--resume needs a last.pt/best.pt written by visionkit train")
