@@ -96,10 +96,13 @@ def measure(argv: list[str], env: dict[str, str]) -> dict[str, float]:
 
 
 def boxes_of(jsonl: Path, visionkit: bool) -> list[list[list[float]]]:
+    """Each frame's boxes, ordered by source file name then frame (visionkit lists a folder in natural order,
+    ``raccoon-2`` before ``raccoon-10``; the hand loop in plain ``sorted`` order)."""
     rows = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    rows = sorted(enumerate(rows), key=lambda ir: (Path(ir[1]["source"]).name, ir[0]))
     if visionkit:
-        return [[d["box"] for d in r["detections"]] for r in rows]
-    return [[[round(v, 2) for v in b] for b in r["boxes"]] for r in rows]
+        return [[d["box"] for d in r["detections"]] for _, r in rows]
+    return [[[round(v, 2) for v in b] for b in r["boxes"]] for _, r in rows]
 
 
 def agree(a: list[list[list[float]]], b: list[list[list[float]]]) -> int:
