@@ -332,3 +332,10 @@ def test_relative_references_of_a_plugin_class_defined_in_a_package(tmp_path, mo
     assert host.registry.get("proposer", "whole").plugin == "rel"
     props = host.build("proposer", "whole", {}).propose(torch.zeros(3, 4, 6, dtype=torch.uint8))
     assert props.boxes.tolist() == [[0.0, 0.0, 6.0, 4.0]]
+
+
+def test_a_disabled_component_says_it_is_disabled_and_aliases_count():
+    host = Host(autoload=False, disable=["sink:coco"])  # an alias of coco-json
+    assert "coco-json" not in host.registry.names("sink")
+    with pytest.raises(visionkit.VisionkitError, match=r"sink 'coco-json' is disabled \(--disable-component"):
+        host.registry.get("sink", "coco-json")

@@ -267,8 +267,9 @@ class Host:
                                 f"'module:attribute', got {type(factory).__name__}")
             if trainer is not None and kind != "head":
                 raise TypeError(f"{kind} '{name}': only heads take trainer=")
-            if (kind, name) in self.disabled:
+            if any((kind, n) in self.disabled for n in (name, *aliases)):  # by its name or an alias
                 info.disabled.setdefault(kind, []).append(name)
+                self.registry.disabled.update((kind, n) for n in (name, *aliases))
                 return
             spec = ComponentSpec(
                 kind=kind, name=name, factory=_relative(factory, base), plugin=plugin,

@@ -112,6 +112,8 @@ class Registry:
     _aliases: dict[str, dict[str, str]] = field(default_factory=lambda: {k: {} for k in KINDS})
     #: plugin name -> load error, consulted to explain an unknown name
     failed_plugins: dict[str, str] = field(default_factory=dict)
+    #: (kind, name or alias) of components switched off (``--disable-component``), to explain an unknown name
+    disabled: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, spec: ComponentSpec) -> None:
         if spec.kind not in self._specs:
@@ -151,6 +153,9 @@ class Registry:
         spec = self._find(kind, name)
         if spec is not None:
             return spec
+        if (kind, name) in self.disabled:
+            raise UnknownComponentError(f"{kind.replace('_', ' ')} '{name}' is disabled (--disable-component "
+                                        f"{kind}:{name} or VISIONKIT_DISABLE_COMPONENTS); drop that to use it")
         names = self.names(kind)
         hint = closest(name, [*names, *self._aliases[kind]])
         msg = f"unknown {kind.replace('_', ' ')} '{name}'"
