@@ -357,7 +357,7 @@ class ProposerPipeline:
     @contextlib.contextmanager
     def inference(self) -> Iterator[tuple[Callable[[list[Frame]], list[Proposals]], int]]:
         """``(infer, batch size)`` for a :class:`~visionkit.pipeline.Runner`: proposals of a batch of frames, in
-        this process or, with ``workers > 1``, in that many forked processes (a few images per worker and
+        this process or, with ``workers > 1``, in that many forked processes (16 images per worker and
         batch, since a batch waits for its slowest image). The workers end when the block does."""
         if self.workers == 1:
             yield (lambda frames: [self._propose_one(f.image) for f in frames]), 1
@@ -366,7 +366,7 @@ class ProposerPipeline:
 
         with ForkPool(self._propose_array, self.workers) as pool:
             yield (lambda frames: [self._from_arrays(r) for r in pool.map(f.image.numpy() for f in frames)],
-                   4 * self.workers)
+                   16 * self.workers)
 
     def _run_distributed(self, inputs: list[str], out: PathLike | None,
                          on_item: Callable[[Frame | BadItem], None] | None) -> RunSummary:
