@@ -170,15 +170,16 @@ class Pipeline:
 
     @classmethod
     def from_config(
-        cls, config: PathLike | Mapping[str, Any] | None = None, *, weights: str | None = _UNSET,
-        device: str | None = None, precision: str | None = None, batch_size: int | None = None,
+        cls, config: PathLike | Mapping[str, Any] | None = None, *, weights: PathLike | None = _UNSET,
+        device: str | torch.device | None = None, precision: str | None = None, batch_size: int | None = None,
         score_threshold: float | None = None, classes: Sequence[str | int] | None = None,
         stride: int | None = None, overrides: Sequence[str] = (), host: Host | None = None,
     ) -> Pipeline:
         """Build from a YAML file or mapping (default: Faster R-CNN ResNet-50 FPN with COCO weights).
 
-        ``weights``: a torchvision weights name (``"DEFAULT"``), a checkpoint path, or ``None`` for
-        none (default: the config's, else ``DEFAULT``). A visionkit checkpoint brings its own model
+        ``weights``: a torchvision weights name (``"DEFAULT"``), a checkpoint path (``str`` or ``Path``), or
+        ``None`` for none (default: the config's, else ``DEFAULT``). ``device``: ``"auto"``, ``"cpu"``,
+        ``"cuda[:N]"`` or a ``torch.device``. A visionkit checkpoint brings its own model
         sections; the config and these arguments still win. ``overrides``: ``key.path=value``
         strings as ``--set`` takes. ``classes``: keep only these class names or ids.
         """
