@@ -167,6 +167,7 @@ class Pipeline:
         require_detector(self.detector, self.config)
         self.keep_labels = class_filter(classes, self.class_names)
         self.skipped: list[BadItem] = []
+        self._infer_fn: Callable[[list[Frame]], list[Detections]] | None = None
 
     @classmethod
     def from_config(
@@ -206,6 +207,12 @@ class Pipeline:
         return f"Pipeline(head={name!r}, weights={self.config.get('weights')!r}, device='{self.device}')"
 
     def _infer(self) -> Callable[[list[Frame]], list[Detections]]:
+        """The batch function, made once (moving the model to its device and naming the head are not per-call work)."""
+        if self._infer_fn is None:
+            self._infer_fn = self._make_infer()
+        return self._infer_fn
+
+    def _make_infer(self) -> Callable[[list[Frame]], list[Detections]]:
         from visionkit.pipeline import detector_infer
 
         head = self.config.get("head")
@@ -283,6 +290,7 @@ class Pipeline:
 
         check_inputs(inputs, self.config, self.host)
         self.device = distributed.rank_device(self.device)
+        self._infer_fn = None  # made again for this rank's device
         with distributed.session(self.device) as info:
             out_dir = _shared_run_dir(info, out, "detect")
             return distributed.run_sharded(info, inputs, self.config, self.host, out_dir, self.class_names,

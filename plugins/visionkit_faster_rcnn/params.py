@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from visionkit.detection.params import check_head_params
+
 __all__ = ["FasterRCNNParams"]
 
 _POSITIVE_INTS = (
@@ -70,14 +72,7 @@ class FasterRCNNParams:
         sizes = self.min_size if isinstance(self.min_size, list) else [self.min_size]
         if not sizes or any(s <= 0 for s in sizes):
             raise ValueError(f"min_size must be a positive int or a non-empty list of them, got {self.min_size}")
-        for name in _POSITIVE_INTS:
-            value = getattr(self, name)
-            if value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-        for name in _FRACTIONS:
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        check_head_params(self, _POSITIVE_INTS, _FRACTIONS)  # positive ints, fractions, image_mean/std
         if self.rpn_score_thresh is not None and not 0.0 <= self.rpn_score_thresh <= 1.0:
             raise ValueError(f"rpn_score_thresh must be between 0 and 1 or null, got {self.rpn_score_thresh}")
         if self.rpn_conv_depth is not None and self.rpn_conv_depth < 1:
@@ -94,12 +89,6 @@ class FasterRCNNParams:
                 f"box_bg_iou_thresh ({self.box_bg_iou_thresh}) must not exceed box_fg_iou_thresh "
                 f"({self.box_fg_iou_thresh})"
             )
-        for name in ("image_mean", "image_std"):
-            value = getattr(self, name)
-            if len(value) != 3:
-                raise ValueError(f"{name} must be 3 numbers (R, G, B), got {list(value)}")
-        if any(s <= 0 for s in self.image_std):
-            raise ValueError(f"image_std must be positive, got {list(self.image_std)}")
         if self.anchor_sizes is not None and (
             not self.anchor_sizes or any(not level or any(s <= 0 for s in level) for level in self.anchor_sizes)
         ):

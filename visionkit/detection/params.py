@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DEFAULT_BOX_WEIGHTS", "DEFAULT_SMOOTH_L1_BETA", "check_box_params", "check_init_std", "check_region_params"]
+__all__ = ["DEFAULT_BOX_WEIGHTS", "DEFAULT_SMOOTH_L1_BETA", "check_box_params", "check_head_params", "check_init_std",
+           "check_region_params"]
 
 #: the R-CNN box-coding weights for (dx, dy, dw, dh), as torchvision's RoIHeads uses them
 DEFAULT_BOX_WEIGHTS: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
@@ -26,12 +27,11 @@ def check_box_params(box_weights: tuple[float, ...], smooth_l1_beta: float) -> N
         raise ValueError(f"smooth_l1_beta must be >= 0, got {smooth_l1_beta}")
 
 
-def check_region_params(params: Any, positive_ints: tuple[str, ...], fractions: tuple[str, ...]) -> None:
-    """The checks the region heads (``fast-rcnn``, ``rcnn``) share; raises ``ValueError`` naming the key.
+def check_head_params(params: Any, positive_ints: tuple[str, ...], fractions: tuple[str, ...]) -> None:
+    """The checks every detection head's params share; raises ``ValueError`` naming the key.
 
     ``params`` is a head's params dataclass with the fields named in ``positive_ints`` (> 0) and
-    ``fractions`` (in ``[0, 1]``), plus ``image_mean``/``image_std`` (3 numbers, std > 0) and
-    ``proposal_cache`` (a non-empty string).
+    ``fractions`` (in ``[0, 1]``), plus ``image_mean``/``image_std`` (3 numbers, std > 0).
     """
     for name in positive_ints:
         value = getattr(params, name)
@@ -47,5 +47,11 @@ def check_region_params(params: Any, positive_ints: tuple[str, ...], fractions: 
             raise ValueError(f"{name} must be 3 numbers (R, G, B), got {list(value)}")
     if any(s <= 0 for s in params.image_std):
         raise ValueError(f"image_std must be positive, got {list(params.image_std)}")
+
+
+def check_region_params(params: Any, positive_ints: tuple[str, ...], fractions: tuple[str, ...]) -> None:
+    """:func:`check_head_params` plus what the region heads (``fast-rcnn``, ``rcnn``) add: ``proposal_cache``
+    (a non-empty string)."""
+    check_head_params(params, positive_ints, fractions)
     if not str(params.proposal_cache).strip():
         raise ValueError("proposal_cache must be a directory, 'auto' or 'none', got ''")
