@@ -4,7 +4,7 @@ Frames carry ``frame_index`` (the frame's position in the video, in decoding ord
 ``stride=5`` the indices are 0, 5, 10, ...; a corrupt packet that was skipped still counts),
 ``timestamp`` (seconds since the video stream's start, from ``pts * time_base``), ``fps`` (the
 stream's average frame rate as a float) and ``extra["frame_rate"]`` (the same rate as an exact
-:class:`~fractions.Fraction`, e.g. 25/2).
+:class:`~fractions.Fraction`, e.g. 25/2) and ``extra["stride"]``.
 
 A video that cannot be opened, has no video stream, stops on a read error or ends before the
 frame count its header announces yields the frames that decoded and then one ``BadItem`` that
@@ -188,7 +188,7 @@ def decode_video(
                     meta = FrameMeta(
                         source=uri, index=kept, width=int(image.shape[2]), height=int(image.shape[1]),
                         **({} if still else {"frame_index": index, "timestamp": last_time, "fps": fps,
-                                              "extra": {"frame_rate": rate}}),
+                                              "extra": {"frame_rate": rate, "stride": stride}}),
                     )
                     yield Frame(image, meta)
                     kept += 1
