@@ -1,4 +1,4 @@
-"""Pascal VOC folders: ``Annotations/*.xml`` (or ``annotations/``) + ``JPEGImages/`` (or ``images/``).
+"""Pascal VOC datasets: XML annotations + images, in any folder layout (:mod:`visionkit.data.voc_layout`).
 
 **Pixel convention (decided here, tested in tests/test_datasets.py).** VOC XML corners are
 1-based and *inclusive*: ``<xmin>1</xmin><xmax>10</xmax>`` covers pixel columns 1..10, a
@@ -11,7 +11,8 @@ on raw XML corners) equals the plain continuous IoU on boxes read by this module
 
 Category ids: the 20 VOC classes get ids 1..20 in the standard VOC order when every name is a
 VOC class; otherwise names are sorted and numbered from 1 (or pass ``classes=[...]``).
-Splits: ``split="train"`` reads ``ImageSets/Main/train.txt`` (image stems, one per line).
+Splits: ``split="train"`` reads ``ImageSets/Main/train.txt`` (image stems, one per line), or without
+such lists the XML folder named ``train``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from visionkit.data.dataset import DetectionDataset, ImageRecord, Problem, natural_key
+from visionkit.data.voc_layout import ImageFinder, VocLayout, find_voc_layout, voc_xml_dirs
 from visionkit.errors import InputError
 
 __all__ = ["VOC_CLASSES", "load_voc", "is_voc_folder", "parse_voc_xml", "write_voc_xml"]
@@ -31,27 +33,12 @@ VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
     "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".JPG", ".JPEG", ".PNG")
 
 
-def _ann_dir(root: Path) -> Path | None:
-    for name in ("Annotations", "annotations"):
-        if (root / name).is_dir():
-            return root / name
-    return None
-
-
-def _img_dir(root: Path) -> Path:
-    for name in ("JPEGImages", "images", "Images"):
-        if (root / name).is_dir():
-            return root / name
-    return root
-
-
-def is_voc_folder(path: Path) -> bool:
-    """True when ``path`` is a folder with ``Annotations/`` or ``annotations/`` holding XML files."""
-    d = _ann_dir(path) if path.is_dir() else None
-    return d is not None and next(d.glob("*.xml"), None) is not None
+def is_voc_folder(path: Path, *, deep: bool = True) -> bool:
+    """True when ``path`` is a folder holding VOC XML where :func:`load_voc` finds it: a standard annotation
+    folder, the folder itself, or (``deep``) any folder down to :data:`~visionkit.data.voc_layout.MAX_DEPTH` levels."""
+    return bool(voc_xml_dirs(Path(path), deep=deep))
 
 
 _FIX = "fix the annotation file"
@@ -140,52 +127,88 @@ def parse_voc_xml(path: Path) -> dict[str, Any]:
             "depth": depth, "objects": objects}
 
 
-def _is_file(path: Path) -> bool:
+def _read_list(list_file: Path) -> list[str]:
+    """The stems of an ``ImageSets/Main`` list (the first field of each line: ``000005 -1`` lists ``000005``)."""
     try:
-        return path.is_file()
-    except (OSError, ValueError):  # a name too long for the file system, or with a NUL byte
-        return False
+        text = list_file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{list_file}: cannot read the split list ({exc}); fix or remove it") from None
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 
-def _find_image(img_dir: Path, filename: str | None, stem: str) -> Path | None:
-    if filename:
-        p = img_dir / filename
-        if _is_file(p):
-            return p
-    for ext in IMAGE_EXTS:
-        p = img_dir / f"{stem}{ext}"
-        if _is_file(p):
-            return p
-    return None
+def _list_groups(layout: VocLayout) -> dict[Path, list[Path]]:
+    """``ImageSets/Main`` folder -> the XML folders whose stems it lists."""
+    groups: dict[Path, list[Path]] = {}
+    for d in layout.xml_dirs:
+        main = layout.image_sets(d)
+        if main is not None:
+            groups.setdefault(main, []).append(d)
+    return groups
 
 
-def load_voc(path: str | os.PathLike[str], split: str | None = None,
-             classes: list[str] | None = None) -> DetectionDataset:
-    """Read a Pascal VOC folder (see the module docstring for layout, boxes and ids).
+def _listed_xml(list_file: Path, dirs: list[Path]) -> list[Path]:
+    out = []
+    for stem in _read_list(list_file):
+        found = next((d / f"{stem}.xml" for d in dirs if (d / f"{stem}.xml").is_file()), None)
+        if found is None:
+            raise InputError(f"{list_file}: lists '{stem}' but {dirs[0] / (stem + '.xml')} does not exist")
+        out.append(found)
+    return out
 
-    ``split`` names an ``ImageSets/Main/<split>.txt`` list; ``None`` reads every XML.
-    Images named by an XML that do not exist are kept (width/height from the XML) and reported
-    as ``missing_image``; images with no XML are reported as ``image_without_labels``.
+
+def _split_xml(layout: VocLayout, split: str) -> list[Path]:
+    """The XML files of ``split``: ``ImageSets/Main/<split>.txt``, else the XML folder named ``split``."""
+    lists = [(main / f"{split}.txt", dirs) for main, dirs in _list_groups(layout).items()
+             if (main / f"{split}.txt").is_file()]
+    if lists:
+        return [x for list_file, dirs in lists for x in _listed_xml(list_file, dirs)]
+    folders = {name: d for name, d in layout.dir_splits().items() if name == split or name.startswith(f"{split}/")}
+    if folders:
+        return [x for x in layout.xml_files() if x.parent in folders.values()]
+    named = ", ".join(layout.dir_splits()) or "none"
+    raise InputError(f"{layout.root}: split '{split}' not found (expected {layout.root / 'ImageSets' / 'Main' / split}"
+                     f".txt, or an XML folder named '{split}'; XML folders: {named})")
+
+
+def _all_splits(layout: VocLayout, class_names: set[str]) -> dict[str, list[Path]]:
+    """Every split the dataset defines, as XML files: the ``ImageSets/Main`` lists (not the per-class
+    ``<class>_<split>.txt`` ones), else the XML folders when there are several."""
+    splits: dict[str, list[Path]] = {}
+    for main, dirs in _list_groups(layout).items():
+        for list_file in sorted(main.glob("*.txt"), key=lambda p: natural_key(p.name)):
+            prefix = list_file.stem.split("_", 1)[0]
+            if "_" in list_file.stem and (prefix in class_names or prefix in VOC_CLASSES):
+                continue
+            splits.setdefault(list_file.stem, []).extend(_listed_xml(list_file, dirs))
+    if splits:
+        return splits
+    by_dir = {d: name for name, d in layout.dir_splits().items()}
+    for x in layout.xml_files():
+        if x.parent in by_dir:
+            splits.setdefault(by_dir[x.parent], []).append(x)
+    return splits
+
+
+def load_voc(path: str | os.PathLike[str], split: str | None = None, classes: list[str] | None = None, *,
+             images: str | os.PathLike[str] | None = None,
+             annotations: str | os.PathLike[str] | None = None) -> DetectionDataset:
+    """Read a Pascal VOC dataset in any layout (see :mod:`visionkit.data.voc_layout`; boxes and ids: the
+    module docstring).
+
+    ``split`` names an ``ImageSets/Main/<split>.txt`` list (or, without one, the XML folder of that
+    name, e.g. Roboflow's ``train/``); ``None`` reads every XML and records the splits the dataset
+    defines in ``info["splits"]`` (``{name: [image ids]}``). ``annotations``/``images`` name the XML and
+    image folders instead of searching for them (as given, or relative to ``path``). Images named by
+    an XML that are not found are kept (width/height from the XML) and reported as ``missing_image``;
+    images with no XML are reported as ``image_without_labels``. ``info["voc_layout"]`` says which
+    folders were read.
     """
-    root = Path(path)
-    ann_dir = _ann_dir(root)
-    if ann_dir is None:
-        raise InputError(f"{root}: not a VOC folder (no Annotations/ or annotations/ directory)")
-    img_dir = _img_dir(root)
-    if split is not None:
-        list_file = root / "ImageSets" / "Main" / f"{split}.txt"
-        if not list_file.is_file():
-            raise InputError(f"{root}: split '{split}' not found (expected {list_file})")
-        stems = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
-        xml_files = [ann_dir / f"{s}.xml" for s in stems]
-        for x in xml_files:
-            if not x.is_file():
-                raise InputError(f"{list_file}: lists '{x.stem}' but {x} does not exist")
-    else:
-        xml_files = sorted(ann_dir.glob("*.xml"), key=lambda p: natural_key(p.name))
+    layout = find_voc_layout(path, images=images, annotations=annotations)
+    root = layout.root
+    xml_files = _split_xml(layout, split) if split is not None else layout.xml_files()
     parsed = [(x, parse_voc_xml(x)) for x in xml_files]
     if not parsed:
-        raise InputError(f"dataset has no images: {ann_dir} has no XML files")
+        raise InputError(f"dataset has no images: {', '.join(str(d) for d in layout.xml_dirs)} has no XML files")
 
     names = sorted({o["name"] for _, p in parsed for o in p["objects"]})
     if classes is not None:
@@ -199,17 +222,22 @@ def load_voc(path: str | os.PathLike[str], split: str | None = None,
         class_list = names
     name_to_id = {n: i + 1 for i, n in enumerate(class_list)}
 
+    finder = ImageFinder(layout)
+    found = [finder.find(x, p["filename"]) for x, p in parsed]
+    image_dirs = list(finder.used) or [layout.images or layout.xml_dirs[0]]
+    image_root = Path(os.path.commonpath([str(d) for d in image_dirs]))
     stems = [x.stem for x, _ in parsed]
     numeric = all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems)
     problems: list[Problem] = []
     records = []
-    for i, (xml, p) in enumerate(parsed):
-        img = _find_image(img_dir, p["filename"], xml.stem)
+    for i, ((xml, p), img) in enumerate(zip(parsed, found, strict=True)):
         if img is None:
-            file_name = p["filename"] or f"{xml.stem}.jpg"
-            problems.append(Problem("missing_image", file_name, f"named by {xml.name} but not found in {img_dir}"))
+            file_name = (p["filename"] or f"{xml.stem}.jpg").replace("\\", "/").rsplit("/", 1)[-1]
+            looked = ", ".join(layout.relative(d) for d in finder.candidates(xml.parent)[:4]) or "nowhere"
+            problems.append(Problem("missing_image", file_name, f"named by {layout.relative(xml)} but not found "
+                                    f"(looked in {looked}; point --images at the image folder)"))
         else:
-            file_name = img.relative_to(img_dir).as_posix()
+            file_name = img.relative_to(image_root).as_posix()
         boxes = [[o["bbox_voc"][0] - 1, o["bbox_voc"][1] - 1, o["bbox_voc"][2], o["bbox_voc"][3]]
                  for o in p["objects"]]
         records.append(ImageRecord(
@@ -217,16 +245,23 @@ def load_voc(path: str | os.PathLike[str], split: str | None = None,
             file_name=file_name, width=p["width"], height=p["height"],
             boxes=boxes, labels=[name_to_id[o["name"]] for o in p["objects"]],
             difficult=[o["difficult"] for o in p["objects"]], truncated=[o["truncated"] for o in p["objects"]],
-            extra={"annotation_file": xml.name, "depth": p["depth"]},
+            extra={"annotation_file": layout.relative(xml), "depth": p["depth"]},
         ))
-    if split is None and img_dir != root:
-        annotated = {xml.stem for xml, _ in parsed}
-        for img in sorted(img_dir.iterdir(), key=lambda q: natural_key(q.name)):
-            if img.suffix in IMAGE_EXTS and img.stem not in annotated:
-                problems.append(Problem("image_without_labels", img.name, "no annotation XML for this image",
-                                        severity="warning"))
+    if split is None:
+        matched = {img for img in found if img is not None}
+        for img in sorted(finder.unmatched(matched), key=lambda q: natural_key(q.as_posix())):
+            problems.append(Problem("image_without_labels", img.relative_to(image_root).as_posix(),
+                                    "no annotation XML for this image", severity="warning"))
+    info: dict[str, Any] = {"voc_layout": {
+        "annotations": [layout.relative(d) or "." for d in layout.xml_dirs],
+        "images": [layout.relative(d) or "." for d in image_dirs]}}
+    if split is None:
+        ids = {xml: rec.image_id for (xml, _), rec in zip(parsed, records, strict=True)}
+        splits = _all_splits(layout, set(names))
+        if splits:
+            info["splits"] = {name: [ids[x] for x in xmls if x in ids] for name, xmls in splits.items()}
     return DetectionDataset(images=records, classes={v: k for k, v in name_to_id.items()},
-                            image_root=img_dir, source=str(root), format="voc", problems=problems)
+                            image_root=image_root, source=str(root), format="voc", problems=problems, info=info)
 
 
 def write_voc_xml(ds: DetectionDataset, index: int, path: str | os.PathLike[str]) -> Path:

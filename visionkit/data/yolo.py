@@ -15,10 +15,15 @@ Layouts understood:
   last ``images`` path component with ``labels``), or images and ``.txt`` side by side; names
   then come from ``classes.txt``, ``obj.names``, ``names.txt`` or ``*.names``.
 
-Category ids: ``category_ids="auto"`` (default) maps COCO's 80 classes (names in the standard
-order) to COCO's category ids 1..90 with :data:`visionkit.data.categories.COCO80_TO_91`
-(YOLO 0 person -> 1, 79 toothbrush -> 90); any other class list keeps the YOLO ids 0..K-1.
-``"coco"`` forces the mapping (the names must be COCO's), ``"index"`` keeps the YOLO ids.
+Category ids: ``category_ids="auto"`` (default) uses the data YAML's ``category_ids`` when it has
+one (YOLO class -> category id of the dataset it was converted from, as ``visionkit data convert
+--to yolo`` writes it), else maps COCO's 80 classes (names in the standard order) to COCO's category
+ids 1..90 with :data:`visionkit.data.categories.COCO80_TO_91` (YOLO 0 person -> 1, 79 toothbrush ->
+90); any other class list keeps the YOLO ids 0..K-1. ``"coco"`` forces the COCO mapping (the names
+must be COCO's), ``"index"`` keeps the YOLO ids.
+
+Splits: with ``split=None`` the images of every split are read once each and ``info["splits"]``
+records ``{split: [image ids]}`` (the data YAML's ``train``/``val``/``test``, or ``images/<split>/``).
 
 Images without a label file are background images (kept, zero boxes, reported as
 ``image_without_labels``); label files without an image are reported as
@@ -166,6 +171,23 @@ def parse_yolo_labels(path: Path, width: int, height: int, num_classes: int | No
     return boxes, classes, segs
 
 
+def _category_ids_from(cfg: dict[str, Any], where: Path) -> dict[int, int] | None:
+    """The data YAML's ``category_ids`` (YOLO class -> dataset category id, as ``visionkit data convert --to
+    yolo`` writes it; Ultralytics ignores the key), or ``None`` when it has none."""
+    value = cfg.get("category_ids")
+    if value is None:
+        return None
+    pairs = list(enumerate(value)) if isinstance(value, list) else list(value.items()) if isinstance(value, dict) \
+        else []
+    if not pairs or not all(isinstance(x, int) and not isinstance(x, bool) for pair in pairs for x in pair):
+        raise InputError(f"{where}: 'category_ids' must map each class index to an integer category id, "
+                         f"got {value!r:.60}; fix it or remove the key (then the YOLO ids are kept)")
+    mapping = dict(pairs)
+    if len(set(mapping.values())) != len(mapping):
+        raise InputError(f"{where}: 'category_ids' gives two classes the same id; fix it or remove the key")
+    return mapping
+
+
 def _images_of(entry: str | list[Any], root: Path, where: Path) -> list[Path]:
     entries = entry if isinstance(entry, list) else [entry]
     out: list[Path] = []
@@ -200,6 +222,8 @@ def load_yolo(path: str | os.PathLike[str], split: str | None = None,
         raise InputError(f"{path}: a YOLO dataset is a data YAML or a folder")
 
     class_names: dict[int, str] | None = None
+    split_members: dict[str, list[Path]] = {}
+    mapped_ids: dict[int, int] | None = None
     if names is not None:
         class_names = _names_from(names, path)
     if data_yaml is not None:
@@ -223,9 +247,11 @@ def load_yolo(path: str | os.PathLike[str], split: str | None = None,
             raise InputError(f"{data_yaml}: no train/val/test entry names any images")
         seen: dict[Path, None] = {}
         for s in splits:
-            for img in _images_of(cfg[s], root, data_yaml):
-                seen.setdefault(img.resolve(), None)
+            members = [img.resolve() for img in _images_of(cfg[s], root, data_yaml)]
+            split_members[s] = members
+            seen.update(dict.fromkeys(members))
         image_files = list(seen)
+        mapped_ids = _category_ids_from(cfg, data_yaml) if names is None else None
         image_root = root
     else:
         folder = path
@@ -241,6 +267,11 @@ def load_yolo(path: str | os.PathLike[str], split: str | None = None,
             if not img_dir.is_dir():
                 raise InputError(f"{folder}: split folder {img_dir} not found")
         image_files = [q.resolve() for q in img_dir.rglob("*") if _is_image(q)]
+        if split is None and img_dir != folder:  # images/<split>/...: the split folders
+            for q in image_files:
+                rel = q.relative_to(img_dir.resolve())
+                if len(rel.parts) > 1:
+                    split_members.setdefault(rel.parts[0], []).append(q)
         image_root = folder
     image_root = image_root.resolve()
     image_files.sort(key=lambda p: natural_key(p.as_posix()))
@@ -252,8 +283,18 @@ def load_yolo(path: str | os.PathLike[str], split: str | None = None,
     ordered = [class_names.get(i, str(i)) for i in range(num)]
     if category_ids == "coco" and not is_coco80_names(ordered):
         raise InputError(f"{path}: category_ids='coco' needs COCO's 80 class names in the standard order")
-    use_coco = category_ids == "coco" or (category_ids == "auto" and is_coco80_names(ordered))
-    to_id = (lambda c: COCO80_TO_91[c]) if use_coco else (lambda c: c)
+    use_coco = category_ids == "coco" or (category_ids == "auto" and mapped_ids is None and is_coco80_names(ordered))
+    if mapped_ids is not None and category_ids == "auto":
+        missing = sorted(set(class_names) - set(mapped_ids))
+        if missing:
+            raise InputError(f"{data_yaml}: 'category_ids' has no id for class {missing[0]} "
+                             f"('{class_names[missing[0]]}'); give every class in 'names' an id")
+        to_id = mapped_ids.__getitem__
+    elif use_coco:
+        to_id = COCO80_TO_91.__getitem__
+    else:
+        def to_id(c: int) -> int:
+            return c
     classes = {to_id(i): n for i, n in class_names.items()}
 
     stems = [p.stem for p in image_files]
@@ -304,5 +345,8 @@ def load_yolo(path: str | os.PathLike[str], split: str | None = None,
                             "coco_ids": use_coco}
     if data_yaml is not None:
         info["data_yaml"] = str(data_yaml)
+    if split is None and split_members:
+        ids = {img: rec.image_id for img, rec in zip(image_files, records, strict=True)}
+        info["splits"] = {name: [ids[q] for q in members if q in ids] for name, members in split_members.items()}
     return DetectionDataset(images=records, classes=classes, image_root=image_root, source=str(path), format="yolo",
                             problems=problems, info=info)
