@@ -58,6 +58,33 @@ def _eval(
                          "or a subcommand (coco, voc, run, proposals; see --help)")
 
 
+def _confusion_iou() -> Any:
+    return typer.Option(0.5, "--confusion-iou", help="Confusion matrix: a prediction and an object match when their "
+                        "IoU is above this (Ultralytics' matching; default 0.5).")
+
+
+def _confusion_threshold() -> Any:
+    return typer.Option(0.25, "--confusion-threshold", help="Confusion matrix: only predictions scoring above this "
+                        "count (default 0.25, as Ultralytics).")
+
+
+def _report() -> Any:
+    return typer.Option(False, "--report", help="Also write report.html in --out: metrics, per-class AP, PR curves, "
+                        "the confusion matrix and the worst images with their errors drawn.")
+
+
+def _print_confusion(cm: dict[str, Any], max_classes: int = 12) -> None:
+    """The matrix as a table when it is small, and its totals."""
+    names = [*cm["classes"], "background"]
+    if len(cm["classes"]) <= max_classes:
+        rows = [[names[i], *map(str, row)] for i, row in enumerate(cm["matrix"])]
+        common.print_table(f"confusion matrix (IoU > {cm['iou']:g}, score > {cm['score_threshold']:g}; rows: ground "
+                           "truth, columns: predicted)", ["ground truth", *names], rows)
+    typer.echo(f"confusion: {cm['true_positives']} found, {cm['misclassified']} wrong class, "
+               f"{cm['false_positives']} false positive(s), {cm['missed']} missed "
+               f"(IoU > {cm['iou']:g}, score > {cm['score_threshold']:g})")
+
+
 def _print_coco(result: dict[str, Any]) -> None:
     typer.echo(result["summary"])
     rows = [[str(r["id"]), r["name"], common.fmt(r["AP"]), common.fmt(r["AP50"]), common.fmt(r["AP75"]),
@@ -75,20 +102,26 @@ def coco(
     annotations: Path = typer.Option(..., "--annotations", "-a", help="Ground truth: COCO instances JSON "
                                      "(or a VOC/YOLO dataset, converted on the fly)."),
     iou_type: str = typer.Option("bbox", "--iou-type", help="bbox or segm."),
-    out: Path | None = typer.Option(None, "--out", help="Folder for coco_eval_<type>.json and the PR-curve PNG."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for coco_eval_<type>.json, the PR-curve PNG and "
+                                    "confusion_matrix.png."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of tables."),
     backend: str = typer.Option("pycocotools", "--backend", help="pycocotools (default) or faster (faster-coco-eval)."),
+    confusion_iou: float = _confusion_iou(),
+    confusion_threshold: float = _confusion_threshold(),
+    report: bool = _report(),
 ) -> None:
-    """COCO evaluation: prints pycocotools' 12-number summary and a per-class AP table."""
+    """COCO evaluation: prints pycocotools' 12-number summary, a per-class AP table and the confusion matrix."""
     from visionkit.workflows.evaluate import evaluate_coco
 
-    result = evaluate_coco(predictions, annotations, iou_type=iou_type, out=out, backend=backend)
+    result = evaluate_coco(predictions, annotations, iou_type=iou_type, out=out, backend=backend,
+                           confusion_iou=confusion_iou, confusion_threshold=confusion_threshold, report=report)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
     common.warn(result["warnings"])
     typer.echo(f"{iou_type}: {result['num_predictions']} predictions on {result['num_images']} images")
     _print_coco(result)
+    _print_confusion(result["confusion_matrix"])
     for name, path in result["files"].items():
         typer.echo(f"wrote {name}: {path}")
 
@@ -98,16 +131,21 @@ def voc(
     predictions: Path = typer.Option(..., "--predictions", "-p", help="COCO-style results JSON (bbox [x,y,w,h])."),
     annotations: Path = typer.Option(..., "--annotations", "-a", help="Ground-truth dataset (VOC folder, COCO "
                                      "JSON, YOLO folder/YAML)."),
-    iou: float = typer.Option(0.5, "--iou", help="IoU threshold (a match needs IoU > this)."),
+    iou: float = typer.Option(0.5, "--iou", help="IoU threshold (a match needs IoU >= this, as the VOC devkit)."),
     method: str = typer.Option("all-point", "--method", help="all-point (VOC2010+) or 11-point (VOC2007)."),
     plus_one: bool = typer.Option(False, "--plus-one/--continuous", help="IoU convention; boxes loaded by visionkit "
                                   "are continuous, so the default reproduces the VOC devkit."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for voc_eval.json and confusion_matrix.png."),
+    confusion_iou: float = _confusion_iou(),
+    confusion_threshold: float = _confusion_threshold(),
+    report: bool = _report(),
 ) -> None:
-    """Pascal VOC AP per class and mAP (difficult objects ignored)."""
+    """Pascal VOC AP per class and mAP (difficult objects ignored), and the confusion matrix."""
     from visionkit.workflows.evaluate import evaluate_voc
 
-    result = evaluate_voc(predictions, annotations, iou=iou, method=method, plus_one=plus_one)
+    result = evaluate_voc(predictions, annotations, iou=iou, method=method, plus_one=plus_one, out=out,
+                          confusion_iou=confusion_iou, confusion_threshold=confusion_threshold, report=report)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -116,6 +154,9 @@ def voc(
              str(c["num_tp"])] for c in result["per_class"]]
     common.print_table(f"VOC AP ({method}, IoU > {iou})", ["id", "class", "AP", "GT", "pred", "TP"], rows)
     typer.echo(f"mAP = {result['mAP']:.4f}")
+    _print_confusion(result["confusion_matrix"])
+    for name, path in result.get("files", {}).items():
+        typer.echo(f"wrote {name}: {path}")
 
 
 @eval_app.command("run")
@@ -131,11 +172,15 @@ def evaluate_pipeline(
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
     precision: str = typer.Option(None, "--precision", help="fp32 | fp16 | bf16"),
     batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Images per batch."),
-    out: Path = typer.Option(None, "--out", "-o", help="Folder for coco_eval_bbox.json, the PR curves and "
-                             "predictions (default: runs/eval/runN)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Folder for coco_eval_bbox.json, the PR curves, "
+                             "confusion_matrix.png and predictions (default: runs/eval/runN)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    confusion_iou: float = _confusion_iou(),
+    confusion_threshold: float = _confusion_threshold(),
+    report: bool = _report(),
 ) -> None:
-    """Run a detection pipeline over a dataset and evaluate it with pycocotools (12 COCO numbers)."""
+    """Run a detection pipeline over a dataset and evaluate it with pycocotools (12 COCO numbers) and a
+    confusion matrix."""
     from visionkit.workflows import distributed
     from visionkit.workflows.evaluate import evaluate_run
 
@@ -144,7 +189,8 @@ def evaluate_pipeline(
     with bar:
         result = evaluate_run(config, dataset, split_file=split_file, split=split, weights=weights, device=device,
                               precision=precision, batch_size=batch_size, overrides=set_ or [], out=out,
-                              host=common.host(ctx), on_item=on_item, on_start=set_total)
+                              host=common.host(ctx), on_item=on_item, on_start=set_total,
+                              confusion_iou=confusion_iou, confusion_threshold=confusion_threshold, report=report)
     if not main_rank:
         return
     for source, error in result["skipped"]:
@@ -156,6 +202,7 @@ def evaluate_pipeline(
         typer.echo(f"{result['images']} image(s), {result['detections']} detections, {seconds:.1f} s "
                    f"({rate:.2f} images/s)")
     typer.echo(result["summary"])
+    _print_confusion(result["confusion_matrix"])
     for name, path in result["files"].items():
         typer.echo(f"wrote {name}: {path}")
 

@@ -34,35 +34,123 @@ def _ground_truth(annotations: Any) -> Any:
 
 
 def evaluate_coco(predictions: Any, annotations: Any, *, iou_type: str = "bbox", out: PathLike | None = None,
-                  backend: str = "pycocotools") -> dict[str, Any]:
-    """COCO evaluation with pycocotools: the 12 standard numbers, per-class AP and pycocotools' summary.
+                  backend: str = "pycocotools", confusion_iou: float = 0.5, confusion_threshold: float = 0.25,
+                  report: bool = False) -> dict[str, Any]:
+    """COCO evaluation with pycocotools: the 12 standard numbers, per-class AP and pycocotools' summary, plus a
+    detection confusion matrix.
 
     ``predictions``: a COCO results JSON path, a list of ``{image_id, category_id, bbox [x, y, w, h], score}``
     or ``{image_id: Detections}`` (boxes xyxy pixels). ``annotations``: a COCO instances JSON path (or dict),
     a VOC/YOLO dataset folder or YAML, or a :class:`visionkit.data.DetectionDataset`. ``out``: a folder for
-    ``coco_eval_<iou_type>.json`` and the PR-curve PNG. Returns ``CocoEvalResult.to_dict()``: ``stats``
-    (the 12 numbers by name), ``per_class``, ``summary`` (pycocotools' text), ``warnings``, ``files``.
+    ``coco_eval_<iou_type>.json``, the PR-curve PNG and ``confusion_matrix.png``; ``report=True`` adds
+    ``report.html`` there (needs ``out``). The confusion matrix matches predictions scoring above
+    ``confusion_threshold`` to objects at IoU above ``confusion_iou`` (:mod:`visionkit.evaluation.confusion`;
+    boxes also for ``segm``). Returns ``CocoEvalResult.to_dict()``: ``stats`` (the 12 numbers by name),
+    ``per_class``, ``summary`` (pycocotools' text), ``warnings``, ``files``, and ``confusion_matrix``
+    (``classes``, ``matrix`` rows ground truth / columns predictions, background last, ``iou``,
+    ``score_threshold``, totals, ``per_class``).
     """
     from visionkit.evaluation.coco import evaluate_coco as run
 
     if iou_type not in ("bbox", "segm"):
         raise UsageError(f"iou_type must be bbox or segm, got {iou_type!r}")
-    result = run(_ground_truth(annotations), predictions, iou_type=iou_type, out_dir=out, backend=backend)  # type: ignore[arg-type]
-    return result.to_dict()
+    _check_confusion_options(confusion_iou, confusion_threshold, report, out)
+    gt = _ground_truth(annotations)
+    coco = run(gt, predictions, iou_type=iou_type, out_dir=out, backend=backend)  # type: ignore[arg-type]
+    result = coco.to_dict()
+    _add_confusion(result, gt, predictions, out, iou=confusion_iou, threshold=confusion_threshold, report=report,
+                   json_name=f"coco_eval_{iou_type}.json", pr_curves=coco.files.get("pr_curves"),
+                   sources={"predictions": _name(predictions), "annotations": _name(annotations),
+                            "evaluation": f"COCO {iou_type} ({backend})"})
+    return result
 
 
 def evaluate_voc(predictions: Any, annotations: Any, *, iou: float = 0.5, method: str = "all-point",
-                 plus_one: bool = False) -> dict[str, Any]:
-    """Pascal VOC AP per class and mAP (difficult objects ignored), as the VOC devkit computes them.
+                 plus_one: bool = False, out: PathLike | None = None, confusion_iou: float = 0.5,
+                 confusion_threshold: float = 0.25, report: bool = False) -> dict[str, Any]:
+    """Pascal VOC AP per class and mAP (difficult objects ignored), as the VOC devkit computes them, plus a
+    detection confusion matrix (as :func:`evaluate_coco`'s).
 
     ``predictions`` as for :func:`evaluate_coco`; ``annotations`` a dataset (VOC folder, COCO JSON, YOLO
-    folder/YAML) or a loaded :class:`visionkit.data.DetectionDataset`. Returns ``VocResult.to_dict()``.
+    folder/YAML) or a loaded :class:`visionkit.data.DetectionDataset`. ``out``: a folder for ``voc_eval.json``
+    and ``confusion_matrix.png`` (``report=True``: and ``report.html``). Returns ``VocResult.to_dict()`` with
+    ``confusion_matrix`` (and ``files`` when ``out`` is given).
     """
     from visionkit.data import load_dataset
     from visionkit.evaluation.voc import evaluate_voc as run
 
+    _check_confusion_options(confusion_iou, confusion_threshold, report, out)
     gt = load_dataset(annotations) if isinstance(annotations, (str, os.PathLike)) else annotations
-    return run(gt, predictions, iou_threshold=iou, method=method, plus_one=plus_one).to_dict()  # type: ignore[arg-type]
+    voc = run(gt, predictions, iou_threshold=iou, method=method, plus_one=plus_one)  # type: ignore[arg-type]
+    result = voc.to_dict()
+    pr_curves = None
+    if report:
+        from visionkit.evaluation.report import plot_voc_pr_curves
+
+        pr_curves = plot_voc_pr_curves([(c.name, c.recall, c.precision, c.ap) for c in voc.per_class],
+                                       f"VOC precision-recall ({method}, IoU >= {iou:g})")
+    _add_confusion(result, gt, predictions, out, iou=confusion_iou, threshold=confusion_threshold, report=report,
+                   json_name="voc_eval.json", pr_curves=pr_curves,
+                   sources={"predictions": _name(predictions), "annotations": _name(annotations),
+                            "evaluation": f"Pascal VOC AP ({method}, IoU >= {iou:g})"})
+    return result
+
+
+def _name(value: Any) -> str:
+    return str(value) if isinstance(value, (str, os.PathLike)) else f"({type(value).__name__} in memory)"
+
+
+def _check_confusion_options(iou: float, threshold: float, report: bool, out: PathLike | None) -> None:
+    from visionkit.evaluation.confusion import check_thresholds
+
+    check_thresholds(iou, threshold)
+    if report and out is None:
+        raise UsageError("a report needs an output folder: give out= (--out DIR) for report.html")
+
+
+def _add_confusion(result: dict[str, Any], gt: Any, predictions: Any, out: PathLike | None, *, iou: float,
+                   threshold: float, report: bool, json_name: str, pr_curves: Any = None,
+                   sources: Mapping[str, Any] | None = None) -> None:
+    """Add ``confusion_matrix`` to ``result``; with ``out``: write ``confusion_matrix.png``, the result JSON
+    (``json_name``, rewritten with the matrix) and, with ``report``, ``report.html``."""
+    from visionkit.evaluation.confusion import detection_confusion, predictions_by_image, truth_from
+
+    if isinstance(gt, (str, os.PathLike)):  # a COCO JSON path: read once for the boxes and the image sizes
+        from visionkit.jsonio import read_json
+
+        loaded = read_json(gt)
+    else:
+        loaded = gt
+    truth, classes = truth_from(loaded)
+    preds = predictions_by_image(predictions, _image_sizes(loaded))
+    cm = detection_confusion(truth, preds, classes, iou_threshold=iou, score_threshold=threshold)
+    result["confusion_matrix"] = cm.to_dict()
+    if out is None:
+        return
+    from visionkit.atomic import write_json
+    from visionkit.evaluation.confusion import plot_confusion_matrix
+
+    out_dir = Path(out)
+    files = result.setdefault("files", {})
+    files["confusion_matrix"] = str(plot_confusion_matrix(cm, out_dir / "confusion_matrix.png"))
+    files["json"] = str(out_dir / json_name)
+    if report:
+        files["report"] = str(out_dir / "report.html")
+    write_json(out_dir / json_name, result)
+    if report:
+        from visionkit.evaluation.gallery import gallery_html, image_files
+        from visionkit.evaluation.report import write_report
+
+        images, where = image_files(gt)
+        write_report(out_dir / "report.html", result, cm, gallery=gallery_html(cm, truth, preds, images, where),
+                     confusion_png=files["confusion_matrix"], pr_curves_png=pr_curves, sources=sources)
+
+
+def _image_sizes(gt: Any) -> dict[Any, tuple[int, int]]:
+    """``{image_id: (height, width)}`` of a COCO dict (for polygon segmentations); else empty."""
+    if isinstance(gt, Mapping) and isinstance(gt.get("images"), list):
+        return {i["id"]: (int(i.get("height") or 0), int(i.get("width") or 0)) for i in gt["images"]}
+    return {}
 
 
 def evaluate_captions(predictions: PathLike, annotations: PathLike, *, out: PathLike | None = None) -> dict[str, Any]:
@@ -90,13 +178,16 @@ def evaluate_run(
     device: str | None = None, precision: str | None = None, batch_size: int | None = None,
     overrides: Sequence[str] = (), out: PathLike | None = None, host: Host | None = None,
     on_item: Callable[[Any], None] | None = None, on_start: Callable[[int], None] | None = None,
+    confusion_iou: float = 0.5, confusion_threshold: float = 0.25, report: bool = False,
 ) -> dict[str, Any]:
     """Run a detection pipeline over an annotated dataset and evaluate it with pycocotools (``eval run``).
 
-    The dataset's category ids are the model's labels. Writes ``predictions.json`` (COCO results) and
-    ``coco_eval_bbox.json`` with the PR curves under ``out`` (default ``runs/eval/runN``). Returns the
-    COCO result dict plus ``images``, ``detections``, ``seconds``, ``skipped`` (``[source, error]``) and
-    ``files``. ``on_start(total)`` is called once the dataset is loaded; ``on_item`` once per image.
+    The dataset's category ids are the model's labels. Writes ``predictions.json`` (COCO results),
+    ``coco_eval_bbox.json`` with the PR curves and ``confusion_matrix.png`` under ``out`` (default
+    ``runs/eval/runN``), and ``report.html`` with ``report=True``. Returns the COCO result dict plus
+    ``confusion_matrix`` (as :func:`evaluate_coco`'s, at ``confusion_iou`` / ``confusion_threshold``),
+    ``images``, ``detections``, ``seconds``, ``skipped`` (``[source, error]``) and ``files``.
+    ``on_start(total)`` is called once the dataset is loaded; ``on_item`` once per image.
     """
     from visionkit.api import _host, load_config
     from visionkit.engine.data import predict_dataset, resolve_dataset
@@ -111,6 +202,13 @@ def evaluate_run(
 
     if dataset is None:
         raise UsageError("evaluate_run needs a dataset (COCO JSON, VOC or YOLO folder/YAML)")
+    from visionkit.evaluation.confusion import check_thresholds
+
+    check_thresholds(confusion_iou, confusion_threshold)
+    confusion = {"iou": confusion_iou, "threshold": confusion_threshold, "report": report,
+                 "sources": {"dataset": str(dataset), "split file": split_file, "split": split,
+                             "config": config if not isinstance(config, Mapping) else "(a config dict)",
+                             "weights": weights, "evaluation": "COCO bbox (pycocotools) of the pipeline's detections"}}
     host = _host(host)
     user, _ = split_training_config(load_config(config, overrides))
     from visionkit.api import plain_option
@@ -132,7 +230,7 @@ def evaluate_run(
     from visionkit.workflows import distributed
 
     if distributed.launched():
-        result = _evaluate_run_distributed(ds, detector, class_names, resolved, out, on_item, on_start)
+        result = _evaluate_run_distributed(ds, detector, class_names, resolved, out, on_item, on_start, confusion)
     else:
         out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "eval")
         if on_start is not None:
@@ -140,7 +238,7 @@ def evaluate_run(
         preds, summary = predict_dataset(detector, ds, dev, batch_size=resolved["batch_size"],
                                          precision=resolved["precision"], on_item=on_item)
         result = _evaluate_predictions(ds, preds, summary.detections, summary.seconds,
-                                       [[b.source, b.error] for b in summary.bad], class_names, out_dir)
+                                       [[b.source, b.error] for b in summary.bad], class_names, out_dir, confusion)
     if not resolved.get("weights") and isinstance(result, dict) and "warnings" in result:
         result["warnings"].insert(0, "no weights: the detector is randomly initialised and its detections are "
                                      "meaningless; pass weights= (--weights) DEFAULT or a checkpoint")
@@ -148,8 +246,10 @@ def evaluate_run(
 
 
 def _evaluate_predictions(ds: Any, preds: dict[int, Any], detections: int, seconds: float,
-                          skipped: list[list[str]], class_names: Mapping[int, str], out_dir: Path) -> dict[str, Any]:
-    """``eval run``'s result from the predictions of a whole dataset: checks, ``predictions.json``, pycocotools."""
+                          skipped: list[list[str]], class_names: Mapping[int, str], out_dir: Path,
+                          confusion: Mapping[str, Any]) -> dict[str, Any]:
+    """``eval run``'s result from the predictions of a whole dataset: checks, ``predictions.json``, pycocotools,
+    the confusion matrix (``confusion``: ``iou``, ``threshold``, ``report``, ``sources``) and the report."""
     from visionkit.atomic import write_json
     from visionkit.evaluation.coco import detections_to_coco
     from visionkit.evaluation.coco import evaluate_coco as run
@@ -161,15 +261,20 @@ def _evaluate_predictions(ds: Any, preds: dict[int, Any], detections: int, secon
                          f"(ids {', '.join(map(str, list(ds.classes)[:10]))}); it was trained on other classes "
                          "or with another numbering")
     write_json(out_dir / "predictions.json", detections_to_coco(preds))
-    result = run(ds, preds, out_dir=out_dir).to_dict()
+    coco = run(ds, preds, out_dir=out_dir)
+    result = coco.to_dict()
     result["files"] = {"predictions": str(out_dir / "predictions.json"), **result.get("files", {})}
     result.update(images=len(preds), detections=detections, seconds=seconds, skipped=skipped)
+    _add_confusion(result, ds, preds, out_dir, iou=confusion["iou"], threshold=confusion["threshold"],
+                   report=confusion["report"], json_name="coco_eval_bbox.json",
+                   pr_curves=coco.files.get("pr_curves"), sources=confusion["sources"])
     return result
 
 
 def _evaluate_run_distributed(ds: Any, detector: Any, class_names: Mapping[int, str], resolved: Mapping[str, Any],
                               out: PathLike | None, on_item: Callable[[Any], None] | None,
-                              on_start: Callable[[int], None] | None) -> dict[str, Any]:
+                              on_start: Callable[[int], None] | None,
+                              confusion: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`evaluate_run` as one rank of a torchrun job: image ``i`` of the dataset on rank ``i % world``;
     rank 0 puts every rank's detections in dataset order and evaluates once; every rank returns its result."""
     import time
@@ -208,7 +313,7 @@ def _evaluate_run_distributed(ds: Any, detector: Any, class_names: Mapping[int, 
                                  key=lambda b: by_path.get(b[0], len(by_path)))
                 out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "eval")
                 result = _evaluate_predictions(ds, merged, sum(n for _, _, n in shards), time.perf_counter() - start,
-                                               skipped, class_names, out_dir)
+                                               skipped, class_names, out_dir, confusion)
             except Exception as exc:
                 error = exc
         distributed.exchange_status(info, error)
