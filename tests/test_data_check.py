@@ -168,7 +168,9 @@ def test_cli_data_check_convert_split(tmp_path):
     assert load_dataset(tmp_path / "s" / "val.json").image_path(0).is_file()
 
     res = runner.invoke(data_app, ["convert", "--to", "yolo", str(out), str(tmp_path / "x.json")])
-    assert res.exit_code != 0 and "--to must be coco" in str(res.exception)
+    assert res.exit_code != 0 and "--to yolo writes a folder" in str(res.exception)
+    res = runner.invoke(data_app, ["convert", "--to", "csv", str(out), str(tmp_path / "x")])
+    assert res.exit_code != 0 and "--to must be coco, yolo or voc" in str(res.exception)
     bad = _broken_yolo(tmp_path / "broken")
     (bad / "labels" / "noise.txt").unlink()
     (bad / "images" / "noise.jpg").unlink()

@@ -13,7 +13,7 @@ from typing import Literal
 from visionkit.data.categories import COCO80_NAMES, COCO80_TO_91, coco80_to_91
 from visionkit.data.check import DataReport, check_dataset
 from visionkit.data.coco import load_coco, to_coco_dict, write_coco
-from visionkit.data.convert import convert_to_coco
+from visionkit.data.convert import ConvertResult, convert_dataset, convert_to_coco
 from visionkit.data.dataset import DetectionDataset, ImageRecord, Problem
 from visionkit.data.split import split_dataset
 from visionkit.data.voc import is_voc_folder, load_voc
@@ -22,9 +22,9 @@ from visionkit.data.yolo import is_yolo_folder, load_yolo
 from visionkit.errors import InputError, UsageError
 
 __all__ = [
-    "COCO80_NAMES", "COCO80_TO_91", "DataReport", "DetectionDataset", "ImageRecord", "Problem", "check_dataset",
-    "coco80_to_91", "convert_to_coco", "detect_format", "load_coco", "load_dataset", "load_voc", "load_yolo",
-    "split_dataset", "to_coco_dict", "write_coco",
+    "COCO80_NAMES", "COCO80_TO_91", "ConvertResult", "DataReport", "DetectionDataset", "ImageRecord", "Problem",
+    "check_dataset", "coco80_to_91", "convert_dataset", "convert_to_coco", "detect_format", "load_coco",
+    "load_dataset", "load_voc", "load_yolo", "split_dataset", "to_coco_dict", "write_coco",
 ]
 
 DatasetFormat = Literal["coco", "voc", "yolo"]

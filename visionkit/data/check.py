@@ -11,7 +11,9 @@ undecodable_image      error     the file is not a decodable image
 truncated_image        error     the file ends early (JPEG without EOI, PNG without IEND)
 size_mismatch          error     annotated width/height differ from the image as decoded (upright)
 invalid_box            error     a box coordinate is NaN or infinite
-zero_area_box          error     a box with ``x2 <= x1`` or ``y2 <= y1`` (xyxy pixels)
+zero_area_box          error     a box with ``x2 <= x1`` or ``y2 <= y1`` (xyxy pixels; VOC: ``xmax < xmin``)
+one_pixel_box          warning   VOC only: ``xmin == xmax`` or ``ymin == ymax``, 1 px wide under VOC's
+                                 inclusive corners but zero for most other tools
 box_out_of_range       error     a box reaches outside the image (tolerance 0.1 % of its size)
 unknown_category       error     a label that is not in the dataset's classes
 invalid_exif           warning   EXIF data that cannot be parsed, or an orientation not in 1..8
@@ -19,6 +21,8 @@ exif_rotation          warning   EXIF orientation 2..8: the image is decoded upr
                                  it); its boxes must refer to the upright image
 grayscale_image        warning   a 1-channel (or palette/CMYK) image; decoded to 3-channel RGB
 =====================  ========  ==========================================================
+
+Box problems name the annotation file (VOC XML, YOLO label file) besides the image.
 """
 
 from __future__ import annotations
@@ -246,22 +250,35 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else "unrecognised data"
 
 
-def _check_boxes(rec: ImageRecord, classes: dict[int, str], size: tuple[int, int] | None) -> list[Problem]:
+def _check_boxes(rec: ImageRecord, classes: dict[int, str], size: tuple[int, int] | None,
+                 voc: bool = False) -> list[Problem]:
     problems = []
     w, h = size if size else (rec.width, rec.height)
     tol_x, tol_y = 1e-3 * w + 1e-6, 1e-3 * h + 1e-6
+    source = rec.extra.get("annotation_file") or rec.extra.get("label_file")
+    where = f" (in {source})" if source else ""
     for j, ((x1, y1, x2, y2), label) in enumerate(zip(rec.boxes.tolist(), rec.labels.tolist(), strict=True)):
         box = f"box {j} [{x1:g}, {y1:g}, {x2:g}, {y2:g}] (xyxy px)"
         if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-            problems.append(Problem("invalid_box", rec.file_name, f"{box} has a NaN or infinite coordinate"))
+            problems.append(Problem("invalid_box", rec.file_name, f"{box} has a NaN or infinite coordinate{where}"))
             continue
         if x2 <= x1 or y2 <= y1:
-            problems.append(Problem("zero_area_box", rec.file_name, f"{box} has zero or negative area"))
+            sides = [f"{'zero' if hi == lo else 'negative'} {side}" for side, lo, hi in
+                     (("width", x1, x2), ("height", y1, y2)) if hi <= lo]
+            raw = (f": <xmin> {x1 + 1:g} > <xmax> {x2:g}" if x2 <= x1 else f": <ymin> {y1 + 1:g} > <ymax> {y2:g}"
+                   ) if voc else ""
+            problems.append(Problem("zero_area_box", rec.file_name, f"{box} has {' and '.join(sides)} "
+                                    f"(zero or negative area){where}{raw}"))
+        elif voc and (x2 - x1 == 1 or y2 - y1 == 1):
+            tag = "<xmin> == <xmax>" if x2 - x1 == 1 else "<ymin> == <ymax>"
+            problems.append(Problem("one_pixel_box", rec.file_name, f"{box} has {tag}{where}: 1 px under VOC's "
+                                    "inclusive corners, zero for tools that read them as continuous (Ultralytics, "
+                                    "most torchvision scripts); usually a click without a drag", "warning"))
         if w and h and (x1 < -tol_x or y1 < -tol_y or x2 > w + tol_x or y2 > h + tol_y):
-            problems.append(Problem("box_out_of_range", rec.file_name, f"{box} is outside the {w}x{h} image"))
+            problems.append(Problem("box_out_of_range", rec.file_name, f"{box} is outside the {w}x{h} image{where}"))
         if label not in classes:
             problems.append(Problem("unknown_category", rec.file_name, f"box {j} has category id {label} which is "
-                                    "not in the dataset's classes"))
+                                    f"not in the dataset's classes{where}"))
     return problems
 
 
@@ -301,7 +318,7 @@ def check_dataset(ds: DetectionDataset, *, decode: bool = True, workers: int | N
             sizes.append(size)
         elif rec.width and rec.height:
             sizes.append((rec.width, rec.height))
-        problems.extend(_check_boxes(rec, ds.classes, size))
+        problems.extend(_check_boxes(rec, ds.classes, size, voc=ds.format == "voc"))
 
     hist = ds.class_histogram()
     histogram = [(cid, ds.classes.get(cid, "?"), n) for cid, n in hist.items()]

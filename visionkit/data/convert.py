@@ -1,4 +1,7 @@
-"""Convert any readable dataset (COCO, Pascal VOC, YOLO) to COCO instances JSON.
+"""Convert any readable dataset (COCO, Pascal VOC, YOLO) to COCO instances JSON, a YOLO folder or a VOC folder.
+
+:func:`convert_dataset` is what ``visionkit data convert`` runs; the YOLO and VOC folders are written
+by :mod:`visionkit.data.folder_writers` (layout, ids, rounding and what is refused are described there).
 
 Boxes go from visionkit's xyxy float32 absolute pixels to COCO ``[x, y, w, h]`` at the JSON
 boundary; category ids are kept (YOLO COCO-80 datasets already carry COCO's 1..90 ids, see
@@ -19,9 +22,42 @@ from typing import Any
 from visionkit.atomic import find_non_finite, write_json
 from visionkit.data.coco import to_coco_dict
 from visionkit.data.dataset import DetectionDataset
-from visionkit.errors import InputError
+from visionkit.data.folder_output import ImageFiles
+from visionkit.data.folder_writers import ConvertResult
+from visionkit.errors import InputError, UsageError
 
-__all__ = ["convert_to_coco"]
+__all__ = ["ConvertResult", "convert_dataset", "convert_to_coco"]
+
+OUTPUT_FORMATS = ("coco", "yolo", "voc")
+
+
+def convert_dataset(src: str | os.PathLike[str] | DetectionDataset, out: str | os.PathLike[str], to: str = "coco", *,
+                    format: str | None = None, images: str | os.PathLike[str] | None = None,
+                    annotations: str | os.PathLike[str] | None = None, image_files: ImageFiles = "link",
+                    exist_ok: bool = False) -> ConvertResult:
+    """Read ``src`` (a dataset path, loaded with :func:`visionkit.data.load_dataset` and ``format``,
+    ``images``, ``annotations``; or a loaded dataset) and write it as ``to``.
+
+    ``to="coco"``: ``out`` is a JSON file (:func:`convert_to_coco`; an existing file is replaced
+    atomically). ``"yolo"``/``"voc"``: ``out`` is a folder, written atomically; an existing non-empty
+    one is refused unless ``exist_ok`` (then the converted dataset's entries in it are replaced).
+    ``image_files``: ``link`` (hard links, copies where linking fails), ``copy`` or ``symlink``.
+    """
+    from visionkit.data import load_dataset
+    from visionkit.data.folder_writers import write_voc_folder, write_yolo_folder
+
+    if to not in OUTPUT_FORMATS:
+        raise UsageError(f"--to must be coco, yolo or voc, got {to!r}")
+    ds = src if isinstance(src, DetectionDataset) else load_dataset(
+        src, format=format, images=images, annotations=annotations)  # type: ignore[arg-type]
+    if to == "coco":
+        path = convert_to_coco(ds, out)
+        return ConvertResult(path, "coco", len(ds), ds.num_boxes, len(ds.classes), {})
+    if Path(out).suffix.lower() in (".json", ".yaml", ".yml", ".xml", ".txt"):
+        raise UsageError(f"{out}: --to {to} writes a folder, not a '{Path(out).suffix}' file; give a folder path")
+    writer = write_yolo_folder if to == "yolo" else write_voc_folder
+    return writer(ds, out, image_files=image_files, exist_ok=exist_ok)
+
 
 
 def convert_to_coco(src: str | os.PathLike[str] | DetectionDataset, out: str | os.PathLike[str],

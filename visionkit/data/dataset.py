@@ -26,7 +26,8 @@ import torch
 from visionkit.errors import InputError
 from visionkit.imageio import decode_image, natural_key
 
-__all__ = ["ImageRecord", "DetectionDataset", "Problem", "natural_key", "read_image_header", "upright_size"]
+__all__ = ["ImageRecord", "DetectionDataset", "Problem", "natural_key", "read_image_header", "split_info",
+           "upright_size"]
 
 Severity = Literal["error", "warning", "info"]
 
@@ -139,6 +140,9 @@ class DetectionDataset:
     ``source`` says where the dataset was read from and ``format`` in which format;
     ``problems`` holds what the loader noticed while reading (label files without images,
     annotations that point nowhere, ...), which :func:`visionkit.data.check.check_dataset` reports.
+    ``info`` holds what a format carries besides images and boxes; ``info["splits"]`` (``{name: [image
+    ids]}``, from VOC ``ImageSets/Main`` lists or XML folders and YOLO data YAML splits) is what
+    ``data convert`` writes as the output's splits.
     """
 
     images: list[ImageRecord]
@@ -219,6 +223,15 @@ class DetectionDataset:
     def __repr__(self) -> str:
         return (f"DetectionDataset({self.format or '?'} {self.source!r}: {len(self.images)} images, "
                 f"{self.num_boxes} boxes, {len(self.classes)} classes)")
+
+
+def split_info(splits: dict[str, list[int]], num_images: int) -> dict[str, list[int]] | None:
+    """``splits`` for ``info["splits"]``, or ``None`` when they say nothing: every split holds every image
+    (Ultralytics' coco128.yaml names one folder as both ``train`` and ``val``)."""
+    splits = {name: ids for name, ids in splits.items() if ids}
+    if not splits or all(len(set(ids)) == num_images for ids in splits.values()):
+        return None
+    return splits
 
 
 def upright_size(im: Any) -> tuple[int, int]:

@@ -23,11 +23,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from visionkit.data.dataset import DetectionDataset, ImageRecord, Problem, natural_key
+from visionkit.data.dataset import DetectionDataset, ImageRecord, Problem, natural_key, split_info
 from visionkit.data.voc_layout import ImageFinder, VocLayout, find_voc_layout, voc_xml_dirs
 from visionkit.errors import InputError
 
-__all__ = ["VOC_CLASSES", "load_voc", "is_voc_folder", "parse_voc_xml", "write_voc_xml"]
+__all__ = ["VOC_CLASSES", "load_voc", "is_voc_folder", "parse_voc_xml", "voc_xml_text", "write_voc_xml"]
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -257,30 +257,48 @@ def load_voc(path: str | os.PathLike[str], split: str | None = None, classes: li
         "images": [layout.relative(d) or "." for d in image_dirs]}}
     if split is None:
         ids = {xml: rec.image_id for (xml, _), rec in zip(parsed, records, strict=True)}
-        splits = _all_splits(layout, set(names))
+        splits = split_info({name: [ids[x] for x in xmls if x in ids]
+                             for name, xmls in _all_splits(layout, set(names)).items()}, len(records))
         if splits:
-            info["splits"] = {name: [ids[x] for x in xmls if x in ids] for name, xmls in splits.items()}
+            info["splits"] = splits
     return DetectionDataset(images=records, classes={v: k for k, v in name_to_id.items()},
                             image_root=image_root, source=str(root), format="voc", problems=problems, info=info)
 
 
-def write_voc_xml(ds: DetectionDataset, index: int, path: str | os.PathLike[str]) -> Path:
-    """Write image ``index`` of ``ds`` as a VOC XML (corners converted back to 1-based inclusive)."""
-    from visionkit.atomic import write_text
+def _corner(v: float) -> str:
+    """A corner with at most 2 decimals, no trailing zeros (``81``, ``473.07``)."""
+    text = f"{v:.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
-    rec = ds.images[index]
+
+def voc_xml_text(rec: ImageRecord, classes: dict[int, str], *, filename: str | None = None,
+                 depth: int | None = None, folder: str | None = None) -> str:
+    """``rec`` as the text of a VOC XML: corners converted back to 1-based inclusive (``xmin = x1 + 1``,
+    ``xmax = x2``) with at most 2 decimals; ``filename`` defaults to the record's base name, ``depth`` to
+    the one it was read with (else 3). A label missing from ``classes`` is written as its id."""
     ann = ET.Element("annotation")
-    ET.SubElement(ann, "filename").text = Path(rec.file_name).name
+    if folder:
+        ET.SubElement(ann, "folder").text = folder
+    ET.SubElement(ann, "filename").text = filename or Path(rec.file_name).name
     size = ET.SubElement(ann, "size")
-    for tag, v in (("width", rec.width), ("height", rec.height), ("depth", 3)):
+    depth = depth or int(rec.extra.get("depth") or 0) or 3
+    for tag, v in (("width", rec.width), ("height", rec.height), ("depth", depth)):
         ET.SubElement(size, tag).text = str(v)
     for j, (x1, y1, x2, y2) in enumerate(rec.boxes.tolist()):
         obj = ET.SubElement(ann, "object")
-        ET.SubElement(obj, "name").text = ds.classes.get(int(rec.labels[j]), str(int(rec.labels[j])))
+        ET.SubElement(obj, "name").text = classes.get(int(rec.labels[j]), str(int(rec.labels[j])))
+        ET.SubElement(obj, "pose").text = "Unspecified"
         ET.SubElement(obj, "truncated").text = str(int(rec.truncated[j]))
         ET.SubElement(obj, "difficult").text = str(int(rec.difficult[j]))
         bnd = ET.SubElement(obj, "bndbox")
         for tag, v in (("xmin", x1 + 1), ("ymin", y1 + 1), ("xmax", x2), ("ymax", y2)):
-            ET.SubElement(bnd, tag).text = f"{round(v, 2):g}"
+            ET.SubElement(bnd, tag).text = _corner(v)
     ET.indent(ann)
-    return write_text(path, ET.tostring(ann, encoding="unicode") + "\n")
+    return ET.tostring(ann, encoding="unicode") + "\n"
+
+
+def write_voc_xml(ds: DetectionDataset, index: int, path: str | os.PathLike[str]) -> Path:
+    """Write image ``index`` of ``ds`` as a VOC XML (see :func:`voc_xml_text`), atomically."""
+    from visionkit.atomic import write_text
+
+    return write_text(path, voc_xml_text(ds.images[index], ds.classes))

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import yaml
 
 from visionkit.data.categories import COCO80_TO_91, is_coco80_names
-from visionkit.data.dataset import DetectionDataset, ImageRecord, Problem, natural_key, read_image_header
+from visionkit.data.dataset import DetectionDataset, ImageRecord, Problem, natural_key, read_image_header, split_info
 from visionkit.errors import InputError
 
 __all__ = ["load_yolo", "is_yolo_folder", "read_yolo_names", "parse_yolo_labels", "label_path_for"]
@@ -345,8 +345,10 @@ def load_yolo(path: str | os.PathLike[str], split: str | None = None,
                             "coco_ids": use_coco}
     if data_yaml is not None:
         info["data_yaml"] = str(data_yaml)
-    if split is None and split_members:
-        ids = {img: rec.image_id for img, rec in zip(image_files, records, strict=True)}
-        info["splits"] = {name: [ids[q] for q in members if q in ids] for name, members in split_members.items()}
+    ids = {img: rec.image_id for img, rec in zip(image_files, records, strict=True)}
+    splits = split_info({name: [ids[q] for q in members if q in ids] for name, members in split_members.items()},
+                        len(records)) if split is None else None
+    if splits:
+        info["splits"] = splits
     return DetectionDataset(images=records, classes=classes, image_root=image_root, source=str(path), format="yolo",
                             problems=problems, info=info)
