@@ -23,6 +23,13 @@ def train(
                                         "(e.g. test_labels.csv)."),
     split: str = typer.Option(None, "--split", help="VOC ImageSets/YOLO split of --dataset (e.g. train)."),
     val_split: str = typer.Option(None, "--val-split", help="VOC/YOLO split of --val-dataset (e.g. val)."),
+    images: Path = typer.Option(None, "--images", help="Image folder of --dataset (VOC: the only place images "
+                                "are looked for; COCO: the root of file_name)."),
+    annotations: Path = typer.Option(None, "--annotations", help="Annotations of --dataset instead of searching it: "
+                                     "a folder of VOC XML or a COCO JSON file."),
+    val_images: Path = typer.Option(None, "--val-images", help="The same as --images for --val-dataset."),
+    val_annotations: Path = typer.Option(None, "--val-annotations", help="The same as --annotations for "
+                                         "--val-dataset."),
     epochs: int = typer.Option(None, "--epochs", min=1, help="Epochs to train (total, also when resuming)."),
     batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Global batch size."),
     lr: float = typer.Option(None, "--lr", min=0.0, help="Peak learning rate."),
@@ -47,7 +54,8 @@ def train(
     from visionkit.api import train as run
 
     result = run(config, dataset=dataset, val_dataset=val_dataset, split_file=split_file,
-                 val_split_file=val_split_file, split=split, val_split=val_split, epochs=epochs,
+                 val_split_file=val_split_file, split=split, val_split=val_split, images=images,
+                 annotations=annotations, val_images=val_images, val_annotations=val_annotations, epochs=epochs,
                  batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, amp=amp, workers=workers,
                  seed=seed, threads=threads, resume=resume, weights=weights, freeze_stages=freeze_stages, out=out,
                  device=device, overrides=set_ or [], host=common.host(ctx), progress=not quiet, log=typer.echo)

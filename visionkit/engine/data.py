@@ -59,13 +59,15 @@ def read_split_file(path: str | os.PathLike[str]) -> list[str]:
 
 
 def resolve_dataset(spec: str | os.PathLike[str], split_file: str | os.PathLike[str] | None = None, *,
-                    split: str | None = None) -> DetectionDataset:
-    """Load ``spec`` (``split`` for VOC/YOLO lists), keeping only the images named in ``split_file``.
+                    split: str | None = None, images: str | os.PathLike[str] | None = None,
+                    annotations: str | os.PathLike[str] | None = None) -> DetectionDataset:
+    """Load ``spec`` (``split`` for VOC/YOLO lists; ``images``/``annotations`` as :func:`load_dataset` takes
+    them), keeping only the images named in ``split_file``.
 
     A name matches an image whose file name, or its base name, or its stem is that name.
     Raises :class:`InputError` when the split file names images the dataset lacks, or nothing is left.
     """
-    ds = load_dataset(spec, split=split)
+    ds = load_dataset(spec, split=split, images=images, annotations=annotations)
     if split_file is None:
         return ds
     path = _find_split_file(split_file, spec)

@@ -38,7 +38,9 @@ def split_training_config(user: Mapping[str, Any]) -> tuple[dict[str, Any], dict
 def train(
     config: PathLike | Mapping[str, Any] | None = None, *, dataset: str | PathLike, val_dataset: str | None = None,
     split_file: PathLike | None = None, val_split_file: PathLike | None = None, split: str | None = None,
-    val_split: str | None = None, epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
+    val_split: str | None = None, images: PathLike | None = None, annotations: PathLike | None = None,
+    val_images: PathLike | None = None, val_annotations: PathLike | None = None, epochs: int | None = None,
+    batch_size: int | None = None, lr: float | None = None,
     optimizer: str | None = None, schedule: str | None = None, amp: bool | None = None, workers: int | None = None,
     seed: int | None = None, threads: int | None = None, resume: PathLike | None = None, weights: str | None = None,
     freeze_stages: int | None = None, out: PathLike | None = None, device: str | None = None,
@@ -49,7 +51,9 @@ def train(
     ``best``/``last`` checkpoint paths, the metric ``rows``, ``best_ap``, ``epochs_run``).
 
     ``dataset``/``val_dataset``: COCO JSON, VOC or YOLO folder/YAML for detection heads (``split_file``
-    keeps the images it names); a head with its own trainer reads its own data (ImageFolder, MNIST,
+    keeps the images it names; ``images``/``annotations`` and ``val_images``/``val_annotations`` name a
+    VOC or COCO dataset's image folder and annotations, as :func:`visionkit.data.load_dataset` takes them);
+    a head with its own trainer reads its own data (ImageFolder, MNIST,
     COCO captions JSON). Keyword options override the config's ``train:`` section; ``overrides`` are
     ``key.path=value`` strings. Every epoch writes ``last.pt``/``best.pt`` atomically; ``resume`` continues a
     stopped run to the same final weights. Under ``torchrun`` it trains with DistributedDataParallel.
@@ -76,7 +80,9 @@ def train(
     trainer = host.registry.get("head", head).trainer if head else None
     if trainer is not None:  # a classifier or captioner head reads its own data and trains itself
         given = [flag for flag, value in {"--split-file": split_file, "--val-split-file": val_split_file,
-                                          "--split": split, "--val-split": val_split}.items() if value is not None]
+                                          "--split": split, "--val-split": val_split, "--images": images,
+                                          "--annotations": annotations, "--val-images": val_images,
+                                          "--val-annotations": val_annotations}.items() if value is not None]
         if given:
             raise ConfigError(f"train: {', '.join(given)} only apply to detection heads; head '{head}' "
                               "reads its dataset itself (drop the option)")
@@ -86,8 +92,9 @@ def train(
     from visionkit.engine.data import resolve_dataset
     from visionkit.engine.train import train_detector
 
-    train_ds = resolve_dataset(dataset, split_file, split=split)
-    val_ds = resolve_dataset(val_dataset, val_split_file, split=val_split) if val_dataset else None
+    train_ds = resolve_dataset(dataset, split_file, split=split, images=images, annotations=annotations)
+    val_ds = resolve_dataset(val_dataset, val_split_file, split=val_split, images=val_images,
+                             annotations=val_annotations) if val_dataset else None
     return train_detector(
         resolved, train_ds, val_ds, options, out_dir, host=host, device=device or resolved.get("device") or "auto",
         resume=resume_path, weights=weights if weights and weights.lower() != "none" else None,
