@@ -8,7 +8,8 @@ export), ``VOCdevkit/VOC2007`` + ``VOC2012``. :func:`find_voc_layout` finds the 
 1. a folder of a standard name directly in the root (:data:`ANNOTATION_DIR_NAMES`) holding ``.xml``;
 2. else the root itself, when it holds VOC XML (files whose root element is ``<annotation>``);
 3. else every folder holding VOC XML, searched breadth first down to :data:`MAX_DEPTH` levels
-   (hidden and symlinked folders skipped, at most :data:`MAX_FOLDERS` folders looked at).
+   (hidden and symlinked folders skipped, at most :data:`MAX_FOLDERS` folders looked at;
+   a symlinked image folder beside the XML is followed).
 
 ``annotations=`` names the XML folder instead (searched the same way below it). An image is found by
 its XML's ``<filename>``, then by the XML's stem with any image extension, in this order: the
@@ -72,10 +73,12 @@ def has_voc_xml(folder: Path, trust_name: bool = False) -> bool:
     return bool(files) and (trust_name or any(is_voc_xml(p) for p in files[:3]))
 
 
-def _subfolders(folder: Path) -> list[Path]:
+def _subfolders(folder: Path, follow_symlinks: bool = False) -> list[Path]:
+    """Visible subfolders; symlinked ones only with ``follow_symlinks`` (the recursive search never follows
+    them, so a link loop cannot trap it; a linked image folder beside the XML is fine)."""
     try:
-        return sorted((p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")),
-                      key=lambda p: natural_key(p.name))
+        return sorted((p for p in folder.iterdir() if p.is_dir() and (follow_symlinks or not p.is_symlink())
+                       and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
     except OSError:
         return []
 
@@ -266,7 +269,8 @@ class ImageFinder:
                 chain.append(xml_dir.parent)
             for branch, parent in itertools.pairwise(chain):
                 sub = xml_dir.relative_to(branch)
-                siblings = [c for c in _subfolders(parent) if c != branch and _is_image_dir_name(c.name)]
+                siblings = [c for c in _subfolders(parent, follow_symlinks=True)
+                            if c != branch and _is_image_dir_name(c.name)]
                 siblings.sort(key=lambda c: (c.name not in IMAGE_DIR_NAMES,
                                              IMAGE_DIR_NAMES.index(c.name) if c.name in IMAGE_DIR_NAMES else 0))
                 for c in siblings:
