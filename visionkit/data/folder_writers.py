@@ -84,8 +84,10 @@ class _Item:
 
 
 def _relative(rec: ImageRecord) -> Path:
+    """The record's file name as a path that stays inside the output (no anchor, no ``..``)."""
     p = Path(rec.file_name)
-    return Path(*p.parts[1:]) if p.is_absolute() else p
+    parts = [q for q in p.parts[1 if p.is_absolute() else 0:] if q not in ("..", ".")]
+    return Path(*parts) if parts else Path(p.name)
 
 
 def _header(path: Path) -> tuple[tuple[int, int], str]:
