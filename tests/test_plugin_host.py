@@ -100,6 +100,18 @@ class EveryHookPlugin:
     def register_sinks(self, register):
         register("list", ListSink)
 
+    @visionkit.hookimpl
+    def register_trackers(self, register):
+        register("by-label", lambda params, *, frame_rate: ByLabelTracker(frame_rate))
+
+
+class ByLabelTracker:
+    def __init__(self, frame_rate):
+        self.frame_rate = frame_rate
+
+    def update(self, detections, meta):
+        return detections.labels.clone()
+
 
 def test_every_hookspec_is_a_component_kind_and_documented():
     specs = {n for n in dir(hookspecs) if n.startswith("register_") and callable(getattr(hookspecs, n))}
@@ -118,7 +130,7 @@ def test_throwaway_plugin_uses_every_hook(tmp_path):
         assert sorted(info.hooks) == sorted(HOOKS.values())
         assert info.components == {
             "proposer": ["whole-image"], "backbone": ["tiny-conv"], "head": ["test-head"],
-            "output_layer": ["test-linear"], "source": ["checker"], "sink": ["list"],
+            "output_layer": ["test-linear"], "source": ["checker"], "sink": ["list"], "tracker": ["by-label"],
         }
         reg = host.registry
         assert reg.get("proposer", "whole") is reg.get("proposer", "whole-image")  # alias
@@ -139,6 +151,8 @@ def test_throwaway_plugin_uses_every_hook(tmp_path):
         assert [b.error for b in summary.bad] == ["third frame is broken on purpose"] * 2
         assert sinks[0].seen == [(0, 1), (1, 1), (2, 1), (3, 1)]
         assert summary.outputs == [tmp_path / "list.txt"]
+        tracker = reg.build("tracker", "by-label", {}, frame_rate=12.5)
+        assert tracker.frame_rate == 12.5
     finally:
         host.remove("every-hook")
     assert host.registry.names("sink") == []

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from visionkit.pipeline import RunSummary
     from visionkit.plugins import Host
+    from visionkit.tracking import TrackingStage
     from visionkit.types import BadItem, Detections, Frame, Proposals
 
 __all__ = [
@@ -166,6 +167,7 @@ class Pipeline:
         self.detector, self.class_names = build_detector(self.config, self.host)
         require_detector(self.detector, self.config)
         self.keep_labels = class_filter(classes, self.class_names)
+        self.tracking = self._tracking()  # a bad tracker name or parameter fails here, not at the first frame
         self.skipped: list[BadItem] = []
         self._infer_fn: Callable[[list[Frame]], list[Detections]] | None = None
 
@@ -174,7 +176,8 @@ class Pipeline:
         cls, config: PathLike | Mapping[str, Any] | None = None, *, weights: PathLike | None = _UNSET,
         device: str | torch.device | None = None, precision: str | None = None, batch_size: int | None = None,
         score_threshold: float | None = None, classes: Sequence[str | int] | None = None,
-        stride: int | None = None, overrides: Sequence[str] = (), host: Host | None = None,
+        stride: int | None = None, track: bool | str | None = None, overrides: Sequence[str] = (),
+        host: Host | None = None,
     ) -> Pipeline:
         """Build from a YAML file or mapping (default: Faster R-CNN ResNet-50 FPN with COCO weights).
 
@@ -182,7 +185,9 @@ class Pipeline:
         ``None`` for none (default: the config's, else ``DEFAULT``). ``device``: ``"auto"``, ``"cpu"``,
         ``"cuda[:N]"`` or a ``torch.device``. A visionkit checkpoint brings its own model
         sections; the config and these arguments still win. ``overrides``: ``key.path=value``
-        strings as ``--set`` takes. ``classes``: keep only these class names or ids.
+        strings as ``--set`` takes. ``classes``: keep only these class names or ids. ``track``: give every
+        detection of :meth:`run` and :meth:`stream` a track id (``True``: the config's ``track`` section, else
+        ByteTrack; or a tracker name such as ``"sort"``; ``False``: off even if the config tracks).
         """
         from visionkit.config import DEFAULT_CONFIG
         from visionkit.pipeline import resolve_with_checkpoint
@@ -198,13 +203,25 @@ class Pipeline:
         if stride is not None:
             given["sources"] = {"video": {"stride": stride}, "stream": {"stride": stride}}
         base = {**DEFAULT_CONFIG, "weights": "DEFAULT"}  # never a random detector unless asked for
+        if isinstance(track, str):
+            given["track"] = track
+        elif track is True and not user.get("track"):
+            given["track"] = "bytetrack"  # before --set, so `--set track.lost_track_buffer=60` tunes it
         resolved = resolve_with_checkpoint(user, given, sets=list(overrides), base=base)
+        if track is False:
+            resolved["track"] = None
         return cls(resolved, host=host, classes=classes)
 
     def __repr__(self) -> str:
         head = self.config.get("head")
         name = head.get("name") if isinstance(head, Mapping) else head
         return f"Pipeline(head={name!r}, weights={self.config.get('weights')!r}, device='{self.device}')"
+
+    def _tracking(self) -> TrackingStage | None:
+        """A fresh tracking stage (new tracks, ids from 1) when the config's ``track`` is set."""
+        from visionkit.tracking import TrackingStage, track_section
+
+        return TrackingStage(self.config, self.host) if track_section(self.config) is not None else None
 
     def _infer(self) -> Callable[[list[Frame]], list[Detections]]:
         """The batch function, made once (moving the model to its device and naming the head are not per-call work)."""
@@ -248,6 +265,9 @@ class Pipeline:
         from visionkit.types import BadItem
 
         infer = self._infer()
+        self.tracking = self._tracking()
+        if self.tracking is not None:
+            infer = self.tracking.wrap(infer)
         size = max(1, int(batch_size))
         self.skipped = []
         batch: list[Frame] = []
@@ -269,7 +289,7 @@ class Pipeline:
         in background threads. ``save=False`` skips the annotated images and videos. Bad inputs are
         skipped and listed in the summary's ``bad``. ``on_item`` is called once per frame or bad item."""
         from visionkit.outputs import check_output_dir
-        from visionkit.pipeline import Runner, build_sinks, next_run_dir
+        from visionkit.pipeline import RunInterrupted, Runner, build_sinks, next_run_dir
         from visionkit.workflows import distributed
 
         names = list(self.config.get("sinks") or {})
@@ -279,8 +299,18 @@ class Pipeline:
         out_dir = check_output_dir(out) if out is not None else next_run_dir(Path("runs") / "detect")
         items = _open(_inputs(inputs), self.config, self.host)
         sinks = build_sinks(self.config, self.host, out_dir, self.class_names, only=only)
-        runner = Runner(self._infer(), sinks, batch_size=int(self.config.get("batch_size") or 1))
-        return runner.run(items, on_item)
+        self.tracking = tracking = self._tracking()
+        infer = self._infer() if tracking is None else tracking.wrap(self._infer())
+        runner = Runner(infer, sinks, batch_size=int(self.config.get("batch_size") or 1))
+        try:
+            summary = runner.run(items, on_item)
+        except RunInterrupted as stopped:
+            if tracking is not None:
+                stopped.summary.tracks = tracking.tracks
+            raise
+        if tracking is not None:
+            summary.tracks = tracking.tracks
+        return summary
 
     def _run_distributed(self, inputs: list[str], out: PathLike | None, only: list[str] | None,
                          on_item: Callable[[Frame | BadItem], None] | None) -> RunSummary:
@@ -293,8 +323,10 @@ class Pipeline:
         self._infer_fn = None  # made again for this rank's device
         with distributed.session(self.device) as info:
             out_dir = _shared_run_dir(info, out, "detect")
+            tracking = self._tracking()  # each rank tracks its own whole videos (track counts are not merged)
+            infer = self._infer() if tracking is None else tracking.wrap(self._infer())
             return distributed.run_sharded(info, inputs, self.config, self.host, out_dir, self.class_names,
-                                           self._infer(), batch_size=int(self.config.get("batch_size") or 1),
+                                           infer, batch_size=int(self.config.get("batch_size") or 1),
                                            only=only, on_item=on_item)
 
 

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import torch
 
-    from visionkit.types import BadItem, Detections, Frame, Proposals
+    from visionkit.types import BadItem, Detections, Frame, FrameMeta, Proposals
 
 __all__ = [
     "KINDS", "HOOKS", "OPTIONAL_MEMBERS", "optional", "Proposer", "Backbone", "Detector", "Classifier",
-    "Captioner", "OutputLayer", "Source", "Sink", "ComponentBuilder", "Trainer", "TrainRequest",
+    "Captioner", "OutputLayer", "Source", "Sink", "Tracker", "ComponentBuilder", "Trainer", "TrainRequest",
 ]
 
 #: component kind -> the hook that registers it
@@ -34,6 +34,7 @@ HOOKS: dict[str, str] = {
     "output_layer": "register_output_layers",
     "source": "register_sources",
     "sink": "register_sinks",
+    "tracker": "register_trackers",
 }
 KINDS: tuple[str, ...] = tuple(HOOKS)
 
@@ -76,7 +77,7 @@ class Detector(Protocol):
     ``labels`` (int64 ``[N]``). In training mode ``targets`` holds one dict per image with
     ``boxes`` and ``labels``, and it returns a dict of scalar losses.
     Optional members (:data:`OPTIONAL_MEMBERS`): ``arch``, ``pretrained_weights``,
-    ``available_pretrained_weights``, ``after_pretrained_load``, ``after_training``.
+    ``available_pretrained_weights``, ``after_pretrained_load``, ``after_training``, ``export_module``.
     """
 
     def __call__(
@@ -143,6 +144,20 @@ class Sink(Protocol):
         ...
 
 
+@runtime_checkable
+class Tracker(Protocol):
+    """Follows objects across the frames of one sequence (a video, a stream, a folder of still images).
+
+    Built once per sequence by the tracker's factory, ``factory(params, *, frame_rate)``, and fed that
+    sequence's frames in order. Runs in the main thread, after the detector, before the sinks.
+    """
+
+    def update(self, detections: Detections, meta: FrameMeta) -> torch.Tensor:
+        """Track ids of ``detections`` (boxes xyxy float32 pixels, scores, labels) in this frame: ``int64 [N]``
+        in the same order, ``-1`` for a detection in no confirmed track. An id is never reused in a sequence."""
+        ...
+
+
 class ComponentBuilder(Protocol):
     """What a factory registered with ``wraps=True`` receives as ``build=``: builds another
     component from the same host (``build("backbone", "resnet18")`` or with a section)."""
@@ -202,6 +217,8 @@ OPTIONAL_MEMBERS: dict[str, dict[str, str]] = {
         "detection_defaults": "dict of head parameters this backbone prefers, e.g. min_size (default: none)",
         "max_trainable_layers": "int, on the backbone's params class: the largest trainable_layers, what "
                                 "--freeze-stages counts from (default: --freeze-stages is refused)",
+        "weights_enum": "on the backbone's params class: the torchvision WeightsEnum of the backbone's own "
+                        "(ImageNet) weights, what `visionkit models` lists for it (default: none listed)",
     },
     "head": {
         "arch": "str: the detector's architecture name, stored in checkpoints (default: the class name)",
@@ -213,6 +230,13 @@ OPTIONAL_MEMBERS: dict[str, dict[str, str]] = {
                                  "load (default: nothing)",
         "after_training": "after_training(context) -> list[Path]: a second stage run on rank 0 after the "
                           "detection engine's last epoch, e.g. R-CNN's SVMs (default: nothing)",
+        "pretrained_weights_enums": "pretrained_weights_enums() -> {backbone name: (WeightsEnum, ...)}, on the "
+                                    "head's params class: torchvision's weights of the whole detector per "
+                                    "backbone, what `visionkit models` lists (default: none listed)",
+        "export_module": "export_module(format) -> nn.Module for format 'onnx' or 'torchscript': the detector as "
+                         "one network from a uint8 RGB [3, H, W] image to (boxes float32 [N, 4] xyxy pixels, "
+                         "scores [N], labels int64 [N]) as eager gives them, with a `preprocessing` dict for "
+                         "the JSON; what `visionkit export` writes (default: the head does not export)",
     },
     "output_layer": {
         "produces": "'scores' | 'deltas' | 'scores+deltas' (default: read from cls_score/bbox_pred or a dummy "
@@ -223,6 +247,7 @@ OPTIONAL_MEMBERS: dict[str, dict[str, str]] = {
         "smooth_l1_beta": "float: the smooth-L1 beta of its box loss (default: the head's)",
     },
     "source": {},
+    "tracker": {},
     "sink": {
         "abort": "abort() -> None, called instead of close() on the sink that failed, to remove its temporary "
                  "files; the other sinks are closed and keep their finished frames (default: nothing)",

@@ -15,6 +15,7 @@ A config is a mapping with these top-level keys (all optional)::
     score_threshold: 0.5
     sources: {video: {stride: 1}}                            # source name -> params
     sinks:   {annotated-images: {}, jsonl: {}}               # sink name -> params
+    track:   null                                            # a tracker: bytetrack | sort | {name: ..., params}
     train:   {epochs: 12, lr: 0.02, ...}                     # training options (visionkit train)
 
 ``--set a.b=value`` overrides any key; the value is parsed as YAML (``0.3``, ``true``,
@@ -43,6 +44,7 @@ __all__ = [
 #: config keys that hold one component section ({name: ..., params...}) and their kind
 COMPONENT_KEYS: dict[str, str] = {
     "head": "head", "backbone": "backbone", "output_layer": "output_layer", "proposer": "proposer",
+    "track": "tracker",
 }
 #: config keys that map component names to params (several components of one kind)
 MULTI_KEYS: dict[str, str] = {"sources": "source", "sinks": "sink"}
@@ -61,6 +63,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "score_threshold": 0.5,
     "sources": {},
     "sinks": {"annotated-images": {}, "annotated-video": {}, "jsonl": {}},
+    "track": None,
     "train": {},
 }
 

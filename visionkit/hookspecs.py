@@ -117,3 +117,16 @@ def register_sinks(register: Register) -> None:
     ``write(frame, result)`` and ``close() -> list[Path]`` (see :class:`visionkit.components.Sink`).
     Files are written atomically.
     """
+
+
+@hookspec
+def register_trackers(register: Register) -> None:
+    """Register multi-object trackers (ByteTrack, SORT, ...), used by ``visionkit detect --track``.
+
+    ``factory(params, *, frame_rate) -> Tracker``: one tracker for one sequence (a video, a stream, or the
+    still images of one folder in order); ``frame_rate`` is the rate of the frames it will see (the
+    video's fps divided by the source's stride; 30 for still images). The tracker's
+    ``update(detections, meta) -> track ids`` gets each frame's detections in order (boxes xyxy
+    float32 pixels) and returns an ``int64 [N]`` tensor of track ids, -1 for a detection not (yet) in a
+    confirmed track (see :class:`visionkit.components.Tracker`).
+    """

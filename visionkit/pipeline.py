@@ -319,6 +319,8 @@ class RunSummary:
     bad: list[BadItem] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
     interrupted: bool = False
+    #: with tracking: class id -> tracks of that class (``None`` when the run did not track)
+    tracks: dict[int, int] | None = None
 
     @property
     def items_per_second(self) -> float:

@@ -61,6 +61,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "visionkit_selective_search",
     "visionkit_spatial_transformer",
     "visionkit_captioning",
+    "visionkit_tracking",
 )
 
 

@@ -23,7 +23,9 @@ class FrameMeta:
 
     ``source`` is the file path or URL; ``index`` counts frames yielded by the whole run;
     ``frame_index`` is the frame's position in its video (``None`` for still images);
-    ``timestamp`` is its presentation time in seconds (``None`` for still images).
+    ``timestamp`` is its presentation time in seconds (``None`` for still images). ``extra`` keys a
+    source may set: ``frame_rate`` (the exact rate, a Fraction), ``stride`` (every N-th frame was kept),
+    ``image_id`` (the dataset's id of the image).
     """
 
     source: str
@@ -98,13 +100,16 @@ class Detections:
 
     ``boxes`` float32 ``[N, 4]`` xyxy absolute pixels; ``scores`` float32 ``[N]``;
     ``labels`` int64 ``[N]`` dataset category ids; ``masks`` optional ``[N, H, W]``
-    (bool or float probabilities). Index with an int, a slice, a bool mask or an index tensor.
+    (bool or float probabilities); ``track_ids`` optional int64 ``[N]`` (set by a tracker: the id of each
+    detection's track in its video, -1 for one in no confirmed track). Index with an int, a slice, a bool
+    mask or an index tensor.
     """
 
     boxes: torch.Tensor
     scores: torch.Tensor
     labels: torch.Tensor
     masks: torch.Tensor | None = None
+    track_ids: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         _check_boxes("Detections", self.boxes)
@@ -113,6 +118,8 @@ class Detections:
         _check_vector("Detections", "labels", self.labels, n, torch.int64)
         if self.masks is not None and (self.masks.ndim != 3 or self.masks.shape[0] != n):
             raise ValueError(f"Detections.masks must be ({n}, H, W), got {tuple(self.masks.shape)}")
+        if self.track_ids is not None:
+            _check_vector("Detections", "track_ids", self.track_ids, n, torch.int64)
 
     @classmethod
     def empty(cls, device: torch.device | str = "cpu") -> Detections:
@@ -144,12 +151,14 @@ class Detections:
             scores=_index(self.scores, key),
             labels=_index(self.labels, key),
             masks=_index(self.masks, key),
+            track_ids=_index(self.track_ids, key),
         )
 
     def to(self, device: torch.device | str) -> Detections:
         masks = None if self.masks is None else self.masks.to(device)
+        track_ids = None if self.track_ids is None else self.track_ids.to(device)
         return replace(self, boxes=self.boxes.to(device), scores=self.scores.to(device),
-                       labels=self.labels.to(device), masks=masks)
+                       labels=self.labels.to(device), masks=masks, track_ids=track_ids)
 
     def cpu(self) -> Detections:
         return self.to("cpu")

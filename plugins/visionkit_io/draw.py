@@ -1,8 +1,8 @@
 """Drawing detections and proposals on images (OpenCV, on BGR arrays inside this module only).
 
 Colours come from a fixed palette of 20 distinct colours indexed by class id, so a class keeps
-its colour across images and runs. Labels are ``"name 0.87"`` on a filled box of the class
-colour, with black or white text, whichever reads better on it. Line width scales with the
+its colour across images and runs. Labels are ``"name 0.87"`` (``"#7 name 0.87"`` for a tracked detection)
+on a filled box of the class colour, with black or white text, whichever reads better on it. Line width scales with the
 image size (``max(2, round(0.003 * (H + W) / 2))``, as Ultralytics does).
 """
 
@@ -18,7 +18,7 @@ import torch
 from visionkit.imageio import from_numpy, to_bgr_numpy
 from visionkit.types import Detections, Proposals
 
-__all__ = ["PALETTE", "color_for", "line_width_for", "annotate", "draw_bgr"]
+__all__ = ["PALETTE", "color_for", "line_width_for", "annotate", "draw_bgr", "Trails"]
 
 #: 20 distinct RGB colours (the Ultralytics palette), indexed by class id modulo 20
 PALETTE: tuple[tuple[int, int, int], ...] = tuple(
@@ -94,6 +94,7 @@ def draw_bgr(
     boxes = _int_boxes(dets.boxes, height, width)
     scores = dets.scores.tolist()
     ids = dets.labels.tolist()
+    tracks = dets.track_ids.tolist() if dets.track_ids is not None else [-1] * len(ids)
     if dets.masks is not None and dets.masks.shape[-2:] == (height, width):
         for i in order.tolist():
             mask = dets.masks[i]
@@ -107,7 +108,8 @@ def draw_bgr(
         cv2.rectangle(bgr, (x1, y1), (x2, y2), paint(color), lw, cv2.LINE_AA)
         if labels:
             name = class_names.get(ids[i], str(ids[i])) if class_names else str(ids[i])
-            _label(bgr, f"{name} {scores[i]:.2f}", (x1, y1), color, font_scale, font_thickness, paint)
+            track = f"#{tracks[i]} " if tracks[i] >= 0 else ""
+            _label(bgr, f"{track}{name} {scores[i]:.2f}", (x1, y1), color, font_scale, font_thickness, paint)
     return bgr
 
 
@@ -134,3 +136,45 @@ def _int_boxes(boxes: torch.Tensor, height: int, width: int) -> list[list[int]]:
 
 def _bgr(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     return (rgb[2], rgb[1], rgb[0])
+
+
+class Trails:
+    """The recent centres of each track of the sequence being drawn, for a short trail behind each tracked box.
+
+    ``update`` is called with every frame in order (a frame seen twice, by two drawing sinks, counts once); a
+    new sequence starts new trails."""
+
+    def __init__(self, length: int = 30) -> None:
+        self.length = length
+        self._sequence: str | None = None
+        self._frame: Any = None
+        self._points: dict[int, list[tuple[int, int]]] = {}
+        self._labels: dict[int, int] = {}
+
+    def update(self, frame: Any, sequence: str, result: Detections) -> None:
+        if frame is self._frame:
+            return
+        self._frame = frame
+        if sequence != self._sequence or frame.meta.index == 0:
+            self._sequence, self._points, self._labels = sequence, {}, {}
+        if result.track_ids is None:
+            return
+        boxes = result.boxes.detach().cpu()
+        for tid, box, label in zip(result.track_ids.tolist(), boxes.tolist(), result.labels.tolist(), strict=True):
+            if tid < 0:
+                continue
+            points = self._points.setdefault(tid, [])
+            points.append((round((box[0] + box[2]) / 2), round((box[1] + box[3]) / 2)))
+            del points[:-self.length]
+            self._labels[tid] = int(label)
+
+    def draw(self, bgr: np.ndarray, result: Detections, line_width: int, order: str = "bgr") -> None:
+        """A polyline through the recent centres of every track present in ``result``, in its class colour."""
+        if result.track_ids is None:
+            return
+        paint = _bgr if order == "bgr" else (lambda rgb: rgb)
+        for tid in set(result.track_ids.tolist()):
+            points = self._points.get(tid, [])
+            if len(points) > 1:
+                cv2.polylines(bgr, [np.array(points, dtype=np.int32)], False, paint(color_for(self._labels[tid])),
+                              max(1, line_width // 2), cv2.LINE_AA)

@@ -28,8 +28,9 @@ import numpy as np
 from visionkit.atomic import sync, write_bytes, write_json
 from visionkit.errors import InputError
 from visionkit.imageio import to_bgr_numpy
+from visionkit.tracking import sequence_key
 from visionkit.types import Detections, Frame, Proposals
-from visionkit_io.draw import draw_bgr
+from visionkit_io.draw import Trails, draw_bgr, line_width_for
 
 __all__ = [
     "DrawParams", "AnnotatedImagesParams", "AnnotatedImagesSink", "CocoJsonParams", "CocoJsonSink", "ImageIds",
@@ -45,12 +46,14 @@ def _check_filename(name: str) -> None:
 @dataclass(frozen=True)
 class DrawParams:
     """``min_score``: hide detections scoring lower; ``max_proposals``: proposals drawn (best first);
-    ``line_width``: pixels (``None``: scaled to the image); ``labels``: draw class names and scores."""
+    ``line_width``: pixels (``None``: scaled to the image); ``labels``: draw class names and scores;
+    ``trail``: with tracking, draw each track's last N centres (0: no trails)."""
 
     min_score: float = 0.0
     max_proposals: int = 100
     line_width: int | None = None
     labels: bool = True
+    trail: int = 30
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_score <= 1.0:
@@ -59,6 +62,8 @@ class DrawParams:
             raise ValueError(f"max_proposals must be >= 0, got {self.max_proposals}")
         if self.line_width is not None and self.line_width < 1:
             raise ValueError(f"line_width must be >= 1 or null (automatic), got {self.line_width}")
+        if self.trail < 0:
+            raise ValueError(f"trail must be >= 0 (0: no trails), got {self.trail}")
 
     def draw(self, frame: Frame, result: Detections | Proposals,
              class_names: Mapping[int, str] | None, order: str = "bgr") -> np.ndarray:
@@ -73,6 +78,10 @@ class DrawParams:
             pixels = to_bgr_numpy(frame.image)
         else:
             pixels = np.ascontiguousarray(frame.image.detach().cpu().numpy().transpose(1, 2, 0))
+        if isinstance(result, Detections) and result.track_ids is not None and self.trail:
+            _TRAILS.length = max(_TRAILS.length, self.trail)
+            _TRAILS.update(frame, sequence_key(frame.meta), result)
+            _TRAILS.draw(pixels, result, self.line_width or line_width_for(frame.height, frame.width), order)
         drawn = draw_bgr(pixels, result, class_names=class_names, min_score=self.min_score,
                          max_proposals=self.max_proposals, line_width=self.line_width, labels=self.labels,
                          order=order)
@@ -81,7 +90,7 @@ class DrawParams:
         return drawn
 
     def _key(self) -> tuple[Any, ...]:
-        return (self.min_score, self.max_proposals, self.line_width, self.labels)
+        return (self.min_score, self.max_proposals, self.line_width, self.labels, self.trail)
 
 
 class _DrawnFrames:
@@ -104,6 +113,7 @@ class _DrawnFrames:
 
 
 _DRAWN = _DrawnFrames()
+_TRAILS = Trails()  # shared by every drawing sink of the process; the writer thread draws frames in order
 
 
 class OutputNames:
@@ -341,7 +351,8 @@ class JsonlSink:
     """One JSON object per frame and line, appended to ``out_dir/<filename>`` and flushed as each frame finishes.
 
     ``{"source", "index", "frame_index", "timestamp", "width", "height"[, "image_id"],
-    "detections": [{"box": [x1, y1, x2, y2], "score", "label", "class_name"}]}``; for proposals
+    "detections": [{"box": [x1, y1, x2, y2], "score", "label", "class_name"[, "track_id"]}]}`` (``track_id``
+    with tracking: an int, or null for a detection in no confirmed track); for proposals
     the list is ``"proposals": [{"box", "score"}]``, best first. A line is serialised whole before it
     is written, so the file is valid JSONL after every frame (and after any interruption).
     """
@@ -383,6 +394,9 @@ class JsonlSink:
                 {"box": b, "score": s, "label": int(lab), "class_name": self.class_names.get(int(lab))}
                 for b, s, lab in zip(boxes, scores, labels, strict=True)
             ]
+            if result.track_ids is not None:  # -1: in no confirmed track (yet)
+                for det, tid in zip(record["detections"], result.track_ids.tolist(), strict=True):
+                    det["track_id"] = int(tid) if tid >= 0 else None
         return record
 
     def close(self) -> list[Path]:

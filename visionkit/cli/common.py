@@ -95,11 +95,16 @@ def progress(quiet: bool, total: int | None) -> tuple[Any, Callable[[Any], None]
     return bar, on_item, lambda n: bar.update(task, total=n)
 
 
-def report(summary: Any, quiet: bool, what: str) -> None:
+def report(summary: Any, quiet: bool, what: str, class_names: Mapping[int, str] | None = None) -> None:
     """The closing summary of a run; exit code 1 when inputs were skipped."""
     if not quiet:
         typer.echo(f"{summary.items} item(s), {summary.detections} {what}, {summary.seconds:.1f} s "
                    f"({summary.items_per_second:.2f} items/s)")
+        tracks = getattr(summary, "tracks", None)
+        if tracks is not None:
+            names = class_names or {}
+            per_class = ", ".join(f"{n} {names.get(c, f'class {c}')}" for c, n in tracks.items())
+            typer.echo(f"{sum(tracks.values())} track(s)" + (f": {per_class}" if per_class else ""))
         for path in summary.outputs:
             typer.echo(f"wrote {path}")
     skipped(summary.bad, "processed")

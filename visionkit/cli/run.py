@@ -28,6 +28,9 @@ def detect(
                                           help="Drop detections scoring below this."),
     classes: list[str] = typer.Option(None, "--classes", help="Keep only these classes (names or ids)."),
     stride: int = typer.Option(None, "--stride", min=1, help="Take every N-th video frame."),
+    track: bool = typer.Option(False, "--track", help="Give each detection a track id that persists across the "
+                               "frames of a video, a stream or a folder of frames (the config's 'track' "
+                               "tracker, else ByteTrack; --set track=sort for SORT)."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: runs/detect/runN)."),
     save: bool = typer.Option(True, "--save/--no-save", help="Write annotated images and videos."),
     save_frames: bool = typer.Option(False, "--save-frames", help="Also write an annotated JPEG per video frame "
@@ -43,6 +46,7 @@ def detect(
     kwargs = {} if weights is None else {"weights": weights}
     pipe = Pipeline.from_config(config, device=device, precision=precision, batch_size=batch_size,
                                 score_threshold=score_threshold, classes=classes, stride=stride,
+                                track=True if track else None,
                                 overrides=[*(set_ or []), *(["sinks.annotated-images.video_frames=true"]
                                                             if save_frames else [])],
                                 host=common.host(ctx), **kwargs)
@@ -52,7 +56,7 @@ def detect(
     with bar:
         summary = pipe.run(source, out, save=save, on_item=on_item)
     if main_rank:
-        common.report(summary, quiet, "detections")
+        common.report(summary, quiet, "detections", pipe.class_names)
 
 
 def _total(source: list[str]) -> int | None:
