@@ -158,11 +158,14 @@ class ConfusionMatrix:
 
 
 def check_thresholds(iou: float, score_threshold: float) -> None:
-    """:class:`UsageError` unless ``0 <= iou < 1`` and ``score_threshold`` is a finite number."""
-    if not isinstance(iou, (int, float)) or not 0.0 <= iou < 1.0:
-        raise UsageError(f"confusion-matrix IoU must be in [0, 1), got {iou!r}")
-    if not isinstance(score_threshold, (int, float)) or not np.isfinite(score_threshold):
-        raise UsageError(f"confusion-matrix score threshold must be a finite number, got {score_threshold!r}")
+    """:class:`UsageError` (naming the API keyword and the CLI flag) unless ``0 <= iou < 1`` and
+    ``score_threshold`` is a finite number."""
+    if isinstance(iou, bool) or not isinstance(iou, (int, float)) or not 0.0 <= iou < 1.0:
+        raise UsageError(f"confusion_iou (--confusion-iou) must be in [0, 1), got {iou!r}")
+    if (isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float))
+            or not np.isfinite(score_threshold)):
+        raise UsageError(f"confusion_threshold (--confusion-threshold) must be a finite number, "
+                         f"got {score_threshold!r}")
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

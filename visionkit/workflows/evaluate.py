@@ -106,6 +106,10 @@ def _check_confusion_options(iou: float, threshold: float, report: bool, out: Pa
     check_thresholds(iou, threshold)
     if report and out is None:
         raise UsageError("a report needs an output folder: give out= (--out DIR) for report.html")
+    if out is not None:
+        from visionkit.outputs import check_output_dir
+
+        check_output_dir(out)
 
 
 def _add_confusion(result: dict[str, Any], gt: Any, predictions: Any, out: PathLike | None, *, iou: float,
