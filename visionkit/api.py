@@ -168,6 +168,9 @@ class Pipeline:
         require_detector(self.detector, self.config)
         self.keep_labels = class_filter(classes, self.class_names)
         self.tracking = self._tracking()  # a bad tracker name or parameter fails here, not at the first frame
+        for name, params in (self.config.get("sinks") or {}).items():  # and so does a bad sink
+            if isinstance(params, Mapping) or params is None:
+                self.host.registry.get("sink", name).parse(params or {})
         self.skipped: list[BadItem] = []
         self._infer_fn: Callable[[list[Frame]], list[Detections]] | None = None
 

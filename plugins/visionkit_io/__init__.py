@@ -2,8 +2,9 @@
 
 Sources: ``images`` (files, folders, globs, ``.txt`` lists), ``video`` (files via FFmpeg),
 ``stream`` (rtsp/rtmp/http(s) URLs), ``camera`` (webcam index). Sinks: ``annotated-images``,
-``annotated-video``, ``coco-json``, ``jsonl``, ``proposals-json``. Everything is registered as import
-references (:mod:`.sources`, :mod:`.video`, :mod:`.sinks`, :mod:`.video_sink`), so importing this module
+``annotated-video``, ``coco-json``, ``jsonl``, ``proposals-json``, ``crops``, ``yolo-txt``. Everything is
+registered as import references (:mod:`.sources`, :mod:`.video`, :mod:`.sinks`, :mod:`.video_sink`,
+:mod:`.labels`), so importing this module
 imports neither OpenCV nor PyAV nor torch.
 """
 
@@ -38,3 +39,7 @@ def register_sinks(register: Register) -> None:
              description="One JSON line per frame: source, frame index, time, size and its detections")
     register("proposals-json", ".sinks:ProposalsJsonSink", params=".sinks:ProposalsJsonParams",
              description="One JSON file per image with its ranked proposals (xyxy boxes and scores)")
+    register("crops", ".labels:CropsSink", params=".labels:CropsParams",
+             description="Each detection cut out as a JPEG under crops/<class>/ (detect --save-crops)")
+    register("yolo-txt", ".labels:YoloTxtSink", params=".labels:YoloTxtParams", aliases=("yolo-labels",),
+             description="YOLO label files (class cx cy w h [score], normalised) under labels/ (detect --save-txt)")

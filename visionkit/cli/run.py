@@ -35,6 +35,11 @@ def detect(
     save: bool = typer.Option(True, "--save/--no-save", help="Write annotated images and videos."),
     save_frames: bool = typer.Option(False, "--save-frames", help="Also write an annotated JPEG per video frame "
                                      "(a video gets its annotated MP4 either way)."),
+    save_crops: bool = typer.Option(False, "--save-crops", help="Write each detection as an image under "
+                                    "crops/<class>/."),
+    save_txt: bool = typer.Option(False, "--save-txt", help="Write YOLO label files (class cx cy w h, "
+                                  "normalised) under labels/, with labels/classes.txt."),
+    save_conf: bool = typer.Option(False, "--save-conf", help="With --save-txt: add each detection's score."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Detect objects in images, folders, videos, cameras and streams."""
@@ -47,8 +52,7 @@ def detect(
     pipe = Pipeline.from_config(config, device=device, precision=precision, batch_size=batch_size,
                                 score_threshold=score_threshold, classes=classes, stride=stride,
                                 track=True if track else None,
-                                overrides=[*(set_ or []), *(["sinks.annotated-images.video_frames=true"]
-                                                            if save_frames else [])],
+                                overrides=[*_sink_flags(save_frames, save_crops, save_txt, save_conf), *(set_ or [])],
                                 host=common.host(ctx), **kwargs)
     if main_rank:
         common.warn(pipe.warnings)
@@ -57,6 +61,18 @@ def detect(
         summary = pipe.run(source, out, save=save, on_item=on_item)
     if main_rank:
         common.report(summary, quiet, "detections", pipe.class_names)
+
+
+def _sink_flags(save_frames: bool, save_crops: bool, save_txt: bool, save_conf: bool) -> list[str]:
+    """The ``--set`` overrides the output switches stand for (a later ``--set`` still wins)."""
+    from visionkit.errors import UsageError
+
+    if save_conf and not save_txt:
+        raise UsageError("--save-conf adds scores to the --save-txt label files: give --save-txt too")
+    return [*(["sinks.annotated-images.video_frames=true"] if save_frames else []),
+            *(["sinks.crops={}"] if save_crops else []),
+            *(["sinks.yolo-txt={}"] if save_txt else []),
+            *(["sinks.yolo-txt.save_conf=true"] if save_conf else [])]
 
 
 def _total(source: list[str]) -> int | None:

@@ -13,7 +13,8 @@ Layouts understood:
   read once each;
 * a folder holding such a YAML, or ``images/`` + ``labels/`` (labels found by replacing the
   last ``images`` path component with ``labels``), or images and ``.txt`` side by side; names
-  then come from ``classes.txt``, ``obj.names``, ``names.txt`` or ``*.names``.
+  then come from ``classes.txt``, ``obj.names``, ``names.txt`` or ``*.names`` in the folder or in its
+  ``labels/``.
 
 Category ids: ``category_ids="auto"`` (default) uses the data YAML's ``category_ids`` when it has
 one (YOLO class -> category id of the dataset it was converted from, as ``visionkit data convert
@@ -256,10 +257,13 @@ def load_yolo(path: str | os.PathLike[str], split: str | None = None,
     else:
         folder = path
         if class_names is None:
-            names_file = next((folder / n for n in NAMES_FILES if (folder / n).is_file()), None) or next(
-                folder.glob("*.names"), None)
+            # in the folder, else among the label files (where LabelImg and `detect --save-txt` put classes.txt)
+            places = [folder, folder / "labels"]
+            names_file = next((d / n for d in places for n in NAMES_FILES if (d / n).is_file()), None) or next(
+                (f for d in places if d.is_dir() for f in d.glob("*.names")), None)
             if names_file is None:
-                raise InputError(f"{folder}: no class names found (a data YAML with 'names', classes.txt or obj.names)")
+                raise InputError(f"{folder}: no class names found (a data YAML with 'names', classes.txt or obj.names, "
+                                 "in the folder or its labels/)")
             class_names = read_yolo_names(names_file)
         img_dir = folder / "images" if (folder / "images").is_dir() else folder
         if split is not None:
