@@ -31,10 +31,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from visionkit.errors import ConfigError, UsageError
-from visionkit.params import closest
+from visionkit.params import closest, short_repr
+from visionkit.yamlio import parse_yaml
 
 __all__ = [
     "COMPONENT_KEYS", "TOP_LEVEL_KEYS", "DEFAULT_CONFIG", "load_config", "apply_overrides",
@@ -103,14 +102,12 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"malformed YAML in {path}{where}: {problem}; fix the syntax") from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}; check its permissions") from None
+    data = parse_yaml(text, str(path), error=ConfigError)  # alias bombs, deep nesting, huge ints: one line
     if data is None:
         return {}
     if not isinstance(data, Mapping):
@@ -128,17 +125,14 @@ def apply_overrides(config: Mapping[str, Any], sets: Iterable[str]) -> dict[str,
         keys = [k.strip() for k in path.split(".")]
         if not all(keys):
             raise UsageError(f"--set '{item}': empty key in '{path}'")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        value = parse_yaml(raw, f"--set '{item}'", error=ConfigError, malformed=raw) if raw.strip() else ""
         node = out
         for i, key in enumerate(keys[:-1]):
             nxt = node.get(key)
             if nxt is None:
                 nxt = node[key] = {}
             if not isinstance(nxt, dict):
-                raise ConfigError(f"--set '{item}': '{'.'.join(keys[: i + 1])}' is {nxt!r}, not a section")
+                raise ConfigError(f"--set '{item}': '{'.'.join(keys[: i + 1])}' is {short_repr(nxt)}, not a section")
             node = nxt
         node[keys[-1]] = value
     return out
@@ -152,7 +146,8 @@ def check_top_level(config: Mapping[str, Any]) -> None:
         if key not in DEFAULT_CONFIG:
             hint = closest(key, TOP_LEVEL_KEYS)
             did = f" (did you mean '{hint}'?)" if hint else ""
-            raise ConfigError(f"config: unknown key '{key}'{did}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
+            shown = f"'{key}'" if isinstance(key, str) else f"{short_repr(key)} (keys are names)"
+            raise ConfigError(f"config: unknown key {shown}{did}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
         if key in COMPONENT_KEYS and value is not None:
             if isinstance(value, str):
                 continue  # shorthand: head: faster-rcnn
@@ -166,15 +161,16 @@ def check_top_level(config: Mapping[str, Any]) -> None:
             types = _SCALARS[key]
             if isinstance(value, bool) or not isinstance(value, types):
                 expected = " or ".join(t.__name__ for t in types)
-                raise ConfigError(f"config: '{key}' expects {expected}, got {value!r}")
+                raise ConfigError(f"config: '{key}' expects {expected}, got {short_repr(value)}")
     if config.get("precision") not in (None, *PRECISIONS):
-        raise ConfigError(f"config: 'precision' must be one of {', '.join(PRECISIONS)}, got {config['precision']!r}")
+        raise ConfigError(f"config: 'precision' must be one of {', '.join(PRECISIONS)}, "
+                          f"got {short_repr(config['precision'])}")
     if config.get("batch_size") is not None and config["batch_size"] < 1:
         raise ConfigError(f"config: 'batch_size' must be >= 1, got {config['batch_size']}")
     threshold = config.get("score_threshold")
     if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
         raise ConfigError(f"config: 'score_threshold' must be in [0, 1] (scores are probabilities, as for "
-                          f"--score-threshold), got {threshold!r}")
+                          f"--score-threshold), got {short_repr(threshold)}")
     if config.get("num_classes") is not None and config["num_classes"] < 1:
         raise ConfigError(f"config: 'num_classes' must be >= 1 (background included), got {config['num_classes']}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ __all__ = ["read_json"]
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Parse a JSON file; a missing or malformed file raises a one-line :class:`InputError`."""
+    """Parse a JSON file; a missing or malformed file (too deeply nested, an integer past Python's digit limit
+    included) raises a one-line :class:`InputError`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -27,3 +29,9 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply (lists or objects hundreds of levels deep); "
+                         "fix or regenerate the file") from None
+    except ValueError:  # Python's limit on the digits of an int
+        raise InputError(f"{path}: a number of more than {sys.get_int_max_str_digits()} digits; "
+                         "fix or regenerate the file") from None

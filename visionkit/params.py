@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ import yaml
 
 from visionkit.errors import ConfigError
 
-__all__ = ["parse_params", "params_to_dict", "describe_params", "NoParams"]
+__all__ = ["parse_params", "params_to_dict", "describe_params", "NoParams", "short_repr"]
 
 P = TypeVar("P")
 
@@ -31,9 +32,25 @@ class NoParams:
 
 
 def closest(name: str, choices: typing.Iterable[str]) -> str | None:
-    """The closest of ``choices`` to ``name``, or ``None`` when nothing is close."""
+    """The closest of ``choices`` to ``name``, or ``None`` when nothing is close (or ``name`` is not a string)."""
+    if not isinstance(name, str):
+        return None
     matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
     return matches[0] if matches else None
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlong = 40
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` cut to a few dozen characters (long strings, big lists and deep nesting elided), for the one
+    line of an error message: a 10,000-character string or a list of millions must not become the message."""
+    try:
+        return _REPR.repr(value)
+    except ValueError:  # an int past Python's str() digit limit
+        return f"<an integer of {value.bit_length()} bits>" if isinstance(value, int) else f"<{type(value).__name__}>"
 
 
 def _type_name(tp: Any) -> str:
@@ -121,9 +138,12 @@ def parse_params(cls: type[P], values: Mapping[str, Any] | None, where: str) -> 
     Raises :class:`ConfigError` for an unknown key, a value of the wrong type, a missing
     required key, or a value the dataclass's ``__post_init__`` rejects.
     """
-    values = dict(values or {})
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{where}: params must be a dataclass, got {cls!r}")
+    if values is not None and not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expects a mapping of parameters (key: value, or {{}} for the defaults), "
+                          f"got {short_repr(values)}")
+    values = dict(values or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
@@ -132,13 +152,14 @@ def parse_params(cls: type[P], values: Mapping[str, Any] | None, where: str) -> 
             hint = closest(key, fields)
             known = ", ".join(sorted(fields)) or "none"
             did = f" (did you mean '{hint}'?)" if hint else ""
-            raise ConfigError(f"{where}: unknown key '{key}'{did}; valid keys: {known}")
+            shown = f"'{key}'" if isinstance(key, str) else f"{short_repr(key)} (keys are names)"
+            raise ConfigError(f"{where}: unknown key {shown}{did}; valid keys: {known}")
         tp = hints[key]
         try:
             kwargs[key] = _coerce(value, tp)
         except (TypeError, ValueError):
             raise ConfigError(
-                f"{where}: key '{key}' expects {_type_name(tp)}, got {value!r}"
+                f"{where}: key '{key}' expects {_type_name(tp)}, got {short_repr(value)}"
             ) from None
     missing = [
         n for n, f in fields.items()

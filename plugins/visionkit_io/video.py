@@ -9,12 +9,16 @@ stream's average frame rate as a float) and ``extra["frame_rate"]`` (the same ra
 A video that cannot be opened, has no video stream, stops on a read error or ends before the
 frame count its header announces yields the frames that decoded and then one ``BadItem`` that
 says where it stopped. Nothing is raised.
+
+``loop`` (``video`` source, ``--set sources.video.loop=-1``) plays a file again after its end, as
+FFmpeg's ``-stream_loop``: the frames of every pass continue the indices and timestamps of the pass
+before, so sinks see one long video (a soak test, a demo on a screen).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -49,13 +53,20 @@ def _check_stride(stride: int, max_frames: int | None) -> None:
 @dataclass(frozen=True)
 class VideoParams:
     """``stride``: keep every N-th frame (all frames are still decoded); ``max_frames``: stop after
-    that many kept frames per video (``None``: all)."""
+    that many kept frames per video (``None``: all); ``loop``: play each video again this many times
+    after the first, as FFmpeg's ``-stream_loop`` (0: once, 2: three times, -1: endlessly, until
+    ``max_frames`` or Ctrl-C). Later passes go on as one long video (``frame_index`` and
+    ``timestamp`` continue; ``extra["loop"]`` is the pass, from 0)."""
 
     stride: int = 1
     max_frames: int | None = None
+    loop: int = 0
 
     def __post_init__(self) -> None:
         _check_stride(self.stride, self.max_frames)
+        if self.loop < -1:
+            raise ValueError(f"loop must be -1 (endlessly), 0 (play once) or the number of extra passes, got "
+                             f"{self.loop}")
 
 
 class VideoSource:
@@ -83,7 +94,8 @@ class VideoSource:
                 what = "is not a file" if path.exists() else "no such file or directory"
                 yield BadItem(str(path), f"{what}: {path}")
                 continue
-            yield from decode_video(str(path), stride=self.params.stride, max_frames=self.params.max_frames)
+            yield from decode_video(str(path), stride=self.params.stride, max_frames=self.params.max_frames,
+                                    loop=self.params.loop)
 
 
 @dataclass(frozen=True)
@@ -134,33 +146,71 @@ def decode_video(
     options: dict[str, str] | None = None,
     timeout: float | None = None,
     still: bool = False,
-) -> Iterator[Frame | BadItem]:
+    loop: int = 0,
+) -> Generator[Frame | BadItem, None, None]:
     """Frames of the best video stream of ``uri`` (a path or URL), decoded with FFmpeg threads.
 
     Yields :class:`Frame` (``uint8`` RGB ``[3, H, W]``) for every ``stride``-th frame, then at most
     one :class:`BadItem` if the video could not be read to its end. ``timeout`` (seconds) bounds
     the open and each read; ``still`` marks the frames as still images (no index, time or fps).
+    ``loop``: extra passes over ``uri`` after the first (``-1``: endlessly), as a concatenation of its
+    copies: ``frame_index`` and ``timestamp`` go on from the pass before, ``stride`` and ``max_frames``
+    count over all passes, ``extra["loop"]`` numbers the pass (from 0). A pass that ends in a
+    ``BadItem`` or decodes nothing is the last.
     """
+    position = _Position()
+    passes = 0
+    while True:
+        clean = yield from _decode_pass(uri, position, stride=stride, max_frames=max_frames, options=options,
+                                        timeout=timeout, still=still, pass_number=passes if loop else None)
+        passes += 1
+        if not clean or not position.decoded or (max_frames is not None and position.kept >= max_frames):
+            return
+        if 0 <= loop < passes:
+            return
+
+
+@dataclass
+class _Position:
+    """Where a looping read stands: frames counted (skipped corrupt ones included), kept, seconds played."""
+
+    index: int = 0
+    kept: int = 0
+    seconds: float = 0.0
+    decoded: int = 0  # frames decoded by the last pass
+
+
+def _decode_pass(uri: str, at: _Position, *, stride: int, max_frames: int | None, options: dict[str, str] | None,
+                 timeout: float | None, still: bool, pass_number: int | None
+                 ) -> Generator[Frame | BadItem, None, bool]:
+    """One pass over ``uri`` continuing from ``at`` (updated); returns whether it ended without a ``BadItem``."""
+    at.decoded = 0
     try:
         container = av.open(uri, options=options or {}, timeout=None if timeout is None else (timeout, timeout))
     except (av.FFmpegError, OSError) as exc:
         yield BadItem(uri, f"cannot open {uri}: {_reason(exc, timeout)}; check the path or URL and that it is a video")
-        return
+        return False
+    except (UnicodeDecodeError, ValueError):  # PyAV decoding damaged metadata (tags, codec names) as UTF-8
+        yield BadItem(uri, f"cannot open {uri}: its metadata is damaged (not valid text); the file is corrupt, "
+                           "re-download or re-encode it")
+        return False
     with container:
         stream = _video_stream(container)
         if stream is None:
             kinds = ", ".join(s.type for s in container.streams) or "none"
             yield BadItem(uri, f"no video stream in {uri} (streams: {kinds}); give a video file")
-            return
+            return False
         stream.thread_type = "AUTO"
         rate = _frame_rate(stream)
         fps = float(rate) if rate else None
         time_base = stream.time_base
         start = stream.start_time
         expected = int(stream.frames or 0)
-        decoded = kept = bad_packets = bad_run = 0
+        decoded = bad_packets = bad_run = 0
         last_time: float | None = None
         failure: str | None = None
+        extra: dict[str, Any] = {"frame_rate": rate} if pass_number is None else {"frame_rate": rate,
+                                                                                   "loop": pass_number}
         try:
             for packet in container.demux(stream):
                 try:
@@ -176,26 +226,32 @@ def decode_video(
                 for frame in frames:
                     index = decoded + bad_packets  # a skipped packet was a frame: keep the real position
                     decoded += 1
+                    at.decoded = decoded
                     if start is None and frame.pts is not None:
                         start = frame.pts
                     if frame.pts is not None and time_base is not None:
                         last_time = float((frame.pts - (start or 0)) * time_base)
                     elif fps:
                         last_time = index / fps
-                    if index % stride:
+                    if (at.index + index) % stride:
                         continue
                     image = frame_to_tensor(frame)
                     meta = FrameMeta(
-                        source=uri, index=kept, width=int(image.shape[2]), height=int(image.shape[1]),
-                        **({} if still else {"frame_index": index, "timestamp": last_time, "fps": fps,
-                                              "extra": {"frame_rate": rate, "stride": stride}}),
+                        source=uri, index=at.kept, width=int(image.shape[2]), height=int(image.shape[1]),
+                        **({} if still else {"frame_index": at.index + index, "extra": dict(extra), "fps": fps,
+                                              "timestamp": None if last_time is None else at.seconds + last_time}),
                     )
                     yield Frame(image, meta)
-                    kept += 1
-                    if max_frames is not None and kept >= max_frames:
-                        return
+                    at.kept += 1
+                    if max_frames is not None and at.kept >= max_frames:
+                        return True
         except (av.FFmpegError, OSError) as exc:
             failure = f"read error: {_reason(exc, timeout)}"
+        at.index += decoded + bad_packets
+        if last_time is not None:
+            at.seconds += last_time + (1 / fps if fps else 0.0)
+        elif fps:
+            at.seconds += (decoded + bad_packets) / fps
         where = f"after {decoded} frame(s)" + (f" of {expected}" if expected else "")
         where += f" (at {last_time:.2f} s)" if last_time is not None else ""
         if failure is not None:
@@ -207,6 +263,9 @@ def decode_video(
                                "re-encode or re-download it for a clean read")
         elif expected and decoded < expected - 2:
             yield BadItem(uri, f"video ended {where}: the file is truncated or corrupt; re-download or re-encode it")
+        else:
+            return True
+        return False
 
 
 #: AVColorSpace values that mean BT.601 (or "unspecified", which swscale also reads as BT.601)
