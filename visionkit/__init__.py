@@ -36,6 +36,8 @@ _LAZY: dict[str, str] = {
     "classify": "visionkit.api",
     "caption": "visionkit.api",
     "load_config": "visionkit.api",
+    "export": "visionkit.workflows.export",
+    "list_models": "visionkit.workflows.models",
     "Host": "visionkit.plugins",
     "get_host": "visionkit.plugins",
     "Detections": "visionkit.types",
@@ -48,8 +50,8 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "BadItem", "Detections", "Frame", "FrameMeta", "Host", "Pipeline", "Proposals", "ProposerPipeline",
     "RunSummary", "VisionkitError", "__version__", "backbone", "build_model", "caption", "classify", "component",
-    "evaluate_captions", "evaluate_coco", "evaluate_proposals", "evaluate_run", "evaluate_voc", "get_host",
-    "hookimpl", "load_config", "proposer", "to_image", "train",
+    "evaluate_captions", "evaluate_coco", "evaluate_proposals", "evaluate_run", "evaluate_voc", "export", "get_host",
+    "hookimpl", "list_models", "load_config", "proposer", "to_image", "train",
 ]
 
 
@@ -83,3 +85,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names above loa
     from visionkit.pipeline import RunSummary
     from visionkit.plugins import Host, get_host
     from visionkit.types import BadItem, Detections, Frame, FrameMeta, Proposals
+    from visionkit.workflows.export import export
+    from visionkit.workflows.models import list_models

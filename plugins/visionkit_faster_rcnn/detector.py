@@ -55,7 +55,8 @@ class FasterRCNNDetector(tv.FasterRCNN):
 
     ``arch`` names the head and backbone (``"faster-rcnn(resnet50-fpn)"``), ``num_classes``
     counts the background;
-    :meth:`pretrained_weights` maps a weights name to torchvision's ``WeightsEnum`` member.
+    :meth:`pretrained_weights` maps a weights name to torchvision's ``WeightsEnum`` member;
+    :meth:`export_module` gives the network ``visionkit export`` writes to ONNX or TorchScript.
     """
 
     def __init__(self, backbone: nn.Module, *, backbone_arch: str, classes: int, **kwargs: Any) -> None:
@@ -109,6 +110,14 @@ class FasterRCNNDetector(tv.FasterRCNN):
         """torchvision's own fix-up after loading: its ResNet-50 FPN COCO weights want BN eps 0."""
         if weights == tv.FasterRCNN_ResNet50_FPN_Weights.COCO_V1:
             overwrite_eps(self, 0.0)
+
+    def export_module(self, format: str) -> nn.Module:
+        """This detector as one network for ``format`` (``"onnx"`` or ``"torchscript"``): a uint8 RGB ``[3, H, W]``
+        image in, ``(boxes [N, 4] xyxy pixels, scores [N], labels [N])`` out, equal to eager's
+        (:mod:`.export`). A copy: this detector is left as it is."""
+        from .export import export_module
+
+        return export_module(self, format)
 
 
 def _check_channels(module: nn.Module, inputs: Any, output: Any, *, arch: str, channels: int) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from visionkit.detection.params import check_head_params
 
@@ -67,6 +67,15 @@ class FasterRCNNParams:
     box_bg_iou_thresh: float = 0.5
     box_batch_size_per_image: int = 512
     box_positive_fraction: float = 0.25
+
+    @classmethod
+    def pretrained_weights_enums(cls) -> dict[str, tuple[Any, ...]]:
+        """torchvision's Faster R-CNN weights enums by the backbone they were trained with (``visionkit models``).
+
+        Imports torchvision; the class itself does not."""
+        from .detector import PRETRAINED
+
+        return dict(PRETRAINED)
 
     def __post_init__(self) -> None:
         sizes = self.min_size if isinstance(self.min_size, list) else [self.min_size]

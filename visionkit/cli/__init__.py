@@ -1,7 +1,8 @@
 """The ``visionkit`` command line (Typer): a thin shell over the Python API (:mod:`visionkit.api`).
 
 One module per command group: :mod:`.run` (detect, propose), :mod:`.train`, :mod:`.eval`, :mod:`.heads`
-(classify, caption), :mod:`.data`, :mod:`.plugins` (plugins, config show), :mod:`.info` (version), :mod:`.bench`;
+(classify, caption), :mod:`.data`, :mod:`.plugins` (plugins, config show), :mod:`.info` (version), :mod:`.bench`,
+:mod:`.export`, :mod:`.models`;
 :mod:`.common` holds what they share. No CLI module imports a plugin, and ``visionkit --help`` imports no torch.
 
 Errors from visionkit become one line on stderr and exit code 2 (usage/config) or 1 (runtime);
@@ -20,8 +21,10 @@ from visionkit.cli import common
 from visionkit.cli.bench import bench_cmd
 from visionkit.cli.data import data_app
 from visionkit.cli.eval import eval_app
+from visionkit.cli.export import export_cmd
 from visionkit.cli.heads import caption, classify
 from visionkit.cli.info import print_version, version_cmd
+from visionkit.cli.models import models_cmd
 from visionkit.cli.plugins import config_app, plugins_cmd
 from visionkit.cli.run import detect, propose
 from visionkit.cli.train import train
@@ -70,6 +73,8 @@ app.command("caption")(caption)
 app.command("plugins")(plugins_cmd)
 app.command("version")(version_cmd)
 app.command("bench")(bench_cmd)
+app.command("export")(export_cmd)
+app.command("models")(models_cmd)
 app.add_typer(config_app, name="config")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
