@@ -285,12 +285,21 @@ class Pipeline:
         if batch:
             yield from zip(batch, infer(batch), strict=True)
 
+    def count(self, inputs: PathLike | Sequence[PathLike]) -> int | None:
+        """How many frames :meth:`run` will see in ``inputs`` (files of folders, frames of videos), or ``None``
+        where a source cannot tell (cameras, streams). Decodes nothing."""
+        from visionkit.pipeline import count_frames
+
+        return count_frames(_inputs(inputs), self.config, self.host)
+
     def run(self, inputs: PathLike | Sequence[PathLike], out: PathLike | None = None, *, save: bool = True,
-            on_item: Callable[[Frame | BadItem], None] | None = None) -> RunSummary:
+            on_item: Callable[[Frame | BadItem], None] | None = None,
+            on_result: Callable[[Frame, Detections, float], None] | None = None) -> RunSummary:
         """Run over ``inputs`` and write the config's sinks (annotated images and videos, ``predictions.jsonl``,
         ...) under ``out`` (default ``runs/detect/runN``): exactly ``visionkit detect``. Decoding and writing run
         in background threads. ``save=False`` skips the annotated images and videos. Bad inputs are
-        skipped and listed in the summary's ``bad``. ``on_item`` is called once per frame or bad item."""
+        skipped and listed in the summary's ``bad``. ``on_item`` is called once per frame or bad item,
+        ``on_result(frame, detections, seconds)`` once per frame with its detections and model time."""
         from visionkit.outputs import check_output_dir
         from visionkit.pipeline import RunInterrupted, Runner, build_sinks, next_run_dir
         from visionkit.workflows import distributed
@@ -298,7 +307,7 @@ class Pipeline:
         names = list(self.config.get("sinks") or {})
         only = None if save else [n for n in names if n not in ("annotated-images", "annotated-video")]
         if distributed.launched():
-            return self._run_distributed(_inputs(inputs), out, only, on_item)
+            return self._run_distributed(_inputs(inputs), out, only, on_item, on_result)
         out_dir = check_output_dir(out) if out is not None else next_run_dir(Path("runs") / "detect")
         items = _open(_inputs(inputs), self.config, self.host)
         sinks = build_sinks(self.config, self.host, out_dir, self.class_names, only=only)
@@ -306,7 +315,7 @@ class Pipeline:
         infer = self._infer() if tracking is None else tracking.wrap(self._infer())
         runner = Runner(infer, sinks, batch_size=int(self.config.get("batch_size") or 1))
         try:
-            summary = runner.run(items, on_item)
+            summary = runner.run(items, on_item, on_result)
         except RunInterrupted as stopped:
             if tracking is not None:
                 stopped.summary.tracks = tracking.tracks
@@ -316,8 +325,10 @@ class Pipeline:
         return summary
 
     def _run_distributed(self, inputs: list[str], out: PathLike | None, only: list[str] | None,
-                         on_item: Callable[[Frame | BadItem], None] | None) -> RunSummary:
-        """:meth:`run` as one rank of a torchrun job (see :mod:`visionkit.workflows.distributed`)."""
+                         on_item: Callable[[Frame | BadItem], None] | None,
+                         on_result: Callable[[Frame, Detections, float], None] | None = None) -> RunSummary:
+        """:meth:`run` as one rank of a torchrun job (see :mod:`visionkit.workflows.distributed`); ``on_result``
+        is not called (a rank sees only its share of the frames)."""
         from visionkit.pipeline import check_inputs
         from visionkit.workflows import distributed
 

@@ -246,7 +246,10 @@ OPTIONAL_MEMBERS: dict[str, dict[str, str]] = {
         "box_weights": "(wx, wy, ww, wh) box-coder weights of its deltas (default: the head's)",
         "smooth_l1_beta": "float: the smooth-L1 beta of its box loss (default: the head's)",
     },
-    "source": {},
+    "source": {
+        "count": "count(uri) -> int | None: how many frames frames(uri) will yield, without decoding (the files "
+                 "of a folder, a video's frames), for the progress bar's total and ETA (default: unknown)",
+    },
     "tracker": {},
     "sink": {
         "abort": "abort() -> None, called instead of close() on the sink that failed, to remove its temporary "

@@ -28,7 +28,8 @@ from visionkit.types import BadItem, Detections, Frame, Proposals
 
 __all__ = [
     "select_device", "autocast_context", "build_detector", "build_proposer", "build_sinks",
-    "open_inputs", "check_inputs", "Runner", "RunSummary", "RunInterrupted", "Sinks", "next_run_dir", "class_filter",
+    "open_inputs", "check_inputs", "count_frames", "Runner", "RunSummary", "RunInterrupted", "Sinks", "next_run_dir",
+    "class_filter",
     "read_checkpoint_config",
     "resolve_with_checkpoint",
 ]
@@ -234,6 +235,25 @@ class _Sources:
         return f"no source plugin reads '{uri}' (sources: {names}){broken}"
 
 
+def count_frames(inputs: Sequence[str], config: Mapping[str, Any], host: Host) -> int | None:
+    """How many frames ``inputs`` will give, where every input's source can tell (its optional ``count(uri)``:
+    the files of a folder, glob or list, the frames of a video after stride and max_frames), else ``None``
+    (a camera, a stream, a source that cannot tell). Decodes nothing; a source that fails to count is unknown."""
+    sources = _Sources(config, host)
+    total = 0
+    for uri in inputs:
+        source = sources.first(uri)
+        count = optional(source, "source", "count") if source is not None else None
+        try:
+            n = count(uri) if count is not None else None
+        except Exception:  # counting is a courtesy for the progress bar; the run itself reports bad inputs
+            n = None
+        if n is None:
+            return None
+        total += int(n)
+    return total
+
+
 def check_inputs(inputs: Sequence[str], config: Mapping[str, Any] | None = None, host: Host | None = None) -> None:
     """Fail early (usage error) on an input that cannot be read: a local path that does not exist, or (given
     the host) a URI with a scheme (or a camera index) that no registered source accepts. A source may read a
@@ -321,6 +341,11 @@ class RunSummary:
     interrupted: bool = False
     #: with tracking: class id -> tracks of that class (``None`` when the run did not track)
     tracks: dict[int, int] | None = None
+    #: class id -> detections written (detections only, not proposals)
+    per_class: dict[int, int] = field(default_factory=dict)
+    #: seconds spent per stage: ``decode`` (the sources, in a background thread), ``model`` (inference, in the
+    #: calling thread) and ``write`` (the sinks, in a background thread); the stages overlap
+    stage_seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "model": 0.0, "write": 0.0})
 
     @property
     def items_per_second(self) -> float:
@@ -433,8 +458,12 @@ class Runner:
         self.prefetch = max(prefetch, 2 * self.batch_size)
 
     def run(self, items: Iterable[Frame | BadItem],
-            on_item: Callable[[Frame | BadItem], None] | None = None) -> RunSummary:
+            on_item: Callable[[Frame | BadItem], None] | None = None,
+            on_result: Callable[[Frame, Result, float], None] | None = None) -> RunSummary:
+        """Run and return the summary. ``on_item(frame or bad item)`` is called as each is done; ``on_result(frame,
+        result, seconds)`` with each frame's result and its share of its batch's inference time."""
         summary = RunSummary()
+        stages = summary.stage_seconds
         frames_q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
         write_q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
         failures: list[_Failure] = []
@@ -442,8 +471,12 @@ class Runner:
 
         def produce() -> None:
             try:
-                for item in items:
-                    if stop.is_set():
+                source = iter(items)
+                while True:
+                    t0 = time.perf_counter()
+                    item = next(source, _DONE)
+                    stages["decode"] += time.perf_counter() - t0
+                    if item is _DONE or stop.is_set():
                         break
                     frames_q.put(item)
             except BaseException as exc:  # reported by the main thread
@@ -459,6 +492,7 @@ class Runner:
                 if failures:
                     continue  # drain so the producer side never blocks
                 frame, result = got
+                t0 = time.perf_counter()
                 for i, sink in enumerate(self.sinks):
                     try:
                         sink.write(frame, result)
@@ -468,6 +502,10 @@ class Runner:
                 else:
                     summary.items += 1
                     summary.detections += len(result)
+                    if isinstance(result, Detections):
+                        for label in result.labels.tolist():
+                            summary.per_class[label] = summary.per_class.get(label, 0) + 1
+                stages["write"] += time.perf_counter() - t0
 
         producer = threading.Thread(target=produce, name="visionkit-decode", daemon=True)
         writer = threading.Thread(target=write, name="visionkit-write", daemon=True)
@@ -477,7 +515,7 @@ class Runner:
             producer.start()
             writer.start()
             try:
-                self._loop(frames_q, write_q, summary, failures, on_item)
+                self._loop(frames_q, write_q, summary, failures, on_item, on_result)
             except KeyboardInterrupt:
                 interrupted = signals[0] if signals else signal.SIGINT
             except BaseException as exc:
@@ -497,7 +535,8 @@ class Runner:
         return summary
 
     def _loop(self, frames_q: queue.Queue[Any], write_q: queue.Queue[Any], summary: RunSummary,
-              failures: list[_Failure], on_item: Callable[[Frame | BadItem], None] | None) -> None:
+              failures: list[_Failure], on_item: Callable[[Frame | BadItem], None] | None,
+              on_result: Callable[[Frame, Result, float], None] | None = None) -> None:
         batch: list[Frame] = []
         while True:
             item = frames_q.get()
@@ -509,7 +548,7 @@ class Runner:
             elif not done:
                 batch.append(item)
             if batch and (done or len(batch) >= self.batch_size):
-                self._run_batch(batch, write_q, on_item)
+                self._run_batch(batch, write_q, on_item, on_result, summary)
                 batch = []
             if failures or done:
                 return
@@ -567,12 +606,20 @@ class Runner:
                           ) from exc
 
     def _run_batch(self, batch: list[Frame], write_q: queue.Queue[Any],
-                   on_item: Callable[[Frame | BadItem], None] | None) -> None:
+                   on_item: Callable[[Frame | BadItem], None] | None,
+                   on_result: Callable[[Frame, Result, float], None] | None = None,
+                   summary: RunSummary | None = None) -> None:
+        t0 = time.perf_counter()
         results = self.infer(batch)
+        seconds = time.perf_counter() - t0
+        if summary is not None:
+            summary.stage_seconds["model"] += seconds
         if len(results) != len(batch):
             raise VisionkitError(f"the model returned {len(results)} results for {len(batch)} images")
         for frame, result in zip(batch, results, strict=True):
             write_q.put((frame, result))
+            if on_result:
+                on_result(frame, result, seconds / len(batch))
             if on_item:
                 on_item(frame)
 

@@ -88,6 +88,10 @@ class ImageSource:
             return suffix not in VIDEO_EXTENSIONS  # "clips/*.mp4" is for the video source
         return path.is_dir()
 
+    def count(self, uri: str) -> int:
+        """The image files ``frames(uri)`` will try (a folder, glob or list is listed, nothing is decoded)."""
+        return sum(1 for item in self._paths(uri) if not isinstance(item, BadItem))
+
     def frames(self, uri: str) -> Iterator[Frame | BadItem]:
         index = 0
         for item in self._paths(uri):

@@ -56,9 +56,11 @@ def detect(
                                 host=common.host(ctx), **kwargs)
     if main_rank:
         common.warn(pipe.warnings)
-    bar, on_item, _ = common.progress(quiet, _total(source))
+    total = None if quiet else _total(pipe.count(source))
+    bar, on_item, _ = common.progress(quiet, total)
+    on_result = None if quiet else common.result_lines(bar, total, pipe.class_names)
     with bar:
-        summary = pipe.run(source, out, save=save, on_item=on_item)
+        summary = pipe.run(source, out, save=save, on_item=on_item, on_result=on_result)
     if main_rank:
         common.report(summary, quiet, "detections", pipe.class_names)
 
@@ -75,11 +77,10 @@ def _sink_flags(save_frames: bool, save_crops: bool, save_txt: bool, save_conf: 
             *(["sinks.yolo-txt.save_conf=true"] if save_conf else [])]
 
 
-def _total(source: list[str]) -> int | None:
+def _total(total: int | None) -> int | None:
     """The progress bar's total: every frame, or under torchrun rank 0's share (its bar shows its own shard)."""
     from visionkit.workflows import distributed
 
-    total = common.image_total(source)
     if total is None or not distributed.launched():
         return total
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -107,7 +108,7 @@ def propose(
     quiet = quiet or not main_rank
     pipe = ProposerPipeline.from_config(config, top=top, workers=workers, overrides=set_ or [],
                                         host=common.host(ctx), mode=mode, color_spaces=color_spaces)
-    bar, on_item, _ = common.progress(quiet, _total(source))
+    bar, on_item, _ = common.progress(quiet, None if quiet else _total(common.image_total(source)))
     with bar:
         summary = pipe.run(source, out, on_item=on_item)
     if main_rank:

@@ -1,0 +1,58 @@
+"""What ``visionkit detect`` prints: a line per image (and per second of video), the progress total, the
+detections per class and the time per stage; ``Pipeline.count`` behind the progress bar's total."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import visionkit
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "samples" / "checkpoints" / "raccoon_frcnn.pt"
+IMAGES = ROOT / "samples" / "images"
+VIDEO = ROOT / "samples" / "videos" / "car-detection-clip.mp4"
+RACCOON = ROOT.parent / "shared" / "data" / "raccoon" / "images"
+
+
+def test_a_line_per_image_the_total_the_class_table_and_the_stage_times(cli, tmp_path):
+    res = cli("detect", IMAGES, "--weights", WEIGHTS, "--out", tmp_path / "run", "--score-threshold", "0.3")
+    assert res.exit_code == 0, res.output
+    preds = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    lines = re.findall(r"^image (\d+)/(\d+) (\S+): (.+), (\d+) ms$", res.output, flags=re.M)
+    assert [(int(k), int(n)) for k, n, *_ in lines] == [(1, 3), (2, 3), (3, 3)]  # the folder's 3 images known up front
+    for (_, _, name, found, _), pred in zip(lines, preds, strict=True):
+        assert name == Path(pred["source"]).name
+        n = len(pred["detections"])
+        assert found == (f"{n} raccoon" if n else "nothing")
+    assert "3/3" in res.output  # the progress bar's total
+    per_class = Counter(d["class_name"] for p in preds for d in p["detections"])
+    assert re.search(rf"^1\s+raccoon\s+{per_class['raccoon']}$", res.output, flags=re.M)
+    stages = re.search(r"per frame: decode ([\d.]+) ms, model ([\d.]+) ms, write ([\d.]+) ms", res.output)
+    assert stages and float(stages[2]) > 0 and float(stages[1]) >= 0 and float(stages[3]) >= 0
+    # --quiet prints none of it
+    res = cli("detect", IMAGES, "--weights", WEIGHTS, "--out", tmp_path / "quiet", "--quiet")
+    assert res.exit_code == 0 and res.output == ""
+
+
+def test_api_summary_has_the_class_counts_and_stage_times(tmp_path):
+    pipe = visionkit.Pipeline.from_config(weights=str(WEIGHTS), device="cpu", score_threshold=0.3)
+    seen = []
+    summary = pipe.run(IMAGES, tmp_path / "api", save=False, on_result=lambda f, d, s: seen.append((f, len(d), s)))
+    assert [n for _, n, _ in seen] and sum(n for _, n, _ in seen) == summary.detections
+    assert summary.per_class == {1: summary.detections}
+    assert set(summary.stage_seconds) == {"decode", "model", "write"}
+    assert abs(sum(s for *_, s in seen) - summary.stage_seconds["model"]) < 1e-6
+    assert summary.stage_seconds["model"] > 0
+
+
+def test_count_lists_files_and_frames_without_decoding(tmp_path):
+    pipe = visionkit.Pipeline.from_config(weights=str(WEIGHTS), device="cpu")
+    exts = {".jpg", ".jpeg", ".png"}
+    on_disk = [p for p in RACCOON.iterdir() if p.suffix.lower() in exts]
+    assert pipe.count(RACCOON) == len(on_disk) > 100
+    (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in on_disk[:5]))
+    assert pipe.count([str(tmp_path / "list.txt"), str(IMAGES)]) == 5 + 3
+    assert pipe.count("0") is None  # a camera cannot tell
