@@ -60,12 +60,12 @@ def _eval(
 
 def _confusion_iou() -> Any:
     return typer.Option(0.5, "--confusion-iou", help="Confusion matrix: a prediction and an object match when their "
-                        "IoU is above this (Ultralytics' matching; default 0.5).")
+                        "IoU is above this (one-to-one, greedy by IoU, as Ultralytics).")
 
 
 def _confusion_threshold() -> Any:
     return typer.Option(0.25, "--confusion-threshold", help="Confusion matrix: only predictions scoring above this "
-                        "count (default 0.25, as Ultralytics).")
+                        "count (0.25 as Ultralytics).")
 
 
 def _report() -> Any:

@@ -111,10 +111,6 @@ class ImageOutcome:
         """Positions ``i`` into ``matched_gt``/``matched_pred`` whose two classes differ."""
         return np.flatnonzero(truth.labels[self.matched_gt] != preds.labels[self.matched_pred])
 
-    def errors(self, truth: ImageTruth, preds: ImagePredictions) -> int:
-        """False positives + missed objects + matched pairs with the wrong class."""
-        return len(self.false_positives) + len(self.missed) + len(self.misclassified(truth, preds))
-
 
 @dataclass
 class ConfusionMatrix:
