@@ -228,6 +228,9 @@ OPTIONAL_MEMBERS: dict[str, dict[str, str]] = {
                                         "error for an unknown name (default: none listed)",
         "after_pretrained_load": "after_pretrained_load(weights) -> None, called after torchvision weights "
                                  "load (default: nothing)",
+        "before_training": "before_training(context) -> None: work the detection engine has done before its "
+                           "first epoch, on every rank, with the training and validation images, e.g. R-CNN / "
+                           "Fast R-CNN filling their proposal cache in parallel (default: nothing)",
         "after_training": "after_training(context) -> list[Path]: a second stage run on rank 0 after the "
                           "detection engine's last epoch, e.g. R-CNN's SVMs (default: nothing)",
         "pretrained_weights_enums": "pretrained_weights_enums() -> {backbone name: (WeightsEnum, ...)}, on the "

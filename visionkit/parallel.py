@@ -89,8 +89,13 @@ class ForkPool:
             _FUNCTION = None  # the children hold their copy; the parent keeps nothing
 
     def map(self, items: Iterable[Any]) -> list[Any]:
+        return list(self.imap(items))
+
+    def imap(self, items: Iterable[Any]) -> Iterator[Any]:
+        """``fn(item)`` for each item, in order, each yielded as soon as it and those before it are done (for a
+        progress bar); every item is handed to the workers at once, as :meth:`map` does."""
         try:
-            return list(self._pool.map(_call, list(items)))
+            yield from self._pool.map(_call, list(items))
         except BrokenProcessPool:
             from visionkit.errors import VisionkitError
 

@@ -33,6 +33,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ __all__ = ["ProposalCache", "default_cache_dir", "image_key", "mirror_proposals"
 
 #: bump when the file layout changes, so old entries are never misread
 FORMAT_VERSION = 1
+#: :meth:`ProposalCache.fill` hands the workers this many images per worker at a time
+FILL_CHUNK_PER_WORKER = 64
 
 
 def default_cache_dir() -> Path:
@@ -129,7 +132,10 @@ class ProposalCache:
 
     def path(self, image: torch.Tensor) -> Path:
         """Where the entry of ``image`` (``uint8 [3, H, W]``) lives."""
-        return self.directory / f"{image_key(image)}.pt"
+        return self._entry(image_key(image))
+
+    def _entry(self, key: str) -> Path:
+        return self.directory / f"{key}.pt"
 
     def get(self, image: torch.Tensor) -> Proposals | None:
         """The cached proposals of ``image``, or ``None`` (a missing or unreadable entry)."""
@@ -153,26 +159,57 @@ class ProposalCache:
             torch.save(entry, tmp)
         return target
 
-    def fill(self, images: Any, *, workers: int = 1) -> int:
+    def fill(self, images: Sequence[torch.Tensor] | Iterable[torch.Tensor], *, workers: int = 1,
+             on_progress: Callable[[int, int], None] | None = None) -> int:
         """Compute and store the proposals of every image of ``images`` (``uint8 [3, H, W]`` tensors) that is
         not cached yet — neither it nor its mirror image — in ``workers`` forked processes; returns how many
-        were computed. Entries are the ones :meth:`propose` would write; two processes filling the same cache
-        at once are safe (each entry is written atomically, the last identical copy wins)."""
-        missing = [img for img in images if not self.path(img).is_file()
-                   and not (self.mirror and self.path(img.flip(-1)).is_file())]
-        if not missing:
+        were computed. An image given twice (or with its mirror image) is computed once. Entries are the ones
+        :meth:`propose` would write; two processes filling the same cache at once are safe (each entry is
+        written atomically, the last identical copy wins).
+
+        ``images`` may be a lazy sequence (images decoded on access): it is read twice, once to find the
+        missing entries and once, chunk by chunk, to compute them, so the missing images are not all held in
+        memory. ``on_progress(done, total)`` is called with ``done = 0`` once the work is known (after the
+        worker processes are forked, so a progress bar it starts adds no thread to the fork) and after each
+        image.
+        """
+        items = images if isinstance(images, Sequence) else list(images)
+        todo: list[int] = []
+        seen: set[str] = set()
+        for i in range(len(items)):
+            img = items[i]
+            key = image_key(img)
+            mirror = image_key(img.flip(-1)) if self.mirror else None
+            if key in seen or mirror in seen or self._entry(key).is_file() or \
+                    (mirror is not None and self._entry(mirror).is_file()):
+                continue
+            seen.add(key)
+            todo.append(i)
+        if not todo:
             return 0
-        if workers <= 1:
-            for img in missing:
+        total = len(todo)
+        report = on_progress or (lambda done, total: None)
+        if workers <= 1 or total == 1:
+            report(0, total)
+            for done, i in enumerate(todo, start=1):
+                img = items[i]
                 self.put(img, self.proposer.propose(img))
+                report(done, total)
         else:
             from visionkit.parallel import ForkPool
 
-            with ForkPool(self._compute_array, workers) as pool:
-                for img, (boxes, scores) in zip(missing, pool.map(img.numpy() for img in missing), strict=True):
-                    self.put(img, Proposals(boxes=torch.from_numpy(boxes), scores=torch.from_numpy(scores)))
-        self.misses += len(missing)
-        return len(missing)
+            done = 0
+            with ForkPool(self._compute_array, min(workers, total)) as pool:
+                report(0, total)
+                step = FILL_CHUNK_PER_WORKER * pool.workers  # bounds the images held at once, not the speed
+                for start in range(0, total, step):
+                    chunk = [items[i] for i in todo[start:start + step]]
+                    for img, (boxes, scores) in zip(chunk, pool.imap(img.numpy() for img in chunk), strict=True):
+                        self.put(img, Proposals(boxes=torch.from_numpy(boxes), scores=torch.from_numpy(scores)))
+                        done += 1
+                        report(done, total)
+        self.misses += total
+        return total
 
     def _compute_array(self, image: Any) -> tuple[Any, Any]:
         """In a worker process: ``uint8 [3, H, W]`` numpy -> the proposer's (boxes, scores) as numpy."""

@@ -24,12 +24,16 @@ Where the proposals come from, first match wins, per image:
 
 An image without proposals (and, in training, without ground truth) yields no detections
 and contributes nothing to the losses.
+
+``visionkit train`` calls the head's declared ``before_training`` member before the first epoch: it
+computes the proposals of every training and validation image into the cache, in
+``train.proposal_workers`` forked processes, so the epochs only read them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -45,11 +49,15 @@ from visionkit.detection.region_head import (
     RegionHeadMixin,
     backbone_problem,
     check_region_head_parts,
+    prefill_proposals,
     proposal_source,
 )
 from visionkit.errors import ConfigError
 
 from .params import FastRCNNParams
+
+if TYPE_CHECKING:
+    from visionkit.engine.context import BeforeTrainingContext
 
 __all__ = ["FastRCNNDetector", "RegionFCHead", "build_fast_rcnn"]
 
@@ -113,6 +121,12 @@ class FastRCNNDetector(RegionHeadMixin, nn.Module):
         """Per image float32 ``[N, 4]`` xyxy proposals in input pixels, best first, capped (see the module doc)."""
         top = self.params.proposals_per_image_train if self.training else self.params.proposals_per_image_test
         return self._proposal_boxes(images, targets, proposals, top)
+
+    def before_training(self, context: BeforeTrainingContext) -> None:
+        """Before the first epoch: every training and validation image's proposals, computed in
+        ``context.workers`` processes into the proposal cache (:func:`~visionkit.detection.region_head.
+        prefill_proposals`)."""
+        prefill_proposals(self.proposer, context, head=HEAD)
 
     # -- stages -----------------------------------------------------------------------------
     def _pool(self, features: dict[str, torch.Tensor], rois: list[torch.Tensor],

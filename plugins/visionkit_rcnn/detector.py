@@ -25,6 +25,8 @@ of the ground-truth boxes (positives, their class) and of the proposals with IoU
 head's declared ``after_training`` member (:meth:`RCNNDetector.after_training`):
 hard-negative mining and the hinge loss, as R-CNN trained its SVMs; the detector then scores
 regions with them (buffers ``svm_trained`` and ``svm_feature_scale``, saved in checkpoints).
+Before fine-tuning, the head's declared ``before_training`` member computes the proposals of every
+training and validation image up front, in parallel (``train.proposal_workers`` processes).
 
 Warp geometry (the paper's appendix A): for a box of width ``w`` warped to ``S`` with context
 ``p``, the box is dilated by ``p * w / (S - 2p)`` on the left and right (likewise for the
@@ -48,14 +50,19 @@ from torchvision.ops import boxes as box_ops
 from visionkit.components import optional
 from visionkit.detection.compose import box_coding, region_predictor
 from visionkit.detection.params import DEFAULT_BOX_WEIGHTS
-from visionkit.detection.region_head import RegionHeadMixin, check_region_head_parts, proposal_source
+from visionkit.detection.region_head import (
+    RegionHeadMixin,
+    check_region_head_parts,
+    prefill_proposals,
+    proposal_source,
+)
 from visionkit.detection.svm import LinearSVM
 from visionkit.errors import ConfigError
 
 from .params import RCNNParams
 
 if TYPE_CHECKING:
-    from visionkit.engine.context import AfterTrainingContext
+    from visionkit.engine.context import AfterTrainingContext, BeforeTrainingContext
 
 __all__ = ["RCNNDetector", "build_rcnn", "context_boxes", "warp_regions"]
 
@@ -228,6 +235,12 @@ class RCNNDetector(RegionHeadMixin, nn.Module):
         from .svm_stage import fit_svms
 
         return fit_svms(self, samples, device=device, log=log)
+
+    def before_training(self, context: BeforeTrainingContext) -> None:
+        """Before the first epoch: the proposals of every training and validation image, computed in
+        ``context.workers`` processes into the proposal cache (:func:`~visionkit.detection.region_head.
+        prefill_proposals`), so the epochs only read them."""
+        prefill_proposals(self.proposer, context, head=HEAD)
 
     def after_training(self, context: AfterTrainingContext) -> list[Path]:
         """The SVM stage, when the output layer is ``svm``: ``svm.pt`` and ``svm_stage.json`` under

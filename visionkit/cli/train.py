@@ -45,6 +45,8 @@ def train(
     workers: int = typer.Option(None, "--workers", min=0, help="DataLoader worker processes."),
     seed: int = typer.Option(None, "--seed", help="Seed for initialisation, data order and augmentation."),
     threads: int = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
+    strict: bool = typer.Option(None, "--strict/--no-strict", help="Stop before the first epoch (exit code 1) when "
+                                "an image does not decode, instead of training without it."),
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
     set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set head.min_size=320, "
                                    "--set train.warmup_iters=50."),
@@ -57,7 +59,10 @@ def train(
                  val_split_file=val_split_file, split=split, val_split=val_split, images=images,
                  annotations=annotations, val_images=val_images, val_annotations=val_annotations, epochs=epochs,
                  batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, amp=amp, workers=workers,
-                 seed=seed, threads=threads, resume=resume, weights=weights, freeze_stages=freeze_stages, out=out,
-                 device=device, overrides=set_ or [], host=common.host(ctx), progress=not quiet, log=typer.echo)
+                 seed=seed, threads=threads, strict=strict, resume=resume, weights=weights,
+                 freeze_stages=freeze_stages, out=out, device=device, overrides=set_ or [], host=common.host(ctx),
+                 progress=not quiet, log=typer.echo)
     if result.is_main:
-        typer.echo(f"done: {result.epochs_run} epoch(s) in {result.seconds:.0f} s; wrote {result.out_dir}")
+        skipped = max((int(r.get("skipped_images") or 0) for r in result.rows), default=0)
+        typer.echo(f"done: {result.epochs_run} epoch(s) in {result.seconds:.0f} s; wrote {result.out_dir}"
+                   + (f"; {skipped} unreadable image(s) left out (listed above)" if skipped else ""))

@@ -7,6 +7,8 @@ head can use them the same way.
   makes before building, as one-line :class:`~visionkit.errors.ConfigError` naming the head and backbone.
 * :func:`proposal_source`: the configured proposer, wrapped in the on-disk
   :class:`~visionkit.proposal_cache.ProposalCache` unless the head's ``proposal_cache`` is ``none``.
+* :func:`prefill_proposals`: what such a head's ``before_training(context)`` does: fill that cache with
+  the proposals of every training and validation image up front, in parallel, so epoch 1 only reads it.
 * :class:`RegionHeadMixin` expects ``self.params`` (``add_gt_boxes``, ``batch_size_per_image``,
   ``positive_fraction``, ``fg_iou_thresh``, ``bg_iou_thresh_lo``, optionally ``bg_iou_thresh_hi``
   (default ``fg_iou_thresh``), ``score_thresh``, ``nms_thresh``, ``detections_per_img``),
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +34,12 @@ from visionkit.detection.sampling import sample_rois
 from visionkit.errors import ConfigError
 from visionkit.types import Proposals
 
+if TYPE_CHECKING:
+    from visionkit.engine.context import BeforeTrainingContext
+
 __all__ = [
     "BackboneParts", "RegionHeadMixin", "as_boxes", "backbone_arch", "backbone_parts", "backbone_problem",
-    "check_num_classes", "check_region_head_parts", "proposal_source",
+    "check_num_classes", "check_region_head_parts", "prefill_proposals", "proposal_source",
 ]
 
 
@@ -113,6 +118,69 @@ def proposal_source(proposer: Any, cache: str) -> Any:
         return proposer
     root = default_cache_dir() if setting.lower() == "auto" else setting
     return ProposalCache(root, proposer)
+
+
+def prefill_proposals(proposer: Any, context: BeforeTrainingContext, *, head: str) -> int:
+    """Compute the proposals of every image of ``context`` (training images as the detector gets them, then
+    validation images) that ``proposer``'s cache lacks, in ``context.workers`` forked processes with a progress
+    bar, before the first epoch; returns how many this process computed.
+
+    Under torchrun each rank computes its share, waits for the others, then computes whatever it still cannot
+    see (a cache folder that is not shared between machines). A ``proposer`` that is not a
+    :class:`~visionkit.proposal_cache.ProposalCache` (``proposal_cache: none``) is left alone: the proposals
+    are then computed in every step, as configured.
+    """
+    import time
+
+    from visionkit.proposal_cache import ProposalCache
+
+    if not isinstance(proposer, ProposalCache):
+        context.log(f"head '{head}': proposal_cache is none, so proposals are computed in every training step")
+        return 0
+    images = _Concat(context.train_images, context.val_images)
+    total = len(images)
+    started = time.perf_counter()
+    with context.progress(f"proposals ({context.workers} process(es))") as line:
+        if context.world_size > 1:
+            share = [i for i in range(total) if i % context.world_size == context.rank]
+            computed = proposer.fill(_Pick(images, share), workers=context.workers, on_progress=line)
+            context.barrier()
+        else:
+            computed = 0
+        computed += proposer.fill(images, workers=context.workers, on_progress=line)
+    context.log(f"proposals of {total} image(s) ready before epoch 1: {computed} computed in "
+                f"{time.perf_counter() - started:.1f} s ({context.workers} process(es)), the others were cached "
+                f"(or mirror images of cached ones) in {proposer.directory}")
+    return computed
+
+
+class _Concat(Sequence[torch.Tensor]):
+    """Two sequences read as one (the training images, then the validation images)."""
+
+    def __init__(self, first: Sequence[torch.Tensor], second: Sequence[torch.Tensor]) -> None:
+        self.first, self.second = first, second
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.second)
+
+    def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
+        n = len(self.first)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.first[index] if index < n else self.second[index - n]
+
+
+class _Pick(Sequence[torch.Tensor]):
+    """The items of ``items`` at ``indices``."""
+
+    def __init__(self, items: Sequence[torch.Tensor], indices: list[int]) -> None:
+        self.items, self.indices = items, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
+        return self.items[self.indices[index]]
 
 
 def as_boxes(value: Any, where: str) -> torch.Tensor:

@@ -2,10 +2,12 @@
 
 The file is a visionkit checkpoint (:func:`visionkit.weights.save_checkpoint`), so
 ``visionkit detect --weights last.pt`` and :func:`visionkit.weights.load_weights` read it, plus
-``optimizer``, ``scheduler``, ``epoch`` (the number of completed epochs, 1..N), ``rng`` and
-``train`` (the training options). Everything is tensors and plain Python values, so
-``torch.load(path, weights_only=True)`` accepts it. The write goes to a temporary file that is
-renamed over the target, so a run killed mid-epoch leaves the last complete checkpoint intact.
+``optimizer``, ``scheduler``, ``epoch`` (the number of completed epochs, 1..N), ``rng``,
+``train`` (the training options) and, from the detection engine, ``data`` (the images trained and
+evaluated on: ``{"training": {"images", "skipped", "unreadable": [{"file", "reason"}]}, "validation":
+...}``). Everything is tensors and plain Python values, so ``torch.load(path, weights_only=True)``
+accepts it. The write goes to a temporary file that is renamed over the target, so a run killed
+mid-epoch leaves the last complete checkpoint intact.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def save_training_checkpoint(
     path: str | os.PathLike[str], model: nn.Module, *, class_names: Mapping[int, str], config: Mapping[str, Any],
     optimizer: torch.optim.Optimizer | None, scheduler: Any, epoch: int, rng: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None, train: Mapping[str, Any] | None = None, half: bool = False,
+    data: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``path`` atomically. ``model`` may be DDP-wrapped; ``half`` stores float weights in fp16."""
     module = model.module if hasattr(model, "module") else model
@@ -89,6 +92,8 @@ def save_training_checkpoint(
         extra["metrics"] = _plain(metrics)
     if train is not None:
         extra["train"] = _plain(train)
+    if data is not None:
+        extra["data"] = _plain(data)
     model_config = {k: _plain(config.get(k)) for k in MODEL_KEYS}
     if half:
         return _save_half(path, module, class_names, model_config, extra)
@@ -132,7 +137,8 @@ def export_weights(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, 
 
     ckpt = load_training_checkpoint(src)
     model = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["model"].items()}
-    payload = {k: ckpt[k] for k in ("format", "class_names", "config", "epoch", "metrics", "train") if k in ckpt}
+    kept = ("format", "class_names", "config", "epoch", "metrics", "train", "data")
+    payload = {k: ckpt[k] for k in kept if k in ckpt}
     payload["model"] = model
     if half:
         payload["dtype"] = "float16"

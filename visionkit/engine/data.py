@@ -3,7 +3,8 @@
 :func:`resolve_dataset` loads whatever :func:`visionkit.data.load_dataset` accepts and keeps
 only the images named in a split file (e.g. raccoon's upstream ``train_labels.csv``).
 :class:`TrainingSet` decodes images once (downscaled so the long side is at most
-``max_side``, boxes scaled with them), keeps them in memory, and applies the augmentation.
+``max_side``, boxes scaled with them), keeps them in memory, and applies the augmentation; in the
+training loader an image that fails to decode is left out of its batch (:func:`collate`), not fatal.
 :func:`predict_dataset` runs a detector over a dataset through :class:`visionkit.pipeline.Runner`
 and returns ``{image_id: Detections}`` in the dataset's original pixels.
 """
@@ -14,7 +15,7 @@ import csv
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -22,7 +23,10 @@ from visionkit.data import DetectionDataset, load_dataset
 from visionkit.errors import InputError, UsageError
 from visionkit.types import BadItem, Detections, Frame, FrameMeta
 
-__all__ = ["read_split_file", "resolve_dataset", "TrainingSet", "collate", "dataset_frames", "predict_dataset"]
+__all__ = [
+    "read_split_file", "resolve_dataset", "TrainingSet", "TrainBatch", "Unreadable", "DatasetImages", "collate",
+    "dataset_frames", "predict_dataset",
+]
 
 
 def _find_split_file(split_file: str | os.PathLike[str], dataset: str | os.PathLike[str]) -> Path:
@@ -98,25 +102,50 @@ def check_training_classes(ds: DetectionDataset) -> tuple[int, dict[int, str]]:
     return max(ids) + 1, {i: ds.classes.get(i, f"class{i}") for i in sorted(ids)}
 
 
+class Unreadable(NamedTuple):
+    """A training sample whose image failed to decode in the data loader (``index`` into the training set,
+    ``file`` as the dataset names it, ``reason`` one line): :func:`collate` leaves it out of the batch."""
+
+    index: int
+    file: str
+    reason: str
+
+
+class TrainBatch(NamedTuple):
+    """What :func:`collate` makes: ``images`` (float ``[3, H, W]`` in ``[0, 1]``, any sizes), their ``targets``
+    (``boxes`` float32 ``[M, 4]`` xyxy pixels, ``labels`` int64 ``[M]``, ``image_id``) and the samples of
+    the batch that were left out because their image no longer decodes (:class:`Unreadable`)."""
+
+    images: list[torch.Tensor]
+    targets: list[dict[str, torch.Tensor]]
+    skipped: list[Unreadable]
+
+
 class TrainingSet(torch.utils.data.Dataset):
     """``(image float [3, H, W] in [0, 1], target)`` pairs from a :class:`DetectionDataset`.
 
     Images are decoded once and kept in memory, downscaled (antialiased) so the long side is at
     most ``max_side`` pixels; boxes are scaled with them. ``transforms`` (see
     :mod:`visionkit.engine.augment`) is applied to each sample; crowd boxes are left out.
+    ``skip_unreadable``: a sample whose image fails to decode is an :class:`Unreadable` instead of an
+    :class:`InputError` (the training loader's choice: :func:`collate` drops it from its batch).
     """
 
     def __init__(self, ds: DetectionDataset, transforms: Callable[..., Any] | None = None,
-                 max_side: int | None = None) -> None:
+                 max_side: int | None = None, *, skip_unreadable: bool = False) -> None:
         self.ds = ds
         self.transforms = transforms
         self.max_side = max_side
+        self.skip_unreadable = skip_unreadable
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.ds)
 
-    def _load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image ``index`` as ``uint8`` RGB ``[3, H, W]`` (downscaled to ``max_side``) and its boxes float32
+        ``[M, 4]`` xyxy in those pixels (crowd boxes included): decoded on first use, then from memory.
+        Raises :class:`InputError` when the image cannot be decoded."""
         got = self._cache.get(index)
         if got is None:
             from torchvision.transforms.v2 import functional as F
@@ -135,11 +164,27 @@ class TrainingSet(torch.utils.data.Dataset):
             self._cache[index] = got
         return got
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def images(self) -> Sequence[torch.Tensor]:
+        """The ``uint8`` images as :meth:`load` gives them, as a sequence (decoded and kept on access)."""
+        return _LoadedImages(self)
+
+    def untransformed(self) -> TrainingSet:
+        """The same samples without augmentation, sharing the images decoded so far (and those decoded later)."""
+        view = TrainingSet(self.ds, None, self.max_side)
+        view._cache = self._cache
+        return view
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | Unreadable:
         from visionkit.engine.augment import from_sample, to_sample
+        from visionkit.engine.precheck import one_line_reason
 
         rec = self.ds[index]
-        image, boxes = self._load(index)
+        try:
+            image, boxes = self.load(index)
+        except InputError as exc:
+            if not self.skip_unreadable:
+                raise
+            return Unreadable(index, rec.file_name, one_line_reason(exc, self.ds.image_path(index)))
         keep = ~rec.iscrowd
         target = {"boxes": boxes[keep], "labels": rec.labels[keep], "image_id": torch.tensor(rec.image_id)}
         if self.transforms is not None:
@@ -149,10 +194,41 @@ class TrainingSet(torch.utils.data.Dataset):
         return image.float().div(255.0), target
 
 
-def collate(batch: Sequence[Any]) -> tuple[list[Any], list[Any]]:
-    """Lists of images and targets (detectors take images of different sizes)."""
-    images, targets = zip(*batch, strict=True)
-    return list(images), list(targets)
+class _LoadedImages(Sequence[torch.Tensor]):
+    def __init__(self, samples: TrainingSet) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return self.samples.load(index % len(self))[0]
+
+
+class DatasetImages(Sequence[torch.Tensor]):
+    """The images of ``ds`` as ``uint8`` RGB ``[3, H, W]`` tensors at full size, decoded on each access and not
+    kept (what the evaluation passes a detector)."""
+
+    def __init__(self, ds: DetectionDataset | None) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return 0 if self.ds is None else len(self.ds)
+
+    def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
+        if self.ds is None or not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return self.ds.load_image(index % len(self))
+
+
+def collate(batch: Sequence[Any]) -> TrainBatch:
+    """Lists of images and targets (detectors take images of different sizes); :class:`Unreadable` samples
+    are left out and listed in ``skipped``."""
+    skipped = [item for item in batch if isinstance(item, Unreadable)]
+    kept = [item for item in batch if not isinstance(item, Unreadable)]
+    return TrainBatch([image for image, _ in kept], [target for _, target in kept], skipped)
 
 
 def dataset_frames(ds: DetectionDataset, indices: Sequence[int] | None = None) -> Iterator[Frame | BadItem]:

@@ -148,7 +148,8 @@ class CheckpointPolicy:
     ``class_names`` and ``config`` are stored so ``--weights last.pt`` rebuilds the model (pass the
     config keys that rebuild it, e.g. :data:`visionkit.weights.MODEL_KEYS`); ``train`` (the training
     options as plain values) is stored for the record; ``half`` stores float weights in fp16 (then a
-    resume is not exact).
+    resume is not exact); ``data`` (plain values) is stored as the checkpoint's ``data`` entry (the detection
+    engine's: the images trained and evaluated on, and the unreadable ones left out).
     """
 
     out_dir: Path
@@ -156,6 +157,7 @@ class CheckpointPolicy:
     config: Mapping[str, Any]
     train: Mapping[str, Any] | None = None
     half: bool = False
+    data: Mapping[str, Any] | None = None
 
     @property
     def last(self) -> Path:
@@ -172,7 +174,7 @@ class CheckpointPolicy:
 
         return save_training_checkpoint(path, model, class_names=self.class_names, config=self.config,
                                         optimizer=optimizer, scheduler=scheduler, epoch=epoch, rng=rng_state(),
-                                        metrics=history, train=self.train, half=self.half)
+                                        metrics=history, train=self.train, half=self.half, data=self.data)
 
 
 @dataclass
@@ -270,6 +272,8 @@ class TrainingLoop:
     progress bar's total (default ``max_steps``). ``batch_items(batch)``: the items in a batch on this
     rank, for the ``images`` column and the items/s rate (times ``world_size``). ``log`` gets one line
     per epoch; ``progress`` shows a rich progress bar; ``plot`` also draws ``metrics.png``.
+    ``epoch_info(epoch)``: more columns for the epoch's row (e.g. images skipped), called on every rank
+    after the epoch's steps, before the evaluation (it may be collective).
     """
 
     model: nn.Module
@@ -293,6 +297,7 @@ class TrainingLoop:
     progress: bool = False
     plot: bool = False
     on_step: StepCallback | None = None
+    epoch_info: Callable[[int], Mapping[str, Any]] | None = None
     state: LoopState = field(default_factory=LoopState)
 
     @property
@@ -401,6 +406,8 @@ class TrainingLoop:
         if self.batch_items is not None:
             row["images"] = items
         row.update({k: round(v / count, 6) for k, v in sums.items()})
+        if self.epoch_info is not None:
+            row.update(self.epoch_info(epoch))
         if self.evaluation is not None:
             scores = self.evaluation.evaluate(self.module)
             self.model.train()

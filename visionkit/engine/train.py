@@ -4,13 +4,18 @@
 detection pieces, in named steps: check the run (device, AMP, batch vs ranks), build the model
 (:func:`visionkit.pipeline.build_detector`; train mode returns torchvision's loss dict; optionally
 from weights, replacing the class-specific ``roi_heads.box_predictor`` when the class count
-differs), resume, build the data (augmented samples, ``DistributedSampler``), the optimizer and
+differs), resume, check that every training and validation image decodes
+(:mod:`visionkit.engine.precheck`: unreadable ones are reported and left out, or stop the run with
+``strict``), build the data (augmented samples, ``DistributedSampler``), the optimizer and
 schedule (SGD or AdamW, a linear warm-up then a cosine or multistep schedule stepped per
-iteration; gradient clipping and AMP on the GPU), the loop, and the head's ``after_training``
-stage. After each epoch the loop evaluates on the validation set with pycocotools
-(:func:`visionkit.evaluation.coco.evaluate_coco`; the dataset's category ids are the model's
-labels, ``num_classes = max id + 1``; ``AP`` picks ``best.pt``) and writes ``last.pt`` /
-``best.pt`` (atomically) and ``metrics.{csv,json,png}``.
+iteration; gradient clipping and AMP on the GPU), the loop, the head's ``before_training`` stage
+(R-CNN / Fast R-CNN compute their proposals up front, in ``proposal_workers`` processes), the epochs,
+and the head's ``after_training`` stage. An image that stops decoding during the run (changed on disk)
+is left out of its batch with a warning. The metric rows' ``skipped_images`` and the checkpoints'
+``data`` entry say how many images were left out, and which. After each epoch the loop evaluates on
+the validation set with pycocotools (:func:`visionkit.evaluation.coco.evaluate_coco`; the dataset's
+category ids are the model's labels, ``num_classes = max id + 1``; ``AP`` picks ``best.pt``) and writes
+``last.pt`` / ``best.pt`` (atomically) and ``metrics.{csv,json,png}``.
 
 Reproducibility: the model is initialised from ``seed``; each epoch reseeds the RNGs from
 ``(seed, epoch, rank)`` and the data order from ``(seed, epoch)`` (``DistributedSampler``),
@@ -38,9 +43,16 @@ from visionkit.components import optional
 from visionkit.data import DetectionDataset
 from visionkit.engine.augment import AugmentOptions, build_train_transforms
 from visionkit.engine.checkpoint import MODEL_KEYS, load_training_checkpoint
-from visionkit.engine.context import AfterTrainingContext
-from visionkit.engine.data import TrainingSet, check_training_classes, collate, predict_dataset
-from visionkit.engine.distributed import DistInfo, all_gather_objects, all_reduce_mean, cleanup, init_distributed
+from visionkit.engine.context import AfterTrainingContext, BeforeTrainingContext
+from visionkit.engine.data import DatasetImages, TrainingSet, check_training_classes, collate, predict_dataset
+from visionkit.engine.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_mean,
+    barrier,
+    cleanup,
+    init_distributed,
+)
 from visionkit.engine.loop import (
     CheckpointPolicy,
     Evaluation,
@@ -56,8 +68,11 @@ from visionkit.errors import ConfigError, UsageError, WeightsError
 
 __all__ = [
     "TrainOptions", "TrainResult", "TrainingError", "TrainingInterrupted", "train_detector", "transfer_weights",
-    "apply_freeze", "parse_train_options", "seed_everything", "lr_lambda",
+    "apply_freeze", "parse_train_options", "seed_everything", "lr_lambda", "default_workers",
 ]
+
+#: the most processes (or threads) the engine's work before the first epoch uses by default
+MAX_DEFAULT_WORKERS = 8
 
 Log = Callable[[str], None]
 #: ``train_detector``'s ``on_step(epoch, step, losses)``: 0-based epoch and step indices
@@ -77,6 +92,10 @@ class TrainOptions:
     ``max_size``). ``max_steps``: stop each epoch after this many steps (smoke tests).
     ``half_checkpoints``: store ``last.pt``/``best.pt`` weights in fp16 (resume then is not exact).
     ``threads``: torch CPU threads (``torch.set_num_threads``; on a busy machine 1 is often fastest).
+    ``strict``: an image that does not decode stops the run before the first epoch (exit code 1) instead
+    of being left out. ``proposal_workers``: processes a head's ``before_training`` stage may use (R-CNN /
+    Fast R-CNN compute their proposals in them; default: the CPU cores, at most 8, shared by the ranks
+    on a machine).
     """
 
     epochs: int = 12
@@ -101,6 +120,8 @@ class TrainOptions:
     eval_batch_size: int = 2
     half_checkpoints: bool = False
     threads: int | None = None
+    strict: bool = False
+    proposal_workers: int | None = None
     augment: AugmentOptions = field(default_factory=AugmentOptions)
 
     def __post_init__(self) -> None:
@@ -120,6 +141,8 @@ class TrainOptions:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps}")
+        if self.proposal_workers is not None and self.proposal_workers < 1:
+            raise ValueError(f"proposal_workers must be >= 1 or null (the CPU cores), got {self.proposal_workers}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -262,13 +285,20 @@ class _DetectorSetup:
 
 @dataclass
 class _TrainingData:
-    """What :func:`_build_data` made: the augmented training set, its sampler and loader, the steps per epoch."""
+    """What :func:`_build_data` made: the augmented training set, its sampler and loader, the steps per epoch,
+    and what the image check found (``checks``: ``training``/``validation`` -> :class:`ImageCheck`)."""
 
     train_set: TrainingSet
     sampler: Any
     loader: Any
     iters: int
     max_side: int
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The checkpoints' ``data`` entry."""
+        return {name: check.record() for name, check in self.checks.items()}
 
 
 def train_detector(
@@ -288,12 +318,15 @@ def train_detector(
 ) -> TrainResult:
     """Train the detector ``config`` describes on ``train_ds``; see the module docstring.
 
-    The steps: check the run, build the model, resume, build the data, the optimizer and schedule,
-    the loop (:class:`visionkit.engine.loop.TrainingLoop`), then the head's ``after_training`` stage.
+    The steps: check the run, build the model, resume, check the images, build the data, the optimizer and
+    schedule, the loop (:class:`visionkit.engine.loop.TrainingLoop`), the head's ``before_training`` stage,
+    the epochs, then the head's ``after_training`` stage.
     ``on_step(epoch, step, losses)`` is called after every optimiser step with 0-based epoch and step
     indices (kept from before the loop; the loop's own callback counts from 1) and the losses averaged
     over ranks. Raises :class:`TrainingError` on a non-finite loss, :class:`TrainingInterrupted` on
-    Ctrl-C/SIGTERM, :class:`WeightsError` for weights or a resume checkpoint that do not fit the model.
+    Ctrl-C/SIGTERM, :class:`WeightsError` for weights or a resume checkpoint that do not fit the model,
+    :class:`~visionkit.errors.InputError` when a dataset has no decodable image or, with ``options.strict``,
+    when any image does not decode.
     """
     from visionkit.pipeline import select_device
 
@@ -308,16 +341,22 @@ def train_detector(
             seed_everything(options.seed)
             setup = _build_model(config, train_ds, val_ds, host, weights or config.get("weights"), say)
             ckpt = _read_resume(resume, setup.detector, say)
+            checks = _check_images(train_ds, val_ds, options, info, progress=progress, log=say)
+            train_ds = checks["training"].dataset
+            val_ds = checks["validation"].dataset if val_ds is not None else None
             setup.detector.to(dev)
             setup.detector.train()
-            data = _build_data(train_ds, config, options, info)
+            data = _build_data(train_ds, config, options, info, checks)
             out = Path(out_dir)
             loop = _detection_loop(setup, data, val_ds, options, info, dev, out, progress=progress, log=say,
                                    on_step=on_step)
             if ckpt is not None:
                 loop.resume(ckpt, load_model=False)
+            _run_before_training(setup, data, val_ds, dev, options, info, out, progress=progress, log=say)
+            left_out = len(checks["training"].unreadable)
             say(f"training {optional(setup.detector, 'head', 'arch', type(setup.detector).__name__)} on "
-                f"{len(train_ds)} images ({setup.num_classes - 1} class(es)) for {options.epochs} epoch(s) x "
+                f"{len(train_ds)} images" + (f" ({left_out} unreadable left out)" if left_out else "")
+                + f" ({setup.num_classes - 1} class(es)) for {options.epochs} epoch(s) x "
                 f"{data.iters} step(s) on {dev}" + (f", {info.world_size} processes" if info.distributed else "")
                 + f"; writing to {out}")
             started = time.perf_counter()
@@ -378,19 +417,48 @@ def _read_resume(resume: str | os.PathLike[str] | None, detector: nn.Module, say
     return ckpt
 
 
+def default_workers() -> int:
+    """Processes (or threads) for the work before the first epoch: the CPU cores this process may use, shared by
+    the torchrun ranks on this machine (``LOCAL_WORLD_SIZE``), at most :data:`MAX_DEFAULT_WORKERS`."""
+    from visionkit.parallel import available_cores
+
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return max(1, min(MAX_DEFAULT_WORKERS, available_cores() // local))
+
+
+def _check_images(train_ds: DetectionDataset, val_ds: DetectionDataset | None, options: TrainOptions,
+                  info: DistInfo, *, progress: bool, log: Log) -> dict[str, Any]:
+    """Decode every training and validation image once (:mod:`visionkit.engine.precheck`), report the
+    unreadable ones and leave them out (or stop, with ``strict``)."""
+    from visionkit.engine.precheck import check_images, report_unreadable
+    from visionkit.engine.progress import ProgressLine
+
+    n = len(train_ds) + (len(val_ds) if val_ds is not None else 0)
+    with ProgressLine(f"checking {n} images", enabled=progress) as line:
+        checks = check_images({"training": train_ds, "validation": val_ds}, workers=default_workers(),
+                              progress=line, rank=info.rank, world_size=info.world_size,
+                              gather=lambda found: all_gather_objects(info, found))
+    report_unreadable(checks, strict=options.strict, log=log)
+    return checks
+
+
 def _build_data(train_ds: DetectionDataset, config: Mapping[str, Any], options: TrainOptions,
-                info: DistInfo) -> _TrainingData:
+                info: DistInfo, checks: dict[str, Any] | None = None) -> _TrainingData:
     """Augmented training samples, this rank's shard of each epoch (``DistributedSampler``), the loader."""
     from torch.utils.data import DataLoader, DistributedSampler
 
     max_side = options.max_side or 2 * _head_param(config, "max_size", 1333)
-    train_set = TrainingSet(train_ds, build_train_transforms(options.augment), max_side=max_side)
+    train_set = TrainingSet(train_ds, build_train_transforms(options.augment), max_side=max_side,
+                            skip_unreadable=True)
     sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                  seed=options.seed)
     loader = DataLoader(train_set, batch_size=options.batch_size // info.world_size, sampler=sampler,
                         num_workers=options.workers, collate_fn=collate)
     iters = len(loader) if options.max_steps is None else min(len(loader), options.max_steps)
-    return _TrainingData(train_set, sampler, loader, iters, max_side)
+    return _TrainingData(train_set, sampler, loader, iters, max_side, dict(checks or {}))
 
 
 def _build_optimizer(detector: nn.Module, options: TrainOptions, iters: int) -> tuple[torch.optim.Optimizer, Any]:
@@ -426,9 +494,26 @@ def _detection_loop(setup: _DetectorSetup, data: _TrainingData, val_ds: Detectio
                                 "torchvision-style detector (train mode: model(images, targets) -> {name: loss})")
         return loss_dict
 
+    skipped_in_epoch: dict[int, int] = {}
+
     def batches(epoch: int) -> Any:
         data.sampler.set_epoch(epoch - 1)
-        return data.loader
+        skipped_in_epoch[epoch] = 0
+        for batch in data.loader:
+            for item in batch.skipped:
+                skipped_in_epoch[epoch] += 1
+                log(f"warning: epoch {epoch}: left {item.file} out of its batch: {item.reason} (it decoded before "
+                    "training: changed on disk?)")
+            if _any_rank(info, not batch.images):  # every rank skips the step together (DDP steps in lockstep)
+                continue
+            yield batch
+
+    def epoch_info(epoch: int) -> dict[str, Any]:
+        before = len(data.checks["training"].unreadable) if "training" in data.checks else 0
+        during = skipped_in_epoch.get(epoch, 0)
+        if info.distributed:
+            during = int(all_reduce_mean(info, torch.tensor([float(during)])).item() * info.world_size + 0.5)
+        return {"skipped_images": before + during}
 
     def coco_stats(module: nn.Module) -> dict[str, float] | None:
         got = _evaluate(module, val_ds, dev, info, options.eval_batch_size, options.amp) if val_ds else None
@@ -442,10 +527,35 @@ def _detection_loop(setup: _DetectorSetup, data: _TrainingData, val_ds: Detectio
         model=model, optimizer=optimizer, scheduler=scheduler, step=step, batches=batches, epochs=options.epochs,
         evaluation=Evaluation(coco_stats, metric="AP", shown=("AP", "AP50")) if val_ds is not None else None,
         checkpoint=CheckpointPolicy(out, setup.class_names, setup.checkpoint_config, train=options.to_dict(),
-                                    half=options.half_checkpoints),
+                                    half=options.half_checkpoints, data=data.record),
         max_steps=data.iters, seed=options.seed, rank=info.rank, world_size=info.world_size, is_main=info.is_main,
         batch_items=lambda batch: len(batch[0]), log=log, progress=progress, plot=True, on_step=callback,
+        epoch_info=epoch_info,
     )
+
+
+def _any_rank(info: DistInfo, flag: bool) -> bool:
+    """Whether ``flag`` holds on any rank (one small all-reduce under torchrun)."""
+    if not info.distributed:
+        return flag
+    return bool(all_reduce_mean(info, torch.tensor([float(flag)])).item() > 0)
+
+
+def _run_before_training(setup: _DetectorSetup, data: _TrainingData, val_ds: DetectionDataset | None,
+                         dev: torch.device, options: TrainOptions, info: DistInfo, out: Path, *, progress: bool,
+                         log: Log) -> None:
+    """The head's declared ``before_training`` (R-CNN / Fast R-CNN: proposals up front), on every rank."""
+    before_training = optional(setup.detector, "head", "before_training")
+    if before_training is None:
+        return
+    from visionkit.engine.progress import ProgressLine
+
+    before_training(BeforeTrainingContext(
+        train_images=data.train_set.images(), val_images=DatasetImages(val_ds),
+        workers=options.proposal_workers or default_workers(), options=options, out_dir=out, device=dev,
+        rank=info.rank, world_size=info.world_size, barrier=lambda: barrier(info),
+        progress=lambda description: ProgressLine(description, enabled=progress), log=log,
+    ))
 
 
 def _run_after_training(setup: _DetectorSetup, data: _TrainingData, val_ds: DetectionDataset | None,
@@ -453,7 +563,7 @@ def _run_after_training(setup: _DetectorSetup, data: _TrainingData, val_ds: Dete
     """The head's declared second stage (R-CNN's SVMs), on rank 0 after the last epoch, if it has one."""
     after_training = optional(setup.detector, "head", "after_training")
     if after_training is not None:
-        after_training(_after_training_context(data.train_set.ds, data.max_side, val_ds, dev, options, out,
+        after_training(_after_training_context(data.train_set.untransformed(), val_ds, dev, options, out,
                                                setup.class_names, setup.checkpoint_config, say))
 
 
@@ -481,7 +591,7 @@ def _evaluate(module: nn.Module, val: DetectionDataset, device: torch.device, in
 
 
 
-def _after_training_context(train_ds: DetectionDataset, max_side: int, val_ds: DetectionDataset | None,
+def _after_training_context(train_samples: TrainingSet, val_ds: DetectionDataset | None,
                             dev: torch.device, options: TrainOptions, out: Path, class_names: Mapping[int, str],
                             config: Mapping[str, Any], say: Log) -> AfterTrainingContext:
     """What a head's ``after_training`` stage gets (rank 0, after the last epoch): the un-augmented training
@@ -494,7 +604,7 @@ def _after_training_context(train_ds: DetectionDataset, max_side: int, val_ds: D
         return None if got is None else dict(got[0].stats)
 
     return AfterTrainingContext(
-        train_samples=TrainingSet(train_ds, None, max_side=max_side), train_dataset=train_ds, val_dataset=val_ds,
+        train_samples=train_samples, train_dataset=train_samples.ds, val_dataset=val_ds,
         out_dir=out, device=dev, options=options, class_names=class_names, config=config, evaluate=evaluate,
         log=say,
     )

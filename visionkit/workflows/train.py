@@ -42,7 +42,8 @@ def train(
     val_images: PathLike | None = None, val_annotations: PathLike | None = None, epochs: int | None = None,
     batch_size: int | None = None, lr: float | None = None,
     optimizer: str | None = None, schedule: str | None = None, amp: bool | None = None, workers: int | None = None,
-    seed: int | None = None, threads: int | None = None, resume: PathLike | None = None, weights: str | None = None,
+    seed: int | None = None, threads: int | None = None, strict: bool | None = None, resume: PathLike | None = None,
+    weights: str | None = None,
     freeze_stages: int | None = None, out: PathLike | None = None, device: str | None = None,
     overrides: Sequence[str] = (), host: Host | None = None, progress: bool = False,
     log: Callable[[str], None] | None = None,
@@ -57,6 +58,11 @@ def train(
     COCO captions JSON). Keyword options override the config's ``train:`` section; ``overrides`` are
     ``key.path=value`` strings. Every epoch writes ``last.pt``/``best.pt`` atomically; ``resume`` continues a
     stopped run to the same final weights. Under ``torchrun`` it trains with DistributedDataParallel.
+
+    Detection heads first decode every training and validation image once (in parallel): the ones that do
+    not decode are logged and left out (the rows' ``skipped_images`` and the checkpoints' ``data`` entry
+    count and name them), or, with ``strict`` (``train.strict``), stop the run before the first epoch with
+    an :class:`~visionkit.errors.InputError`; a dataset without one decodable image is that error too.
     """
     from visionkit.api import _host, load_config, plain_option
     from visionkit.config import resolve_config
@@ -72,7 +78,8 @@ def train(
     pipeline, section = split_training_config(load_config(config, overrides))
     resolved = apply_freeze(resolve_config(pipeline), host, freeze_stages)
     options = parse_train_options(section, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                                  schedule=schedule, amp=amp, workers=workers, seed=seed, threads=threads)
+                                  schedule=schedule, amp=amp, workers=workers, seed=seed, threads=threads,
+                                  strict=strict)
     resume_path = Path(resume) if resume is not None else None
     out_dir = Path(out) if out is not None else (
         resume_path.parent if resume_path is not None else next_run_dir(Path("runs") / "train"))
