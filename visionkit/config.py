@@ -125,7 +125,8 @@ def apply_overrides(config: Mapping[str, Any], sets: Iterable[str]) -> dict[str,
         keys = [k.strip() for k in path.split(".")]
         if not all(keys):
             raise UsageError(f"--set '{item}': empty key in '{path}'")
-        value = parse_yaml(raw, f"--set '{item}'", error=ConfigError, malformed=raw) if raw.strip() else ""
+        shown = item if len(item) <= 60 else f"{path}={raw[:20]}..."
+        value = parse_yaml(raw, f"--set '{shown}'", error=ConfigError, malformed=raw) if raw.strip() else ""
         node = out
         for i, key in enumerate(keys[:-1]):
             nxt = node.get(key)

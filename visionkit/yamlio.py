@@ -32,8 +32,9 @@ def parse_yaml(text: str, name: str, *, error: type[VisionkitError] = InputError
     ``malformed`` given, a syntax error returns it instead of raising (``--set`` takes unparsable text as a
     string); too much expansion, recursion and unreadable values still raise.
     """
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader refuses control characters (NUL...) right here
         node = loader.get_single_node()
         if node is None:
             return None
@@ -44,6 +45,8 @@ def parse_yaml(text: str, name: str, *, error: type[VisionkitError] = InputError
             return malformed
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        if isinstance(exc, yaml.reader.ReaderError):
+            where = f" at character {exc.position}"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise error(f"malformed YAML in {name}{where}: {problem}; fix the syntax") from None
     except RecursionError:
@@ -55,7 +58,8 @@ def parse_yaml(text: str, name: str, *, error: type[VisionkitError] = InputError
             text = f"an integer of more than {sys.get_int_max_str_digits()} digits"
         raise error(f"{name}: a value YAML cannot read ({text}); fix it") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
