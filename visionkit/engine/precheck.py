@@ -130,7 +130,8 @@ def report_unreadable(checks: Mapping[str, ImageCheck], *, strict: bool, log: Ca
             raise InputError(f"none of the {total} {check.what} image(s) of {check.dataset.source} can be decoded "
                              f"(e.g. {first.file}: {first.reason}); check the images (visionkit data check) and "
                              "the image folder (--images)")
-        then = "stopping (--strict)" if strict else "training without them (--strict stops instead)"
+        verb = "training" if check.what == "training" else "evaluating"
+        then = "stopping (--strict)" if strict else f"{verb} without them (--strict stops instead)"
         log(f"warning: {n} of {total} {check.what} image(s) cannot be decoded; {then}:")
         for item in check.unreadable[:SHOWN]:
             log(f"  {item.file}: {item.reason}")

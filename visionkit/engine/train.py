@@ -355,8 +355,8 @@ def train_detector(
             _run_before_training(setup, data, val_ds, dev, options, info, out, progress=progress, log=say)
             left_out = len(checks["training"].unreadable)
             say(f"training {optional(setup.detector, 'head', 'arch', type(setup.detector).__name__)} on "
-                f"{len(train_ds)} images" + (f" ({left_out} unreadable left out)" if left_out else "")
-                + f" ({setup.num_classes - 1} class(es)) for {options.epochs} epoch(s) x "
+                f"{len(train_ds)} images (" + (f"{left_out} unreadable left out, " if left_out else "")
+                + f"{setup.num_classes - 1} class(es)) for {options.epochs} epoch(s) x "
                 f"{data.iters} step(s) on {dev}" + (f", {info.world_size} processes" if info.distributed else "")
                 + f"; writing to {out}")
             started = time.perf_counter()
