@@ -75,9 +75,6 @@ class SingleMapBackbone(nn.Module):
     (what torchvision's ``GoogLeNet`` does with those weights).
     """
 
-    feature_names: list[str]
-    roi_feature_names: list[str]
-
     def __init__(
         self,
         body: nn.Module,
@@ -95,8 +92,9 @@ class SingleMapBackbone(nn.Module):
         self.stride = stride
         self.stages: list[tuple[str, ...]] = [tuple(s) for s in stages]
         self.transform_input = transform_input
-        self.feature_names = ["0"]
-        self.roi_feature_names = ["0"]
+        # annotated here, not in the class body: TorchScript cannot read the class's string annotations
+        self.feature_names: list[str] = ["0"]
+        self.roi_feature_names: list[str] = ["0"]
         self.default_anchor_sizes = SINGLE_MAP_ANCHOR_SIZES
         self.default_aspect_ratios = (ASPECT_RATIOS,)
         self.detection_defaults: dict[str, Any] = {}
@@ -105,7 +103,7 @@ class SingleMapBackbone(nn.Module):
         """Keep ``requires_grad`` on the last ``trainable_layers`` stages of ``body`` only."""
         freeze_stages(self.body, self.stages, trainable_layers)
 
-    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # an OrderedDict (TorchScript's Dict)
         if self.transform_input:  # as torchvision's GoogLeNet._transform_input
             x = torch.cat([
                 x[:, 0:1] * (0.229 / 0.5) + (0.485 - 0.5) / 0.5,
