@@ -42,6 +42,6 @@ def export_cmd(
     size = result.file.stat().st_size / 1e6
     typer.echo(f"wrote {result.file} ({size:.1f} MB) and {result.metadata_file}")
     for c in result.checks:
-        typer.echo(f"checked {c['image']}: {c['detections']} detection(s) above the score threshold, boxes within "
+        typer.echo(f"checked {c['image']}: {c['detections']} detection(s), boxes within "
                    f"{c['max_box_diff']:.2g} px and scores within {c['max_score_diff']:.2g} of the eager detector")
 

@@ -276,12 +276,11 @@ def _verify(file: Path, format: str, built: _Built, named: list[tuple[str, torch
         built.warnings.append(f"not checked against the eager detector: {exc}")
         return []
     checks = []
-    threshold = float(built.config.get("score_threshold") or 0.0)
     for name, image in named:
         with torch.inference_mode():
             eager = built.detector([image.float().div(255.0)])[0]
-        got = compare_detections((eager["boxes"], eager["scores"], eager["labels"]), run(image),
-                                 score_threshold=threshold)
+        # every detection the network returns, not only those above the config's threshold
+        got = compare_detections((eager["boxes"], eager["scores"], eager["labels"]), run(image))
         checks.append({"image": name, **got})
         if not got["passed"]:
             raise VisionkitError(
@@ -303,12 +302,12 @@ def export(
     ``weights``: a torchvision weights name, a checkpoint or ``None`` (default: the config's, else ``DEFAULT``),
     as :meth:`visionkit.Pipeline.from_config`. ONNX: ``dynamic=True`` takes any height and width, else
     ``input_size`` (``"H,W"`` or a pair) is the one size the file takes; ``opset`` (default 17) in
-    :data:`OPSETS`. TorchScript takes any size. ``check_images`` (paths, arrays, tensors: what the API takes)
-    are run through the file and the eager detector, which must agree (boxes within 0.05 px, scores within
-    1e-4, as :func:`~visionkit.workflows.exported.compare_detections`; default: one synthetic image); else
-    nothing is written and :class:`VisionkitError` says by how much they differ. ``out`` defaults to
-    ``runs/export/<weights stem>.onnx`` (``.torchscript``); a folder (or a path without a suffix) gets that
-    name inside.
+    :data:`OPSETS`. TorchScript takes any size. ``check_images`` (paths, arrays, tensors: what the API takes;
+    default: one synthetic image) are run through the file and the eager detector, whose detections (all of
+    them, whatever their score) must agree: boxes within 0.05 px, scores within 1e-4, as
+    :func:`~visionkit.workflows.exported.compare_detections`; else nothing is written and
+    :class:`VisionkitError` says by how much they differ. ``out`` defaults to ``runs/export/<weights
+    stem>.onnx`` (``.torchscript``); a folder (or a path without a suffix) gets that name inside.
     """
     from visionkit.api import _host
     from visionkit.atomic import atomic_path, write_json
