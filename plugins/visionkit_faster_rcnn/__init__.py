@@ -1,7 +1,7 @@
 """Built-in plugin: the ``faster-rcnn`` head (torchvision's Faster R-CNN over any visionkit backbone).
 
-See :mod:`.detector` for the calling convention and :mod:`.params` for the parameters. Importing this
-module imports no torch.
+See :mod:`.detector` for the calling convention, :mod:`.params` for the parameters and :mod:`.export` for the
+network ``visionkit export`` writes (the head's ``export_module``). Importing this module imports no torch.
 """
 
 from __future__ import annotations
@@ -21,5 +21,6 @@ __getattr__ = lazy_exports(__name__, _LAZY)
 def register_heads(register: Register) -> None:
     register(
         "faster-rcnn", ".detector:build_faster_rcnn", params=".params:FasterRCNNParams",
-        description="Faster R-CNN (RPN + RoI heads, torchvision's modules); torchvision COCO weights load by name",
+        description="Faster R-CNN (RPN + RoI heads, torchvision's modules); torchvision COCO weights load by name; "
+                    "exports to ONNX and TorchScript",
     )
