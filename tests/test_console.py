@@ -56,3 +56,40 @@ def test_count_lists_files_and_frames_without_decoding(tmp_path):
     (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in on_disk[:5]))
     assert pipe.count([str(tmp_path / "list.txt"), str(IMAGES)]) == 5 + 3
     assert pipe.count("0") is None  # a camera cannot tell
+
+
+def test_out_is_never_mixed_with_another_run_and_classes_ids_are_checked(cli, tmp_path):
+    out = tmp_path / "run"
+    assert cli("detect", IMAGES, "--weights", WEIGHTS, "--out", out, "--quiet").exit_code == 0
+    before = sorted(p.name for p in out.iterdir())
+    res = cli("detect", IMAGES, "--weights", WEIGHTS, "--out", out, "--quiet")
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    assert f"--out {out} already holds {len(before)} entries" in res.output and "--exist-ok" in res.output
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing was written
+    res = cli("detect", IMAGES, "--weights", WEIGHTS, "--out", out, "--quiet", "--exist-ok")
+    assert res.exit_code == 0 and sorted(p.name for p in out.iterdir()) == before  # same names replaced
+    res = cli("propose", IMAGES, "--mode", "fast", "--top", "5", "--out", out, "--quiet")
+    assert res.exit_code == 2 and "already holds" in res.output
+    # --classes: an id the model does not have is refused like an unknown name (the raccoon model: 1 raccoon)
+    res = cli("detect", IMAGES, "--weights", WEIGHTS, "--out", tmp_path / "c", "--classes", "7", "--quiet")
+    assert res.exit_code == 2 and res.output.strip() == \
+        "error: --classes: the model has no class id 7; its classes are 1 raccoon"
+    assert cli("detect", IMAGES, "--weights", WEIGHTS, "--out", tmp_path / "d", "--classes", "1",
+               "--quiet").exit_code == 0
+
+
+def test_show_refuses_with_one_line_where_no_window_can_open(cli, tmp_path, monkeypatch):
+    import cv2
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    res = cli("detect", IMAGES, "--weights", WEIGHTS, "--out", tmp_path / "a", "--show")
+    assert res.exit_code == 2 and res.output.strip() == ("error: sink 'show': no display here (DISPLAY and "
+                                                         "WAYLAND_DISPLAY are unset); --show needs a desktop session")
+    assert not (tmp_path / "a").exists()  # refused before anything ran
+    gui = [line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")]
+    if gui and gui[0].split(":", 1)[1].strip().upper() == "NONE":  # the headless OpenCV visionkit depends on
+        monkeypatch.setenv("DISPLAY", ":0")
+        res = cli("detect", IMAGES, "--weights", WEIGHTS, "--out", tmp_path / "b", "--show")
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+        assert "headless build" in res.output and "pip install opencv-contrib-python" in res.output

@@ -111,7 +111,7 @@ def test_kill_9_leaves_valid_jsonl_and_the_next_run_cleans_up(tmp_path):
     leftovers = temp_files(out)
     assert [p.name for p in leftovers] and all(p.name.startswith(".car-detection.mp4.") for p in leftovers)
 
-    again = detect(out, "--set", "sources.video.max_frames=4")
+    again = detect(out, "--set", "sources.video.max_frames=4", "--exist-ok")  # the folder holds the dead run's JSONL
     _, stderr = again.communicate(timeout=120)
     assert again.returncode == 0, stderr
     assert temp_files(out) == []

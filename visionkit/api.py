@@ -293,22 +293,25 @@ class Pipeline:
         return count_frames(_inputs(inputs), self.config, self.host)
 
     def run(self, inputs: PathLike | Sequence[PathLike], out: PathLike | None = None, *, save: bool = True,
-            on_item: Callable[[Frame | BadItem], None] | None = None,
+            exist_ok: bool = False, on_item: Callable[[Frame | BadItem], None] | None = None,
             on_result: Callable[[Frame, Detections, float], None] | None = None) -> RunSummary:
         """Run over ``inputs`` and write the config's sinks (annotated images and videos, ``predictions.jsonl``,
         ...) under ``out`` (default ``runs/detect/runN``): exactly ``visionkit detect``. Decoding and writing run
         in background threads. ``save=False`` skips the annotated images and videos. Bad inputs are
-        skipped and listed in the summary's ``bad``. ``on_item`` is called once per frame or bad item,
+        skipped and listed in the summary's ``bad``. An ``out`` that holds files already is refused unless
+        ``exist_ok`` (same names are then replaced). ``on_item`` is called once per frame or bad item,
         ``on_result(frame, detections, seconds)`` once per frame with its detections and model time."""
-        from visionkit.outputs import check_output_dir
+        from visionkit.outputs import check_fresh_output_dir
         from visionkit.pipeline import RunInterrupted, Runner, build_sinks, next_run_dir
         from visionkit.workflows import distributed
 
         names = list(self.config.get("sinks") or {})
         only = None if save else [n for n in names if n not in ("annotated-images", "annotated-video")]
+        if out is not None:
+            check_fresh_output_dir(out, exist_ok=exist_ok)
         if distributed.launched():
             return self._run_distributed(_inputs(inputs), out, only, on_item, on_result)
-        out_dir = check_output_dir(out) if out is not None else next_run_dir(Path("runs") / "detect")
+        out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "detect")
         items = _open(_inputs(inputs), self.config, self.host)
         sinks = build_sinks(self.config, self.host, out_dir, self.class_names, only=only)
         self.tracking = tracking = self._tracking()
@@ -394,16 +397,19 @@ class ProposerPipeline:
                              "visionkit.Proposals; the plugin breaks the Proposer contract (visionkit.components)")
         return result
 
-    def run(self, inputs: PathLike | Sequence[PathLike], out: PathLike | None = None, *,
+    def run(self, inputs: PathLike | Sequence[PathLike], out: PathLike | None = None, *, exist_ok: bool = False,
             on_item: Callable[[Frame | BadItem], None] | None = None) -> RunSummary:
-        """Proposals for every input: a JSON file per image and the top N drawn (``visionkit propose``)."""
-        from visionkit.outputs import check_output_dir
+        """Proposals for every input: a JSON file per image and the top N drawn (``visionkit propose``). An
+        ``out`` that holds files already is refused unless ``exist_ok``."""
+        from visionkit.outputs import check_fresh_output_dir
         from visionkit.pipeline import Runner, build_sinks, next_run_dir
         from visionkit.workflows import distributed
 
+        if out is not None:
+            check_fresh_output_dir(out, exist_ok=exist_ok)
         if distributed.launched():
             return self._run_distributed(_inputs(inputs), out, on_item)
-        out_dir = check_output_dir(out) if out is not None else next_run_dir(Path("runs") / "propose")
+        out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "propose")
         items = _open(_inputs(inputs), self.config, self.host)
         sinks = build_sinks(self.config, self.host, out_dir, None)
         with self.inference() as (infer, batch_size):  # worker processes forked before the run's threads start

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from visionkit.errors import UsageError
 
-__all__ = ["check_output_dir"]
+__all__ = ["check_output_dir", "check_fresh_output_dir"]
 
 
 def check_output_dir(path: str | os.PathLike[str], flag: str = "--out") -> Path:
@@ -46,4 +46,22 @@ def check_output_dir(path: str | os.PathLike[str], flag: str = "--out") -> Path:
                          "choose a writable folder") from None
     os.close(fd)
     os.unlink(name)
+    return target
+
+
+def check_fresh_output_dir(path: str | os.PathLike[str], *, exist_ok: bool = False, flag: str = "--out") -> Path:
+    """:func:`check_output_dir`, and unless ``exist_ok`` the folder must be new or empty, so the outputs of two
+    runs are never mixed in one folder. Hidden entries (a killed run's temporary files, which the next run
+    removes) do not count."""
+    target = check_output_dir(path, flag)
+    if exist_ok or not target.is_dir():
+        return target
+    try:
+        entries = sorted(e.name for e in os.scandir(target) if not e.name.startswith("."))
+    except OSError as exc:
+        raise UsageError(f"{flag} {target}: cannot list it ({exc.strerror or exc}); give another folder") from None
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise UsageError(f"{flag} {target} already holds {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} "
+                         f"({shown}); give a new folder, or --exist-ok to write into it (same names are replaced)")
     return target

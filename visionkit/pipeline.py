@@ -314,6 +314,10 @@ def class_filter(classes: Sequence[str] | None, class_names: Mapping[int, str]) 
             if not part:
                 continue
             if part.isdigit():
+                if class_names and int(part) not in class_names:
+                    known = ", ".join(f"{k} {v}" for k, v in list(class_names.items())[:8])
+                    more = ", ..." if len(class_names) > 8 else ""
+                    raise UsageError(f"--classes: the model has no class id {part}; its classes are {known}{more}")
                 keep.add(int(part))
             elif part.lower() in by_name:
                 keep.add(by_name[part.lower()])

@@ -2,7 +2,7 @@
 
 Sources: ``images`` (files, folders, globs, ``.txt`` lists), ``video`` (files via FFmpeg),
 ``stream`` (rtsp/rtmp/http(s) URLs), ``camera`` (webcam index). Sinks: ``annotated-images``,
-``annotated-video``, ``coco-json``, ``jsonl``, ``proposals-json``, ``crops``, ``yolo-txt``. Everything is
+``annotated-video``, ``coco-json``, ``jsonl``, ``proposals-json``, ``crops``, ``yolo-txt``, ``show``. Everything is
 registered as import references (:mod:`.sources`, :mod:`.video`, :mod:`.sinks`, :mod:`.video_sink`,
 :mod:`.labels`), so importing this module
 imports neither OpenCV nor PyAV nor torch.
@@ -41,5 +41,7 @@ def register_sinks(register: Register) -> None:
              description="One JSON file per image with its ranked proposals (xyxy boxes and scores)")
     register("crops", ".labels:CropsSink", params=".labels:CropsParams",
              description="Each detection cut out as a JPEG under crops/<class>/ (detect --save-crops)")
+    register("show", ".show:ShowSink", params=".show:ShowParams", aliases=("window",),
+             description="Each annotated frame in an OpenCV window (detect --show; needs a display and a GUI OpenCV)")
     register("yolo-txt", ".labels:YoloTxtSink", params=".labels:YoloTxtParams", aliases=("yolo-labels",),
              description="YOLO label files (class cx cy w h [score], normalised) under labels/ (detect --save-txt)")

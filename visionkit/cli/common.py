@@ -123,7 +123,7 @@ def report(summary: Any, quiet: bool, what: str, class_names: Mapping[int, str] 
             tracked = ", ".join(f"{n} {names.get(c, f'class {c}')}" for c, n in tracks.items())
             typer.echo(f"{sum(tracks.values())} track(s)" + (f": {tracked}" if tracked else ""))
         stages = getattr(summary, "stage_seconds", None)
-        if stages and summary.items:
+        if stages and summary.items and any(stages.values()):  # a merged torchrun job has none to give
             per = {k: 1000 * v / summary.items for k, v in stages.items()}
             typer.echo(f"per frame: decode {per['decode']:.1f} ms, model {per['model']:.1f} ms, write "
                        f"{per['write']:.1f} ms (decode and write run in background threads, beside the model)")

@@ -31,7 +31,10 @@ def detect(
     track: bool = typer.Option(False, "--track", help="Give each detection a track id that persists across the "
                                "frames of a video, a stream or a folder of frames (the config's 'track' "
                                "tracker, else ByteTrack; --set track=sort for SORT)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: runs/detect/runN)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: runs/detect/runN); refused when "
+                             "it holds files already, unless --exist-ok."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into an --out folder that holds files already "
+                                  "(same names are replaced)."),
     save: bool = typer.Option(True, "--save/--no-save", help="Write annotated images and videos."),
     save_frames: bool = typer.Option(False, "--save-frames", help="Also write an annotated JPEG per video frame "
                                      "(a video gets its annotated MP4 either way)."),
@@ -40,6 +43,8 @@ def detect(
     save_txt: bool = typer.Option(False, "--save-txt", help="Write YOLO label files (class cx cy w h, "
                                   "normalised) under labels/, with labels/classes.txt."),
     save_conf: bool = typer.Option(False, "--save-conf", help="With --save-txt: add each detection's score."),
+    show: bool = typer.Option(False, "--show", help="Show each annotated frame in a window (needs a display and "
+                              "a GUI build of OpenCV; q closes it)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Detect objects in images, folders, videos, cameras and streams."""
@@ -52,7 +57,8 @@ def detect(
     pipe = Pipeline.from_config(config, device=device, precision=precision, batch_size=batch_size,
                                 score_threshold=score_threshold, classes=classes, stride=stride,
                                 track=True if track else None,
-                                overrides=[*_sink_flags(save_frames, save_crops, save_txt, save_conf), *(set_ or [])],
+                                overrides=[*_sink_flags(save_frames, save_crops, save_txt, save_conf, show),
+                                           *(set_ or [])],
                                 host=common.host(ctx), **kwargs)
     if main_rank:
         common.warn(pipe.warnings)
@@ -60,12 +66,12 @@ def detect(
     bar, on_item, _ = common.progress(quiet, total)
     on_result = None if quiet else common.result_lines(bar, total, pipe.class_names)
     with bar:
-        summary = pipe.run(source, out, save=save, on_item=on_item, on_result=on_result)
+        summary = pipe.run(source, out, save=save, exist_ok=exist_ok, on_item=on_item, on_result=on_result)
     if main_rank:
         common.report(summary, quiet, "detections", pipe.class_names)
 
 
-def _sink_flags(save_frames: bool, save_crops: bool, save_txt: bool, save_conf: bool) -> list[str]:
+def _sink_flags(save_frames: bool, save_crops: bool, save_txt: bool, save_conf: bool, show: bool) -> list[str]:
     """The ``--set`` overrides the output switches stand for (a later ``--set`` still wins)."""
     from visionkit.errors import UsageError
 
@@ -74,7 +80,8 @@ def _sink_flags(save_frames: bool, save_crops: bool, save_txt: bool, save_conf: 
     return [*(["sinks.annotated-images.video_frames=true"] if save_frames else []),
             *(["sinks.crops={}"] if save_crops else []),
             *(["sinks.yolo-txt={}"] if save_txt else []),
-            *(["sinks.yolo-txt.save_conf=true"] if save_conf else [])]
+            *(["sinks.yolo-txt.save_conf=true"] if save_conf else []),
+            *(["sinks.show={}"] if show else [])]
 
 
 def _total(total: int | None) -> int | None:
@@ -97,7 +104,9 @@ def propose(
                                 "proposals as 1; the proposer's own threads: --set proposer.workers=N)."),
     config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML) with a 'proposer' section."),
     set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set proposer.sigma=0.8."),
-    out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: runs/propose/runN)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: runs/propose/runN); refused when "
+                             "it holds files already, unless --exist-ok."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into an --out folder that holds files already."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Generate ranked region proposals (selective search by default): JSON per image + the top-N drawn."""
@@ -110,6 +119,6 @@ def propose(
                                         host=common.host(ctx), mode=mode, color_spaces=color_spaces)
     bar, on_item, _ = common.progress(quiet, None if quiet else _total(common.image_total(source)))
     with bar:
-        summary = pipe.run(source, out, on_item=on_item)
+        summary = pipe.run(source, out, exist_ok=exist_ok, on_item=on_item)
     if main_rank:
         common.report(summary, quiet, "proposals")

@@ -405,7 +405,7 @@ def _merge(shards: list[_Shard], config: Mapping[str, Any], host: Host, out_dir:
     import torch
 
     from visionkit.pipeline import Runner, RunSummary, build_sinks
-    from visionkit.types import Frame
+    from visionkit.types import Detections, Frame
 
     frames = sorted((f for s in shards for f in s.frames), key=lambda f: f[0])
     order = {key: i for i, (key, _, _) in enumerate(frames)}
@@ -418,6 +418,10 @@ def _merge(shards: list[_Shard], config: Mapping[str, Any], host: Host, out_dir:
 
     results = [r for _, _, r in frames]
     summary = RunSummary(items=len(frames), detections=sum(len(r) for r in results))
+    for r in results:  # the per-stage times stay unmeasured (zero) in a merged job: they are per rank
+        if isinstance(r, Detections):
+            for label in r.labels.tolist():
+                summary.per_class[label] = summary.per_class.get(label, 0) + 1
     by_sink: dict[str, list[Path]] = {}
     if result_names:
         sinks = build_sinks(config, host, out_dir, class_names, only=result_names)
