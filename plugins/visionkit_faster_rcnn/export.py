@@ -33,7 +33,6 @@ of three changes to a copy of the detector; the live detector is never touched:
 """
 
 import copy
-import functools
 from typing import ClassVar
 
 import torch
@@ -45,18 +44,14 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from visionkit.detection.layers import BoxRegression, RegionPredictor, SoftmaxClassifier
 from visionkit.errors import UsageError
 
+from .detector import _check_channels
+
 # No ``from __future__ import annotations`` here: TorchScript compiles these methods from their real annotations.
 
-__all__ = ["ExactResizeTransform", "ExportableFasterRCNN", "FORMATS", "export_size"]
+__all__ = ["ExactResizeTransform", "ExportableFasterRCNN", "FORMATS", "export_module"]
 
 #: the formats this head exports to
 FORMATS = ("onnx", "torchscript")
-
-
-def export_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """The ``(height, width)`` eager torchvision resizes an image to (float64, truncated), in plain Python."""
-    scale = min(float(min_size) / min(height, width), float(max_size) / max(height, width))
-    return int(height * scale), int(width * scale)
 
 
 @torch.jit.unused
@@ -71,7 +66,10 @@ def _traced_resize(image: Tensor, min_size: float, max_size: float) -> Tensor:
 
 
 class ExactResizeTransform(GeneralizedRCNNTransform):
-    """torchvision's transform whose eval-mode resize gives eager's output size when traced or scripted too."""
+    """torchvision's transform whose resize gives eager's output size when traced or scripted too.
+
+    For inference only (what is exported never trains): ``target`` is passed through unchanged.
+    """
 
     def resize(self, image: Tensor, target: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor] | None]:
         min_size = float(self.min_size[-1])
@@ -120,8 +118,8 @@ class ExportableFasterRCNN(nn.Module):
         super().__init__()
         model = copy.deepcopy(detector).eval()
         hooks = model.backbone._forward_hooks
-        for key in [k for k, hook in hooks.items() if isinstance(hook, functools.partial)]:
-            del hooks[key]  # visionkit's channel check (a partial): not scriptable, not needed for a fixed model
+        for key in [k for k, hook in hooks.items() if getattr(hook, "func", None) is _check_channels]:
+            del hooks[key]  # the head's channel check (a partial): not scriptable, not needed for a built model
         old = model.transform
         self.transform = ExactResizeTransform(
             old.min_size, old.max_size, old.image_mean, old.image_std, size_divisible=old.size_divisible
@@ -146,6 +144,8 @@ class ExportableFasterRCNN(nn.Module):
         }
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError("the image must be uint8 RGB [3, H, W]")
         x = image.float() / 255.0
         size = x.shape[-2:]
         original: list[tuple[int, int]] = [(size[0], size[1])]

@@ -39,8 +39,10 @@ FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".torchscript"}
 DEFAULT_OPSET = 17
 #: opsets the TorchScript-based ONNX exporter writes with RoIAlign, NMS and a Resize to explicit sizes
 OPSETS = range(11, 21)
-#: the image traced for ONNX when the height and width are dynamic, and the default check image's size
+#: the image traced for ONNX when the height and width are dynamic (a default check image too)
 TRACE_SIZE = (480, 640)
+#: the other default check image of a file that takes any size: portrait, so the other side is the short one
+OTHER_SIZE = (500, 375)
 
 _UNSET: Any = object()
 
@@ -251,11 +253,13 @@ def _metadata(built: _Built, format: str, file_name: str, dynamic: bool, size: t
 
 def _named_images(images: Sequence[Any], example: torch.Tensor,
                   size: tuple[int, int] | None) -> list[tuple[str, torch.Tensor]]:
-    """The check images as ``(name, uint8 [3, H, W])`` (default: the traced example); all ``size`` when static."""
+    """The check images as ``(name, uint8 [3, H, W])``; all ``size`` when static. Default: the traced example, and
+    for a file that takes any size also a portrait image, so the check sees the graph at a size it was not traced at."""
     from visionkit.api import to_image
 
+    defaults = [example] if size is not None else [example, _synthetic_image(OTHER_SIZE)]
     named = [(str(i) if isinstance(i, (str, os.PathLike)) else f"image {n + 1}", to_image(i))
-             for n, i in enumerate(images)] or [(f"synthetic {example.shape[1]}x{example.shape[2]}", example)]
+             for n, i in enumerate(images)] or [(f"synthetic {d.shape[1]}x{d.shape[2]}", d) for d in defaults]
     wrong = [f"{name} ({img.shape[1]}x{img.shape[2]})" for name, img in named
              if size is not None and tuple(img.shape[1:]) != size]
     if wrong:
