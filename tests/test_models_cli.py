@@ -106,11 +106,13 @@ class TinyHeadParams:
 
 
 class TinyPlugin:
-    """A third-party backbone and head declaring weights_enum and pretrained_weights_enums on their params."""
+    """A third-party backbone and head declaring weights_enum and pretrained_weights_enums on their params, and a
+    backbone whose params module does not exist."""
 
     @visionkit.hookimpl
     def register_backbones(self, register):
         register("tiny", lambda params: None, params=TinyParams)
+        register("broken", lambda params: None, params="visionkit_no_such_module:Params")  # imported when used
 
     @visionkit.hookimpl
     def register_heads(self, register):
@@ -122,6 +124,7 @@ def test_a_plugins_declared_weights_are_listed(cli):
     assert [r["name"] for r in rows if r["component"] == "tiny"] == ["ResNet18_Weights.IMAGENET1K_V1"]
     heads = [(r["backbone"], r["name"]) for r in rows if r["component"] == "tiny-head"]
     assert heads == [("tiny", "ResNet18_Weights.IMAGENET1K_V1")]  # 'not-registered' is no backbone here
+    assert not [r for r in rows if r["component"] == "broken"]  # its params do not import: left out, no crash
 
 
 def readme_measured() -> dict[str, float]:

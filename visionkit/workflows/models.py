@@ -161,21 +161,33 @@ def _checkpoint_entries(folder: Path) -> Iterator[ModelEntry]:
         )
 
 
+def _params(spec: Any) -> Any:
+    """A component's params class, or ``None`` when its module does not import (``visionkit plugins`` reports that;
+    the listing goes on without it)."""
+    from visionkit.errors import PluginError
+
+    try:
+        return spec.params
+    except PluginError:
+        return None
+
+
 def list_models(*, host: Host | None = None, checkpoints: PathLike | None = None) -> list[ModelEntry]:
     """What can be loaded by name: torchvision weights of the registered backbones and heads, then the checkpoints
-    in ``checkpoints`` (default :func:`default_checkpoints_dir`). Reads no network; imports torchvision."""
+    in ``checkpoints`` (default :func:`default_checkpoints_dir`). Reads no network; imports torchvision. A component
+    whose params class does not import is left out (``visionkit plugins`` names the error)."""
     from visionkit.api import _host
     from visionkit.components import optional
 
     registry = _host(host).registry
     entries: list[ModelEntry] = []
     for spec in registry.specs("backbone"):
-        enum = optional(spec.params, "backbone", "weights_enum")
+        enum = optional(_params(spec), "backbone", "weights_enum")
         if enum is not None:
             entries.extend(_weights_entries("backbone", spec.name, spec.name, enum))
     backbones = set(registry.names("backbone"))
     for spec in registry.specs("head"):
-        by_backbone = optional(spec.params, "head", "pretrained_weights_enums")
+        by_backbone = optional(_params(spec), "head", "pretrained_weights_enums")
         for backbone, enums in (by_backbone() if by_backbone is not None else {}).items():
             if backbone in backbones:
                 for enum in enums:
