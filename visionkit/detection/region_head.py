@@ -149,8 +149,8 @@ def prefill_proposals(proposer: Any, context: BeforeTrainingContext, *, head: st
             computed = 0
         computed += proposer.fill(images, workers=context.workers, on_progress=line)
     context.log(f"proposals of {total} image(s) ready before epoch 1: {computed} computed in "
-                f"{time.perf_counter() - started:.1f} s ({context.workers} process(es)), the others were cached "
-                f"(or mirror images of cached ones) in {proposer.directory}")
+                f"{time.perf_counter() - started:.1f} s ({context.workers} process(es)); the other {total - computed} "
+                f"were cached or repeat an image (or its mirror image); cache: {proposer.directory}")
     return computed
 
 

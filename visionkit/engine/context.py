@@ -49,8 +49,9 @@ class BeforeTrainingContext:
     process stands under torchrun (the member is called on every rank; ``barrier()`` waits for the others).
     ``progress(description)``: a :class:`~visionkit.engine.progress.ProgressLine` (``line(done, total)``,
     a bar on stderr, silent with ``--quiet`` and on ranks other than 0). ``log`` prints one line (rank 0).
-    ``options``: the run's :class:`~visionkit.engine.train.TrainOptions`; ``out_dir``: the run's folder;
-    ``device``: where the model is.
+    ``options``: the run's :class:`~visionkit.engine.train.TrainOptions`; ``out_dir``: the run's folder (it
+    may not exist yet); ``device``: where the model will train (during the stage it is still on the CPU, so a
+    process pool forked then carries no CUDA context).
     """
 
     train_images: Sequence[torch.Tensor]

@@ -344,15 +344,16 @@ def train_detector(
             checks = _check_images(train_ds, val_ds, options, info, progress=progress, log=say)
             train_ds = checks["training"].dataset
             val_ds = checks["validation"].dataset if val_ds is not None else None
-            setup.detector.to(dev)
-            setup.detector.train()
             data = _build_data(train_ds, config, options, info, checks)
             out = Path(out_dir)
+            # before the model moves to the GPU: a fork pool the stage starts then forks no CUDA context
+            _run_before_training(setup, data, val_ds, dev, options, info, out, progress=progress, log=say)
+            setup.detector.to(dev)
+            setup.detector.train()
             loop = _detection_loop(setup, data, val_ds, options, info, dev, out, progress=progress, log=say,
                                    on_step=on_step)
             if ckpt is not None:
                 loop.resume(ckpt, load_model=False)
-            _run_before_training(setup, data, val_ds, dev, options, info, out, progress=progress, log=say)
             left_out = len(checks["training"].unreadable)
             say(f"training {optional(setup.detector, 'head', 'arch', type(setup.detector).__name__)} on "
                 f"{len(train_ds)} images (" + (f"{left_out} unreadable left out, " if left_out else "")
