@@ -505,7 +505,7 @@ def _detection_loop(setup: _DetectorSetup, data: _TrainingData, val_ds: Detectio
                 skipped_in_epoch[epoch] += 1
                 log(f"warning: epoch {epoch}: left {item.file} out of its batch: {item.reason} (it decoded before "
                     "training: changed on disk?)")
-            if _any_rank(info, not batch.images):  # every rank skips the step together (DDP steps in lockstep)
+            if _any_rank(info, not batch.images, dev):  # every rank skips the step together (DDP steps in lockstep)
                 continue
             yield batch
 
@@ -513,7 +513,8 @@ def _detection_loop(setup: _DetectorSetup, data: _TrainingData, val_ds: Detectio
         before = len(data.checks["training"].unreadable) if "training" in data.checks else 0
         during = skipped_in_epoch.get(epoch, 0)
         if info.distributed:
-            during = int(all_reduce_mean(info, torch.tensor([float(during)])).item() * info.world_size + 0.5)
+            during = int(all_reduce_mean(info, torch.tensor([float(during)], device=dev)).item() * info.world_size
+                         + 0.5)
         return {"skipped_images": before + during}
 
     def coco_stats(module: nn.Module) -> dict[str, float] | None:
@@ -535,11 +536,11 @@ def _detection_loop(setup: _DetectorSetup, data: _TrainingData, val_ds: Detectio
     )
 
 
-def _any_rank(info: DistInfo, flag: bool) -> bool:
-    """Whether ``flag`` holds on any rank (one small all-reduce under torchrun)."""
+def _any_rank(info: DistInfo, flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on any rank (one small all-reduce under torchrun, on ``device``: NCCL needs CUDA)."""
     if not info.distributed:
         return flag
-    return bool(all_reduce_mean(info, torch.tensor([float(flag)])).item() > 0)
+    return bool(all_reduce_mean(info, torch.tensor([float(flag)], device=device)).item() > 0)
 
 
 def _run_before_training(setup: _DetectorSetup, data: _TrainingData, val_ds: DetectionDataset | None,
