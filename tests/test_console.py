@@ -93,3 +93,21 @@ def test_show_refuses_with_one_line_where_no_window_can_open(cli, tmp_path, monk
         res = cli("detect", IMAGES, "--weights", WEIGHTS, "--out", tmp_path / "b", "--show")
         assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
         assert "headless build" in res.output and "pip install opencv-contrib-python" in res.output
+
+
+def test_video_frames_are_counted_from_the_header_and_printed_once_a_second(cli, tmp_path):
+    import cv2
+
+    frames = int(cv2.VideoCapture(str(VIDEO)).get(cv2.CAP_PROP_FRAME_COUNT))  # OpenCV's count, independently
+    pipe = visionkit.Pipeline.from_config(weights=str(WEIGHTS), device="cpu")
+    assert pipe.count(VIDEO) == frames
+    pipe = visionkit.Pipeline.from_config(weights=str(WEIGHTS), device="cpu", stride=4)
+    assert pipe.count([str(VIDEO), str(IMAGES)]) == -(-frames // 4) + 3
+    res = cli("detect", VIDEO, "--weights", WEIGHTS, "--out", tmp_path / "v", "--no-save",
+              "--set", "sources.video.max_frames=30")
+    assert res.exit_code == 0, res.output
+    assert "30/30" in res.output  # the total, so the bar shows the time left
+    preds = [json.loads(x) for x in (tmp_path / "v" / "predictions.jsonl").read_text().splitlines()]
+    seconds = sorted({int(p["timestamp"]) for p in preds})
+    shown = re.findall(r"^video car-detection-clip\.mp4 frame (\d+) \(([\d.]+) s\): ", res.output, flags=re.M)
+    assert [int(float(t)) for _, t in shown] == seconds  # one line per second of video, its first frame

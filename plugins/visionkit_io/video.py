@@ -80,6 +80,29 @@ class VideoSource:
     def accepts(self, uri: str) -> bool:
         return not is_url(uri) and Path(os.path.expanduser(uri)).suffix.lower() in VIDEO_EXTENSIONS
 
+    def count(self, uri: str) -> int | None:
+        """The frames ``frames(uri)`` will yield, from each container's frame count (nothing is decoded): every
+        ``stride``-th, over every pass, at most ``max_frames``; ``None`` for an endless loop or a video whose
+        header gives no count."""
+        if self.params.loop < 0:
+            return None
+        if is_glob(uri):
+            from visionkit_io.sources import expand_glob
+
+            paths = expand_glob(uri, VIDEO_EXTENSIONS)
+        else:
+            paths = [Path(os.path.expanduser(uri))]
+        total = 0
+        for path in paths:
+            with av.open(str(path)) as container:
+                stream = _video_stream(container)
+                frames = int(stream.frames or 0) if stream is not None else 0
+            if frames <= 0:
+                return None
+            kept = -(-frames // self.params.stride) * (self.params.loop + 1)
+            total += kept if self.params.max_frames is None else min(kept, self.params.max_frames)
+        return total
+
     def frames(self, uri: str) -> Iterator[Frame | BadItem]:
         if is_glob(uri):
             from visionkit_io.sources import expand_glob
