@@ -6,11 +6,11 @@ detection pieces, in named steps: check the run (device, AMP, batch vs ranks), b
 from weights, replacing the class-specific ``roi_heads.box_predictor`` when the class count
 differs), resume, check that every training and validation image decodes
 (:mod:`visionkit.engine.precheck`: unreadable ones are reported and left out, or stop the run with
-``strict``), build the data (augmented samples, ``DistributedSampler``), the optimizer and
-schedule (SGD or AdamW, a linear warm-up then a cosine or multistep schedule stepped per
-iteration; gradient clipping and AMP on the GPU), the loop, the head's ``before_training`` stage
-(R-CNN / Fast R-CNN compute their proposals up front, in ``proposal_workers`` processes), the epochs,
-and the head's ``after_training`` stage. An image that stops decoding during the run (changed on disk)
+``strict``), build the data (augmented samples, ``DistributedSampler``), run the head's
+``before_training`` stage (R-CNN / Fast R-CNN compute their proposals up front, in ``proposal_workers``
+processes), the optimizer and schedule (SGD or AdamW, a linear warm-up then a cosine or multistep schedule
+stepped per iteration; gradient clipping and AMP on the GPU), the loop, the epochs, and the head's
+``after_training`` stage. An image that stops decoding during the run (changed on disk)
 is left out of its batch with a warning. The metric rows' ``skipped_images`` and the checkpoints'
 ``data`` entry say how many images were left out, and which. After each epoch the loop evaluates on
 the validation set with pycocotools (:func:`visionkit.evaluation.coco.evaluate_coco`; the dataset's
@@ -318,8 +318,8 @@ def train_detector(
 ) -> TrainResult:
     """Train the detector ``config`` describes on ``train_ds``; see the module docstring.
 
-    The steps: check the run, build the model, resume, check the images, build the data, the optimizer and
-    schedule, the loop (:class:`visionkit.engine.loop.TrainingLoop`), the head's ``before_training`` stage,
+    The steps: check the run, build the model, resume, check the images, build the data, the head's
+    ``before_training`` stage, the optimizer and schedule, the loop (:class:`visionkit.engine.loop.TrainingLoop`),
     the epochs, then the head's ``after_training`` stage.
     ``on_step(epoch, step, losses)`` is called after every optimiser step with 0-based epoch and step
     indices (kept from before the loop; the loop's own callback counts from 1) and the losses averaged
