@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visionkit.errors import UsageError
+from visionkit.errors import InputError, UsageError
 from visionkit.workflows.evaluate import (
     evaluate_captions,
     evaluate_coco,
@@ -243,13 +243,19 @@ class Pipeline:
                               keep_labels=self.keep_labels, name=f"head '{name}' (plugin '{plugin}')")
 
     def predict(self, images: Sequence[ImageLike]) -> list[Detections]:
-        """Detections for each image, in order (batched by the config's ``batch_size``)."""
+        """Detections for each image, in order (batched by the config's ``batch_size``). An image the model
+        cannot process raises :class:`~visionkit.errors.InputError` naming it."""
+        from visionkit.types import BadItem
+
         frames = _frames(images)
         infer = self._infer()
         size = max(1, int(self.config.get("batch_size") or 1))
         out: list[Detections] = []
         for start in range(0, len(frames), size):
             out.extend(infer(frames[start:start + size]))
+        for item in out:
+            if isinstance(item, BadItem):
+                raise InputError(f"{item.source}: {item.error}")
         return out
 
     def __call__(self, images: ImageLike | Sequence[ImageLike]) -> Detections | list[Detections]:
@@ -280,10 +286,20 @@ class Pipeline:
                 continue
             batch.append(item)
             if len(batch) == size:
-                yield from zip(batch, infer(batch), strict=True)
+                yield from self._usable(batch, infer(batch))
                 batch = []
         if batch:
-            yield from zip(batch, infer(batch), strict=True)
+            yield from self._usable(batch, infer(batch))
+
+    def _usable(self, frames: list[Frame], results: list[Any]) -> Iterator[tuple[Frame, Detections]]:
+        """``(frame, detections)`` pairs; a frame the model failed on goes to :attr:`skipped` instead."""
+        from visionkit.types import BadItem
+
+        for frame, result in zip(frames, results, strict=True):
+            if isinstance(result, BadItem):
+                self.skipped.append(result)
+            else:
+                yield frame, result
 
     def count(self, inputs: PathLike | Sequence[PathLike]) -> int | None:
         """How many frames :meth:`run` will see in ``inputs`` (files of folders, frames of videos), or ``None``

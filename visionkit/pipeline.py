@@ -621,11 +621,32 @@ class Runner:
         if len(results) != len(batch):
             raise VisionkitError(f"the model returned {len(results)} results for {len(batch)} images")
         for frame, result in zip(batch, results, strict=True):
+            if isinstance(result, BadItem):  # the model could not take this one: reported, the run goes on
+                if summary is not None:
+                    summary.bad.append(result)
+                if on_item:
+                    on_item(result)
+                continue
             write_q.put((frame, result))
             if on_result:
                 on_result(frame, result, seconds / len(batch))
             if on_item:
                 on_item(frame)
+
+
+class _ModelFailed(Exception):
+    """The detector raised on a group of images (one of them may be beyond what it can take)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _failed_item(frame: Frame, error: BaseException, name: str) -> BadItem:
+    text = str(error).strip().splitlines()
+    cause = text[0] if text else "no message"
+    return BadItem(frame.meta.source, f"{name} failed on this {frame.width}x{frame.height} image ({cause}); "
+                                      "an extreme size or aspect ratio is the usual reason: crop or resize it")
 
 
 def detector_infer(
@@ -638,7 +659,9 @@ def detector_infer(
     each group runs as one call (torchvision pads a batch to its largest image, which moves boxes; images of
     one size are padded alike). Video frames all share a size, so ``batch_size`` still batches them. ``name``
     (e.g. ``"head 'faster-rcnn' (plugin 'visionkit_faster_rcnn')"``) names the component when its output
-    breaks the :class:`~visionkit.components.Detector` contract.
+    breaks the :class:`~visionkit.components.Detector` contract. An image the detector raises on (a 1 x 40000
+    strip that its resize makes 0 pixels high, a GPU out of memory on one huge image) becomes a
+    :class:`~visionkit.types.BadItem` in its place; the other images of its batch still run.
     """
     detector.to(device).eval()
     pin = device.type == "cuda"
@@ -648,8 +671,11 @@ def detector_infer(
         for f in group:
             img = f.image.pin_memory() if pin else f.image
             images.append(img.to(device, non_blocking=pin).float().div_(255.0))
-        with torch.inference_mode(), autocast_context(device, precision):
-            outputs = detector(images)
+        try:
+            with torch.inference_mode(), autocast_context(device, precision):
+                outputs = detector(images)
+        except (RuntimeError, ValueError, IndexError, ZeroDivisionError) as exc:  # not a VisionkitError
+            raise _ModelFailed(exc) from exc
         if not isinstance(outputs, (list, tuple)) or len(outputs) != len(group) or \
                 not all(isinstance(o, Mapping) and {"boxes", "scores", "labels"} <= set(o) for o in outputs):
             got = type(outputs).__name__ if not isinstance(outputs, (list, tuple)) else \
@@ -664,10 +690,20 @@ def detector_infer(
             by_size.setdefault((int(f.image.shape[1]), int(f.image.shape[2])), []).append(i)
         outputs: list[Any] = [None] * len(frames)
         for indices in by_size.values():
-            for i, out in zip(indices, run([frames[i] for i in indices]), strict=True):
-                outputs[i] = out
-        results = []
+            try:
+                for i, out in zip(indices, run([frames[i] for i in indices]), strict=True):
+                    outputs[i] = out
+            except _ModelFailed:  # find the image(s) it failed on; the others of the group still run
+                for i in indices:
+                    try:
+                        outputs[i] = run([frames[i]])[0]
+                    except _ModelFailed as failed:
+                        outputs[i] = _failed_item(frames[i], failed.error, name)
+        results: list[Any] = []
         for out in outputs:
+            if isinstance(out, BadItem):
+                results.append(out)
+                continue
             det = Detections.from_torchvision({k: v.detach().float() if k != "labels" else v for k, v in out.items()})
             keep = det.scores >= score_threshold
             if keep_labels is not None:

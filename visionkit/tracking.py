@@ -97,6 +97,6 @@ class TrackingStage:
     def wrap(self, infer: Callable[[list[Frame]], list[Any]]) -> Callable[[list[Frame]], list[Any]]:
         """``infer`` followed by tracking, frame by frame in order (for :class:`visionkit.pipeline.Runner`)."""
         def tracked(frames: list[Frame]) -> list[Any]:
-            return [self(f, d) for f, d in zip(frames, infer(frames), strict=True)]
+            return [self(f, d) if isinstance(d, Detections) else d for f, d in zip(frames, infer(frames), strict=True)]
 
         return tracked
