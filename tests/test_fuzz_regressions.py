@@ -238,3 +238,55 @@ def test_video_with_damaged_metadata_is_skipped_in_one_line(cli, tmp_path):
     for raw in RAW:
         assert raw not in r.output
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- datasets and predictions (session 4)
+
+
+@pytest.mark.parametrize("field", ["category_id", "image_id"])
+def test_eval_coco_prediction_id_that_is_a_list(cli, tmp_path, fake100, field):
+    # fuzz predictions #38 (json(set [8].category_id = [])) and #152 (wrap [25].image_id in 64 lists): TypeError
+    # "unhashable type: 'list'" from the id lookups
+    gt, results = fake100
+    preds = json.loads(results.read_text())
+    preds[8][field] = [] if field == "category_id" else json.loads("[" * 64 + str(preds[8][field]) + "]" * 64)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(preds))
+    r = cli("eval", "coco", "--predictions", path, "--annotations", gt)
+    assert r.exit_code != 0
+    line = one_error_line(r.output, path, f"predictions[8]: {field} must be an integer")
+    assert len(line) < 250  # the 64-deep list is quoted cut short
+
+
+def test_voc_xml_with_an_unknown_encoding(cli, tmp_path):
+    # fuzz voc #19: xml(prepend an unknown encoding) of raccoon-1.xml: LookupError from ElementTree
+    voc = tmp_path / "voc"
+    (voc / "Annotations").mkdir(parents=True)
+    (voc / "JPEGImages").mkdir()
+    xml = data_path("raccoon", "annotations", "raccoon-1.xml").read_text()
+    (voc / "Annotations" / "raccoon-1.xml").write_text('<?xml version="1.0" encoding="no-such-codec"?>\n' + xml)
+    (voc / "JPEGImages" / "raccoon-1.jpg").write_bytes(data_path("raccoon", "images", "raccoon-1.jpg").read_bytes())
+    r = cli("data", "check", voc, "--format", "voc")
+    assert r.exit_code != 0
+    one_error_line(r.output, "raccoon-1.xml", "no-such-codec")
+
+
+@pytest.fixture()
+def coco128_yaml(tmp_path) -> dict:
+    doc = yaml.safe_load(data_path("coco128", "coco128.upstream.yaml").read_text())
+    doc["path"] = str(data_path("coco128"))
+    return doc
+
+
+@pytest.mark.parametrize(("key", "raw", "needle"), [
+    ("names", alias_bomb(8), "alias"),       # fuzz yolo #1085: a 30-s hang building 9**9 names
+    ("test", "1" + "0" * 5000, "4300 digits"),  # fuzz yolo #655: ValueError from PyYAML
+    ("val", "x" * 10000, "cannot be used"),  # fuzz yolo #204: OSError "File name too long"
+], ids=["alias-bomb", "digits", "long-entry"])
+def test_yolo_data_yaml_the_fuzzer_broke(cli, tmp_path, coco128_yaml, key, raw, needle):
+    path = tmp_path / "data.yaml"
+    path.write_text(set_raw(coco128_yaml, [key], raw, dump=yaml.safe_dump))
+    start = time.monotonic()
+    r = cli("data", "check", path, "--no-decode")
+    assert r.exit_code != 0 and time.monotonic() - start < 20
+    one_error_line(r.output, path, needle)

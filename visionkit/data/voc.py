@@ -105,6 +105,8 @@ def parse_voc_xml(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: malformed XML at line {line}, column {col}: {str(exc).split(':')[0]}") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    except (LookupError, ValueError) as exc:  # an unknown encoding= in the XML declaration, a bad character
+        raise InputError(f"{path}: unreadable XML ({str(exc).splitlines()[0][:200]}); re-save it as UTF-8") from None
     if root.tag != "annotation":
         raise InputError(f"{path}: root element must be <annotation>, got <{root.tag}>")
     size = root.find("size")

@@ -76,15 +76,10 @@ def _read_text(path: Path, what: str) -> str:
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
+    from visionkit.yamlio import parse_yaml
+
     text = _read_text(path, "the data YAML")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InputError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    data = parse_yaml(text, str(path))  # one line for malformed, deeply nested or alias-bomb YAML
     if not isinstance(data, dict):
         raise InputError(f"{path}: a YOLO data YAML must be a mapping with 'names', got {type(data).__name__}")
     return data
@@ -195,6 +190,12 @@ def _images_of(entry: str | list[Any], root: Path, where: Path) -> list[Path]:
     for e in entries:
         p = Path(str(e))
         p = p if p.is_absolute() else root / p
+        try:
+            p.stat()
+        except OSError as exc:  # missing, a name too long, a loop: one line, the entry shortened
+            shown = str(e) if len(str(e)) <= 120 else f"{str(e)[:117]}..."
+            raise InputError(f"{where}: split entry '{shown}' cannot be used ({exc.strerror or exc}); give a "
+                             "folder or a .txt list of images") from None
         if p.is_dir():
             out.extend(q for q in p.rglob("*") if _is_image(q))
         elif p.is_file() and p.suffix == ".txt":

@@ -303,6 +303,12 @@ class _Bad:
         raise InputError(f"{self.name}: predictions[{index}]: {message}{extra}{hint if kind == 'category' else ''}")
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a message quotes a value, not a 10,000-character one)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
 def _validate(preds: list[Any], name: str, gt: dict[str, Any], iou_type: str, gt_name: str = "ground truth"
               ) -> tuple[list[dict[str, Any]], list[str], int]:
     """Check every prediction (see the module docstring); returns (kept, warnings, dropped)."""
@@ -322,10 +328,15 @@ def _validate(preds: list[Any], name: str, gt: dict[str, Any], iou_type: str, gt
             continue
         score = p["score"]
         if not _is_number(score) or not math.isfinite(score):
-            bad.add("score", i, f"score must be a finite number, got {score!r}")
+            bad.add("score", i, f"score must be a finite number, got {_short(score)}")
+            continue
+        kinds = [k for k in ("image_id", "category_id") if isinstance(p[k], bool) or not isinstance(p[k], (int, str))]
+        if kinds:  # a list or an object as an id (unhashable), a float, null
+            bad.add("id_type", i, f"{kinds[0]} must be an integer, got {_short(p[kinds[0]])}")
             continue
         if p["category_id"] not in cat_ids:
-            bad.add("category", i, f"unknown category_id {p['category_id']!r} (not in the ground truth's categories)")
+            bad.add("category", i, f"unknown category_id {_short(p['category_id'])} (not in the ground truth's "
+                    "categories)")
             continue
         if iou_type == "bbox" or "bbox" in p:
             bbox = p.get("bbox")
