@@ -32,7 +32,8 @@ from visionkit.cli.train import train
 __all__ = ["app", "main"]
 
 app = typer.Typer(
-    cls=common.ErrorGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="visionkit", cls=common.ErrorGroup, no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False,
     help="visionkit: plugin-based object detection: detect, propose, evaluate, train, list plugins.",
 )
 
@@ -42,14 +43,17 @@ def _main(
     ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=print_version, is_eager=True,
                                  help="Print the visionkit version and exit."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
-    plugin: list[str] = typer.Option(None, "--plugin", help="Load only these plugins (repeatable; "
-                                     "default: env VISIONKIT_PLUGINS or all)."),
-    disable_plugin: list[str] = typer.Option(None, "--disable-plugin", help="Do not load this plugin (repeatable; "
-                                             "also env VISIONKIT_DISABLE_PLUGINS)."),
-    disable_component: list[str] = typer.Option(None, "--disable-component", help="Do not register this "
-                                                "component, as KIND:NAME (e.g. head:rcnn; repeatable; also env "
-                                                "VISIONKIT_DISABLE_COMPONENTS)."),
+    debug: bool = typer.Option(False, "--debug", show_default="off, or env VISIONKIT_DEBUG=1",
+                               help="Show tracebacks instead of one-line errors."),
+    plugin: list[str] = typer.Option(None, "--plugin", show_default="env VISIONKIT_PLUGINS, else all",
+                                     help="Load only these plugins (repeatable)."),
+    disable_plugin: list[str] = typer.Option(None, "--disable-plugin",
+                                             show_default="env VISIONKIT_DISABLE_PLUGINS, else none",
+                                             help="Do not load this plugin (repeatable)."),
+    disable_component: list[str] = typer.Option(None, "--disable-component",
+                                                show_default="env VISIONKIT_DISABLE_COMPONENTS, else none",
+                                                help="Do not register this component, as KIND:NAME (e.g. "
+                                                "head:rcnn; repeatable)."),
 ) -> None:
     given = ctx.obj if isinstance(ctx.obj, dict) else {}
     ctx.obj = {**given, "host_args": {"allow": plugin or None, "deny": disable_plugin or None,

@@ -15,16 +15,22 @@ __all__ = ["bench_cmd"]
 def bench_cmd(
     ctx: typer.Context,
     source: list[str] = typer.Argument(..., help="Images, folders or videos to time the pipeline on."),
-    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML); default: Faster R-CNN."),
-    weights: str = typer.Option(None, "--weights", "-w", help="Weights name, checkpoint file or 'none'."),
-    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
-    batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Images per batch."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set head.min_size=600."),
-    rounds: int = typer.Option(3, "--rounds", min=1, help="Timed rounds (the median is reported)."),
-    vs_hand_loop: bool = typer.Option(False, "--vs-hand-loop", help="Also time the hand-written OpenCV + "
-                                      "torchvision loop on the same model, alternated, and compare detections."),
-    out: Path = typer.Option(None, "--out", "-o", help="Write the figures to this JSON file."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    config: Path = typer.Option(None, "--config", "-c", show_default="Faster R-CNN ResNet-50 FPN",
+                                help="Pipeline config (YAML)."),
+    weights: str = typer.Option(None, "--weights", "-w", show_default="the config's, else DEFAULT",
+                                help="Weights name, checkpoint file or 'none'."),
+    device: str = typer.Option(None, "--device", show_default="the config's, else auto",
+                               help="auto | cpu | cuda | cuda:N"),
+    batch_size: int = typer.Option(None, "--batch-size", "-b", metavar="<int>", min=1,
+                                   show_default="the config's, else 2", help="Images per batch."),
+    set_: list[str] = typer.Option(None, "--set", show_default="none", help="Override a config key (repeatable): "
+                                   "--set head.min_size=600."),
+    rounds: int = typer.Option(3, "--rounds", metavar="<int>", min=1, help="Timed rounds (the median is reported)."),
+    vs_hand_loop: bool = typer.Option(False, "--vs-hand-loop", show_default="off", help="Also time the "
+                                      "hand-written OpenCV + torchvision loop on the same model, alternated, and "
+                                      "compare detections."),
+    out: Path = typer.Option(None, "--out", "-o", show_default="none", help="Write the figures to this JSON file."),
+    as_json: bool = typer.Option(False, "--json", show_default="off", help="Print JSON instead of a table."),
 ) -> None:
     """Time a pipeline: decode-only, model-only and end-to-end throughput, per-stage ms, peak memory."""
     from visionkit.atomic import write_json

@@ -6,23 +6,43 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
 
 from visionkit.errors import InputError, VisionkitError
 
-__all__ = ["ErrorGroup", "debug", "host", "progress", "report", "interrupted", "skipped", "warn", "given",
-           "print_table", "fmt", "term_width", "image_total"]
+try:  # typer >= 0.28 vendors Click as typer._click; older typer depends on Click itself
+    from typer._click.exceptions import UsageError as ClickUsageError
+except ImportError:  # pragma: no cover - typer < 0.28
+    from click.exceptions import UsageError as ClickUsageError
+
+__all__ = ["ErrorGroup", "usage_error", "debug", "host", "progress", "report", "interrupted", "skipped", "warn",
+           "given", "print_table", "fmt", "term_width", "image_total"]
 
 
 class ErrorGroup(TyperGroup):
-    """Turns visionkit errors into a one-line message and the right exit code (2 usage, 1 runtime)."""
+    """Turns visionkit errors into a one-line message and the right exit code (2 usage, 1 runtime).
+
+    Click's own usage errors (a missing argument, an unknown option or command, a bad value for a typed
+    option) read the same way: ``error: <Click's message> (see 'visionkit detect --help')`` on stderr, exit
+    code 2, instead of Typer's boxed usage panel. The root group parses the global options in
+    :meth:`make_context`; every command and sub-app below it is parsed inside :meth:`invoke`, so sub-apps
+    (``eval``, ``data``, ``config``) need no class of their own. ``--help`` and the help printed for a group
+    given no command are unchanged."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except ClickUsageError as exc:
+            usage_error(exc)
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except ClickUsageError as exc:
+            usage_error(exc)
         except VisionkitError as exc:
             if debug(ctx):
                 raise
@@ -46,6 +66,20 @@ class ErrorGroup(TyperGroup):
             typer.echo(f"error: {type(exc).__name__}: {text[0] if text else ''} (run with --debug for the traceback)",
                        err=True)
             raise typer.Exit(1) from None
+
+
+def usage_error(exc: Any) -> NoReturn:
+    """Print a Click usage error as one ``error:`` line naming the command's ``--help``, and exit with code 2.
+
+    The help a group prints when given no command (Click's ``NoArgsIsHelpError``) is re-raised untouched."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        raise exc
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    if message[:1].isupper() and message[1:2].islower():  # Click's "Missing argument", "No such option"...
+        message = message[0].lower() + message[1:]
+    command = exc.ctx.command_path if exc.ctx is not None else "visionkit"
+    typer.echo(f"error: {message} (see '{command} --help')", err=True)
+    raise typer.Exit(exc.exit_code) from None
 
 
 def debug(ctx: typer.Context) -> bool:

@@ -15,9 +15,11 @@ __all__ = ["data_app"]
 
 data_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Check, convert and split datasets.")
 
-_FORMAT_HELP = "coco, voc or yolo (default: detected)."
+_FORMAT_HELP = "coco, voc or yolo."
 _IMAGES_HELP = "Image folder (VOC: the only place images are looked for; COCO: the root of file_name)."
 _ANNOTATIONS_HELP = "Annotations, instead of searching DATASET: a folder of VOC XML or a COCO JSON file."
+#: what each dataset option is when not given (``show_default``)
+_FORMAT_DEFAULT, _IMAGES_DEFAULT, _ANNOTATIONS_DEFAULT = "detected", "found from DATASET", "found in DATASET"
 
 
 @data_app.callback()
@@ -36,12 +38,14 @@ def _fmt_option(value: str | None, flag: str) -> str | None:
 @data_app.command("check")
 def check(
     dataset: Path = typer.Argument(..., help="COCO JSON, VOC folder (any layout), YOLO folder or data YAML."),
-    format: str | None = typer.Option(None, "--format", help=_FORMAT_HELP),
-    images: Path | None = typer.Option(None, "--images", help=_IMAGES_HELP),
-    annotations: Path | None = typer.Option(None, "--annotations", help=_ANNOTATIONS_HELP),
+    format: str | None = typer.Option(None, "--format", show_default=_FORMAT_DEFAULT, help=_FORMAT_HELP),
+    images: Path | None = typer.Option(None, "--images", show_default=_IMAGES_DEFAULT, help=_IMAGES_HELP),
+    annotations: Path | None = typer.Option(None, "--annotations", show_default=_ANNOTATIONS_DEFAULT,
+                                            help=_ANNOTATIONS_HELP),
     decode: bool = typer.Option(True, "--decode/--no-decode", help="Decode every image (finds corrupt files)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    strict: bool = typer.Option(False, "--strict", help="Exit with code 1 when any error is found."),
+    as_json: bool = typer.Option(False, "--json", show_default="off", help="Print the report as JSON."),
+    strict: bool = typer.Option(False, "--strict", show_default="off",
+                                help="Exit with code 1 when any error is found."),
 ) -> None:
     """Counts, class histogram, image sizes and every problem found, each with its file."""
     from rich.console import Console
@@ -79,15 +83,16 @@ def check(
 def convert(
     src: Path = typer.Argument(..., help="Source dataset."),
     out: Path = typer.Argument(..., help="Output: a COCO JSON file (--to coco) or a folder (--to yolo|voc)."),
-    src_format: str | None = typer.Option(None, "--from", help=_FORMAT_HELP),
+    src_format: str | None = typer.Option(None, "--from", show_default=_FORMAT_DEFAULT, help=_FORMAT_HELP),
     dst_format: str = typer.Option("coco", "--to", help="Output format: coco, yolo or voc."),
-    images: Path | None = typer.Option(None, "--images", help=_IMAGES_HELP),
-    annotations: Path | None = typer.Option(None, "--annotations", help=_ANNOTATIONS_HELP),
+    images: Path | None = typer.Option(None, "--images", show_default=_IMAGES_DEFAULT, help=_IMAGES_HELP),
+    annotations: Path | None = typer.Option(None, "--annotations", show_default=_ANNOTATIONS_DEFAULT,
+                                            help=_ANNOTATIONS_HELP),
     image_files: str = typer.Option("link", "--image-files", help="How images get into a YOLO/VOC folder: link "
                                     "(hard links; copies where the file system cannot link), copy or symlink."),
-    exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into a non-empty output folder, replacing the "
-                                  "converted dataset's entries in it (images/, labels/, data.yaml; Annotations/, "
-                                  "JPEGImages/, ImageSets/)."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", show_default="off", help="Write into a non-empty output "
+                                  "folder, replacing the converted dataset's entries in it (images/, labels/, "
+                                  "data.yaml; Annotations/, JPEGImages/, ImageSets/)."),
 ) -> None:
     """Convert a dataset to COCO JSON, a YOLO folder or a VOC folder (written atomically)."""
     from visionkit.data import convert_dataset, load_dataset
@@ -109,9 +114,10 @@ def split(
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Fraction of images for validation."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same split)."),
     out: Path = typer.Option(..., "--out", help="Folder for train.json and val.json (COCO)."),
-    format: str | None = typer.Option(None, "--format", help=_FORMAT_HELP),
-    images: Path | None = typer.Option(None, "--images", help=_IMAGES_HELP),
-    annotations: Path | None = typer.Option(None, "--annotations", help=_ANNOTATIONS_HELP),
+    format: str | None = typer.Option(None, "--format", show_default=_FORMAT_DEFAULT, help=_FORMAT_HELP),
+    images: Path | None = typer.Option(None, "--images", show_default=_IMAGES_DEFAULT, help=_IMAGES_HELP),
+    annotations: Path | None = typer.Option(None, "--annotations", show_default=_ANNOTATIONS_DEFAULT,
+                                            help=_ANNOTATIONS_HELP),
 ) -> None:
     """Split a dataset by image into train.json and val.json (COCO), reproducibly."""
     from visionkit.data import load_dataset, split_dataset, write_coco

@@ -22,12 +22,17 @@ eval_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Evaluat
 @eval_app.callback(invoke_without_command=True)
 def _eval(
     ctx: typer.Context,
-    predictions: Path = typer.Option(None, "--predictions", "-p", help="Shorthand for `eval coco -p ... -a ...`."),
-    annotations: Path = typer.Option(None, "--annotations", "-a", help="Ground truth for --predictions."),
-    config: Path = typer.Option(None, "--config", "-c", help="Shorthand for `eval run --config ... --dataset ...`."),
-    dataset: str = typer.Option(None, "--dataset", "-d", help="Dataset for --config."),
-    weights: str = typer.Option(None, "--weights", "-w", help="Weights for --config (checkpoint or torchvision name)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Output folder."),
+    predictions: Path = typer.Option(None, "--predictions", "-p", show_default="none",
+                                     help="Shorthand for `eval coco -p ... -a ...`."),
+    annotations: Path = typer.Option(None, "--annotations", "-a", show_default="none",
+                                     help="Ground truth for --predictions."),
+    config: Path = typer.Option(None, "--config", "-c", show_default="Faster R-CNN ResNet-50 FPN",
+                                help="Shorthand for `eval run --config ... --dataset ...`."),
+    dataset: str = typer.Option(None, "--dataset", "-d", show_default="none", help="Dataset for --config."),
+    weights: str = typer.Option(None, "--weights", "-w", show_default="the config's, else none",
+                                help="Weights for --config (checkpoint or torchvision name)."),
+    out: Path = typer.Option(None, "--out", "-o", show_default="as eval coco / eval run",
+                             help="Output folder."),
 ) -> None:
     """Evaluate detections: COCO (pycocotools), Pascal VOC AP, a pipeline on a dataset, or proposals.
 
@@ -69,8 +74,8 @@ def _confusion_threshold() -> Any:
 
 
 def _report() -> Any:
-    return typer.Option(False, "--report", help="Also write report.html in --out: metrics, per-class AP, PR curves, "
-                        "the confusion matrix and the worst images with their errors drawn.")
+    return typer.Option(False, "--report", show_default="off", help="Also write report.html in --out: metrics, "
+                        "per-class AP, PR curves, the confusion matrix and the worst images with their errors drawn.")
 
 
 def _print_confusion(cm: dict[str, Any], max_classes: int = 12) -> None:
@@ -102,10 +107,11 @@ def coco(
     annotations: Path = typer.Option(..., "--annotations", "-a", help="Ground truth: COCO instances JSON "
                                      "(or a VOC/YOLO dataset, converted on the fly)."),
     iou_type: str = typer.Option("bbox", "--iou-type", help="bbox or segm."),
-    out: Path | None = typer.Option(None, "--out", help="Folder for coco_eval_<type>.json, the PR-curve PNG and "
-                                    "confusion_matrix.png."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of tables."),
-    backend: str = typer.Option("pycocotools", "--backend", help="pycocotools (default) or faster (faster-coco-eval)."),
+    out: Path | None = typer.Option(None, "--out", show_default="none: nothing written", help="Folder for "
+                                    "coco_eval_<type>.json, the PR-curve PNG and confusion_matrix.png."),
+    as_json: bool = typer.Option(False, "--json", show_default="off",
+                                 help="Print the result as JSON instead of tables."),
+    backend: str = typer.Option("pycocotools", "--backend", help="pycocotools or faster (faster-coco-eval)."),
     confusion_iou: float = _confusion_iou(),
     confusion_threshold: float = _confusion_threshold(),
     report: bool = _report(),
@@ -135,8 +141,9 @@ def voc(
     method: str = typer.Option("all-point", "--method", help="all-point (VOC2010+) or 11-point (VOC2007)."),
     plus_one: bool = typer.Option(False, "--plus-one/--continuous", help="IoU convention; boxes loaded by visionkit "
                                   "are continuous, so the default reproduces the VOC devkit."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for voc_eval.json and confusion_matrix.png."),
+    as_json: bool = typer.Option(False, "--json", show_default="off", help="Print the result as JSON."),
+    out: Path | None = typer.Option(None, "--out", "-o", show_default="none: nothing written",
+                                    help="Folder for voc_eval.json and confusion_matrix.png."),
     confusion_iou: float = _confusion_iou(),
     confusion_threshold: float = _confusion_threshold(),
     report: bool = _report(),
@@ -162,19 +169,26 @@ def voc(
 @eval_app.command("run")
 def evaluate_pipeline(
     ctx: typer.Context,
-    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML)."),
+    config: Path = typer.Option(None, "--config", "-c", show_default="Faster R-CNN ResNet-50 FPN",
+                                help="Pipeline config (YAML)."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="COCO JSON, VOC or YOLO folder/YAML."),
-    split_file: Path = typer.Option(None, "--split-file", help="Evaluate only the images named in this CSV/text "
-                                    "file (e.g. raccoon's test_labels.csv)."),
-    split: str = typer.Option(None, "--split", help="VOC ImageSets/YOLO split (e.g. val)."),
-    weights: str = typer.Option(None, "--weights", "-w", help="Checkpoint file or torchvision weights name."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set head.min_size=600."),
-    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
-    precision: str = typer.Option(None, "--precision", help="fp32 | fp16 | bf16"),
-    batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Images per batch."),
-    out: Path = typer.Option(None, "--out", "-o", help="Folder for coco_eval_bbox.json, the PR curves, "
-                             "confusion_matrix.png and predictions (default: runs/eval/runN)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    split_file: Path = typer.Option(None, "--split-file", show_default="every image", help="Evaluate only the "
+                                    "images named in this CSV/text file (e.g. raccoon's test_labels.csv)."),
+    split: str = typer.Option(None, "--split", show_default="every image",
+                              help="VOC ImageSets/YOLO split (e.g. val)."),
+    weights: str = typer.Option(None, "--weights", "-w", show_default="the config's, else none",
+                                help="Checkpoint file or torchvision weights name."),
+    set_: list[str] = typer.Option(None, "--set", show_default="none", help="Override a config key (repeatable): "
+                                   "--set head.min_size=600."),
+    device: str = typer.Option(None, "--device", show_default="the config's, else auto",
+                               help="auto | cpu | cuda | cuda:N"),
+    precision: str = typer.Option(None, "--precision", show_default="the config's, else fp32",
+                                  help="fp32 | fp16 | bf16"),
+    batch_size: int = typer.Option(None, "--batch-size", "-b", metavar="<int>", min=1,
+                                   show_default="the config's, else 2", help="Images per batch."),
+    out: Path = typer.Option(None, "--out", "-o", show_default="runs/eval/runN", help="Folder for "
+                             "coco_eval_bbox.json, the PR curves, confusion_matrix.png and predictions."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", show_default="off", help="No progress bar."),
     confusion_iou: float = _confusion_iou(),
     confusion_threshold: float = _confusion_threshold(),
     report: bool = _report(),
@@ -211,18 +225,24 @@ def evaluate_pipeline(
 def proposals(
     ctx: typer.Context,
     dataset: Path = typer.Option(..., "--dataset", "-d", help="COCO JSON, Pascal VOC folder, or YOLO folder/YAML."),
-    split: str = typer.Option(None, "--split", help="A VOC ImageSets list or a YOLO split."),
-    mode: str = typer.Option(None, "--mode", help="Selective search mode: single | fast | quality."),
-    color_spaces: str = typer.Option(None, "--color-spaces", help="Comma-separated colour spaces, e.g. hsv,lab."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Processes that run images in parallel (the proposer's "
-                                "own threads: --set proposer.workers=N)."),
-    config: Path = typer.Option(None, "--config", "-c", help="Config with a 'proposer' section."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set proposer.sigma=0.8."),
+    split: str = typer.Option(None, "--split", show_default="every image",
+                              help="A VOC ImageSets list or a YOLO split."),
+    mode: str = typer.Option(None, "--mode", show_default="the config's, else fast",
+                             help="Selective search mode: single | fast | quality."),
+    color_spaces: str = typer.Option(None, "--color-spaces", show_default="the config's, else the mode's",
+                                     help="Comma-separated colour spaces, e.g. hsv,lab."),
+    workers: int = typer.Option(1, "--workers", metavar="<int>", min=1, help="Processes that run images in parallel "
+                                "(the proposer's own threads: --set proposer.workers=N)."),
+    config: Path = typer.Option(None, "--config", "-c", show_default="selective search",
+                                help="Config with a 'proposer' section."),
+    set_: list[str] = typer.Option(None, "--set", show_default="none", help="Override a config key (repeatable): "
+                                   "--set proposer.sigma=0.8."),
     top_ns: str = typer.Option("100,500,1000,2000", "--top-ns", help="Numbers of proposals to report."),
-    limit: int = typer.Option(None, "--limit", min=1, help="Evaluate only the first N images."),
-    out: Path = typer.Option(None, "--out", "-o", help="Folder for proposals_eval.json and recall.png "
-                             "(default: runs/eval-proposals/runN)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    limit: int = typer.Option(None, "--limit", metavar="<int>", min=1, show_default="every image",
+                              help="Evaluate only the first N images."),
+    out: Path = typer.Option(None, "--out", "-o", show_default="runs/eval-proposals/runN",
+                             help="Folder for proposals_eval.json and recall.png."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", show_default="off", help="No progress bar."),
 ) -> None:
     """Recall at IoU 0.5/0.7 for the top-N proposals, AR (IoU 0.5:0.95) and MABO, plus a recall plot."""
     from visionkit.errors import UsageError
@@ -264,9 +284,11 @@ def captions(
                                      "{image_id, caption}, one per image."),
     annotations: Path = typer.Option(..., "--annotations", "-a", help="Ground truth: COCO captions JSON "
                                      "(images + annotations of {image_id, caption})."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Where to write the metrics: a .json file, or a "
-                                    "folder for caption_eval.json. Written atomically."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
+    out: Path | None = typer.Option(None, "--out", "-o", show_default="none: nothing written",
+                                    help="Where to write the metrics: a .json file, or a folder for "
+                                    "caption_eval.json. Written atomically."),
+    json_out: bool = typer.Option(False, "--json", show_default="off",
+                                  help="Print the result as JSON instead of a table."),
 ) -> None:
     """Caption metrics: BLEU-1..4 and CIDEr-D, equal to pycocoevalcap's (PTB tokenisation done in Python).
 

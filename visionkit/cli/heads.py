@@ -26,15 +26,19 @@ __all__ = ["classify", "caption"]
 def classify(
     ctx: typer.Context,
     image: list[Path] = typer.Argument(..., help="Image files to classify."),
-    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML) with a classifier head "
-                                "(e.g. configs/stn.yaml)."),
-    weights: str = typer.Option(None, "--weights", "-w", help="A visionkit checkpoint of the classifier."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set head.input_size=[40,40]."),
-    out: Path = typer.Option(None, "--out", "-o", help="Output folder for predictions.json "
-                             "(default: runs/classify/runN)."),
-    top_k: int = typer.Option(3, "--top-k", min=1, help="Also list the K most probable classes in the JSON."),
-    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    config: Path = typer.Option(None, "--config", "-c", show_default="the checkpoint's, else the stn head",
+                                help="Pipeline config (YAML) with a classifier head (e.g. configs/stn.yaml)."),
+    weights: str = typer.Option(None, "--weights", "-w", show_default="the config's, else none",
+                                help="A visionkit checkpoint of the classifier."),
+    set_: list[str] = typer.Option(None, "--set", show_default="none", help="Override a config key (repeatable): "
+                                   "--set head.input_size=[40,40]."),
+    out: Path = typer.Option(None, "--out", "-o", show_default="runs/classify/runN",
+                             help="Output folder for predictions.json."),
+    top_k: int = typer.Option(3, "--top-k", metavar="<int>", min=1,
+                              help="Also list the K most probable classes in the JSON."),
+    device: str = typer.Option(None, "--device", show_default="the config's, else auto",
+                               help="auto | cpu | cuda | cuda:N"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", show_default="off", help="Print nothing but errors."),
 ) -> None:
     """Classify images with a classifier head (the ST-CNN ``stn``): class and probability per image."""
     from visionkit.api import classify as run
@@ -56,27 +60,37 @@ def classify(
 def caption(
     ctx: typer.Context,
     image: list[Path] = typer.Argument(..., help="Image files to caption."),
-    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML) with the captioning head "
-                                "(e.g. configs/captioning.yaml); a checkpoint's own config is used by default."),
-    weights: str = typer.Option(None, "--weights", "-w", help="A visionkit checkpoint of the captioner "
-                                "(last.pt / best.pt of visionkit train)."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set head.length_normalize=true."),
-    beam: int = typer.Option(None, "--beam", min=1, help="Beam width (1: greedy); default: head.beam_size (3)."),
-    max_length: int = typer.Option(None, "--max-length", min=1, help="Most words per caption; default: "
-                                   "head.max_length."),
-    out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: runs/caption/runN)."),
-    regions: bool = typer.Option(False, "--regions", help="Also caption each detected or proposed region "
-                                 "(needs --detector-config or --proposer)."),
-    detector_config: Path = typer.Option(None, "--detector-config", help="Detector pipeline config whose "
-                                         "detections are the regions (e.g. configs/raccoon_faster_rcnn.yaml)."),
-    detector_weights: str = typer.Option(None, "--detector-weights", help="Weights of that detector "
-                                         "(e.g. samples/checkpoints/raccoon_frcnn.pt)."),
-    proposer: str = typer.Option(None, "--proposer", help="Proposer whose top proposals are the regions, e.g. "
-                                 "selective-search (its parameters: --set proposer.mode=fast)."),
-    top_n: int = typer.Option(5, "--top-n", min=1, help="Regions per image (best first)."),
-    no_images: bool = typer.Option(False, "--no-images", help="Write captions.json only, no captioned images."),
-    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    config: Path = typer.Option(None, "--config", "-c", show_default="the checkpoint's, else the captioning head",
+                                help="Pipeline config (YAML) with the captioning head (e.g. "
+                                "configs/captioning.yaml)."),
+    weights: str = typer.Option(None, "--weights", "-w", show_default="the config's, else none",
+                                help="A visionkit checkpoint of the captioner (last.pt / best.pt of visionkit "
+                                "train)."),
+    set_: list[str] = typer.Option(None, "--set", show_default="none", help="Override a config key (repeatable): "
+                                   "--set head.length_normalize=true."),
+    beam: int = typer.Option(None, "--beam", metavar="<int>", min=1,
+                             show_default="the config's head.beam_size, else 3", help="Beam width (1: greedy)."),
+    max_length: int = typer.Option(None, "--max-length", metavar="<int>", min=1,
+                                   show_default="the config's head.max_length, else 20",
+                                   help="Most words per caption."),
+    out: Path = typer.Option(None, "--out", "-o", show_default="runs/caption/runN", help="Output folder."),
+    regions: bool = typer.Option(False, "--regions", show_default="off", help="Also caption each detected or "
+                                 "proposed region (needs --detector-config or --proposer)."),
+    detector_config: Path = typer.Option(None, "--detector-config", show_default="none",
+                                         help="Detector pipeline config whose detections are the regions, e.g. "
+                                         "configs/raccoon_faster_rcnn.yaml."),
+    detector_weights: str = typer.Option(None, "--detector-weights", show_default="the detector config's, else none",
+                                         help="Weights of that detector: a torchvision weights name or a checkpoint "
+                                         "(e.g. raccoon_frcnn.pt of samples/checkpoints/)."),
+    proposer: str = typer.Option(None, "--proposer", show_default="the config's, else none",
+                                 help="Proposer whose top proposals are the regions, e.g. selective-search (its "
+                                 "parameters: --set proposer.mode=fast)."),
+    top_n: int = typer.Option(5, "--top-n", metavar="<int>", min=1, help="Regions per image (best first)."),
+    no_images: bool = typer.Option(False, "--no-images", show_default="off",
+                                   help="Write captions.json only, no captioned images."),
+    device: str = typer.Option(None, "--device", show_default="the config's, else auto",
+                               help="auto | cpu | cuda | cuda:N"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", show_default="off", help="Print nothing but errors."),
 ) -> None:
     """Caption images (Show, Attend and Tell / Show and Tell heads); with --regions, each region too."""
     from visionkit.api import caption as run

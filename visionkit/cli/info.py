@@ -46,7 +46,7 @@ def version_info(host: Any) -> dict[str, Any]:
 
 def version_cmd(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of lines."),
+    as_json: bool = typer.Option(False, "--json", show_default="off", help="Print JSON instead of lines."),
 ) -> None:
     """Print the versions of visionkit, Python, torch, torchvision, CUDA, the device and every plugin."""
     info = version_info(common.host(ctx))

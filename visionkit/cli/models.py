@@ -24,9 +24,9 @@ def _metric(metrics: dict[str, dict[str, float]]) -> str:
 
 def models_cmd(
     ctx: typer.Context,
-    checkpoints: Path = typer.Option(None, "--checkpoints", help="Folder of visionkit checkpoints to list "
-                                     "(default: the repository's samples/checkpoints)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    checkpoints: Path = typer.Option(None, "--checkpoints", show_default="the repository's samples/checkpoints",
+                                     help="Folder of visionkit checkpoints to list."),
+    as_json: bool = typer.Option(False, "--json", show_default="off", help="Print JSON instead of a table."),
 ) -> None:
     """List the weights loadable by name (torchvision's, per registered backbone and head) and shipped checkpoints."""
     from visionkit.workflows.models import list_models

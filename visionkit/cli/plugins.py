@@ -17,7 +17,7 @@ config_app = typer.Typer(cls=common.ErrorGroup, no_args_is_help=True, add_comple
 
 def plugins_cmd(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = typer.Option(False, "--json", show_default="off", help="Print JSON instead of a table."),
 ) -> None:
     """List every plugin: name, version, built-in or third-party, its components by kind, load errors."""
     infos = [p.as_dict() for p in common.host(ctx).plugins.values()]
@@ -45,9 +45,11 @@ def plugins_cmd(
 @config_app.command("show")
 def config_show(
     ctx: typer.Context,
-    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML)."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set head.min_size=600 (repeatable)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of YAML."),
+    config: Path = typer.Option(None, "--config", "-c", show_default="none: the defaults",
+                                help="Pipeline config (YAML)."),
+    set_: list[str] = typer.Option(None, "--set", show_default="none",
+                                   help="Override a config key (repeatable): --set head.min_size=600."),
+    as_json: bool = typer.Option(False, "--json", show_default="off", help="Print JSON instead of YAML."),
 ) -> None:
     """Print the resolved config: defaults, the file, --set overrides, every component's parameters."""
     import yaml

@@ -12,40 +12,60 @@ from visionkit.cli import common
 
 __all__ = ["detect", "propose"]
 
+_OUTPUTS = "Outputs"  # detect's help panel of what it writes
+_SINKS = "the config's sinks, else off"  # the output switches only add sinks to the config's
+
 
 def detect(
     ctx: typer.Context,
     source: list[str] = typer.Argument(..., help="Images, folders, globs, .txt lists, videos, a camera index "
                                        "or a stream URL."),
-    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML); default: Faster R-CNN."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set head.min_size=600."),
-    weights: str = typer.Option(None, "--weights", "-w", help="A torchvision weights name (e.g. DEFAULT), "
-                                "a local checkpoint file, or 'none'."),
-    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
-    precision: str = typer.Option(None, "--precision", help="fp32 | fp16 | bf16"),
-    batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Images per batch."),
-    score_threshold: float = typer.Option(None, "--score-threshold", min=0.0, max=1.0,
+    config: Path = typer.Option(None, "--config", "-c", show_default="Faster R-CNN ResNet-50 FPN",
+                                help="Pipeline config (YAML)."),
+    set_: list[str] = typer.Option(None, "--set", show_default="none", help="Override a config key "
+                                   "(repeatable): --set head.min_size=600."),
+    weights: str = typer.Option(None, "--weights", "-w", show_default="the config's, else DEFAULT",
+                                help="A torchvision weights name (e.g. DEFAULT), a local checkpoint file, or "
+                                "'none'."),
+    device: str = typer.Option(None, "--device", show_default="the config's, else auto",
+                               help="auto | cpu | cuda | cuda:N"),
+    precision: str = typer.Option(None, "--precision", show_default="the config's, else fp32",
+                                  help="fp32 | fp16 | bf16"),
+    batch_size: int = typer.Option(None, "--batch-size", "-b", metavar="<int>", min=1,
+                                   show_default="the config's, else 2", help="Images per batch."),
+    score_threshold: float = typer.Option(None, "--score-threshold", metavar="<float>", min=0.0, max=1.0,
+                                          show_default="the config's, else 0.5",
                                           help="Drop detections scoring below this."),
-    classes: list[str] = typer.Option(None, "--classes", help="Keep only these classes (names or ids)."),
-    stride: int = typer.Option(None, "--stride", min=1, help="Take every N-th video frame."),
-    track: bool = typer.Option(False, "--track", help="Give each detection a track id that persists across the "
-                               "frames of a video, a stream or a folder of frames (the config's 'track' "
-                               "tracker, else ByteTrack; --set track=sort for SORT)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: runs/detect/runN); refused when "
-                             "it holds files already, unless --exist-ok."),
-    exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into an --out folder that holds files already "
-                                  "(same names are replaced)."),
-    save: bool = typer.Option(True, "--save/--no-save", help="Write annotated images and videos."),
-    save_frames: bool = typer.Option(False, "--save-frames", help="Also write an annotated JPEG per video frame "
-                                     "(a video gets its annotated MP4 either way)."),
-    save_crops: bool = typer.Option(False, "--save-crops", help="Write each detection as an image under "
-                                    "crops/<class>/."),
-    save_txt: bool = typer.Option(False, "--save-txt", help="Write YOLO label files (class cx cy w h, "
-                                  "normalised) under labels/, with labels/classes.txt."),
-    save_conf: bool = typer.Option(False, "--save-conf", help="With --save-txt: add each detection's score."),
-    show: bool = typer.Option(False, "--show", help="Show each annotated frame in a window (needs a display and "
-                              "a GUI build of OpenCV; q closes it)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    classes: list[str] = typer.Option(None, "--classes", show_default="all", help="Keep only these classes "
+                                      "(names or ids)."),
+    stride: int = typer.Option(None, "--stride", metavar="<int>", min=1,
+                               show_default="the config's sources.video.stride, else 1",
+                               help="Take every N-th video frame."),
+    track: bool = typer.Option(False, "--track", show_default="the config's track, else off",
+                               help="Give each detection a track id that persists across the frames of a video, a "
+                               "stream or a folder of frames (the config's 'track' tracker, else ByteTrack; --set "
+                               "track=sort for SORT)."),
+    out: Path = typer.Option(None, "--out", "-o", rich_help_panel=_OUTPUTS, show_default="runs/detect/runN",
+                             help="Output folder; refused when it holds files already, unless --exist-ok."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", rich_help_panel=_OUTPUTS, show_default="off",
+                                  help="Write into an --out folder that holds files already (same names are "
+                                  "replaced)."),
+    save: bool = typer.Option(True, "--save/--no-save", rich_help_panel=_OUTPUTS,
+                              help="Write annotated images and videos."),
+    save_frames: bool = typer.Option(False, "--save-frames", rich_help_panel=_OUTPUTS, show_default=_SINKS,
+                                     help="Also write an annotated JPEG per video frame (a video gets its "
+                                     "annotated MP4 either way)."),
+    save_crops: bool = typer.Option(False, "--save-crops", rich_help_panel=_OUTPUTS, show_default=_SINKS,
+                                    help="Write each detection as an image under crops/<class>/."),
+    save_txt: bool = typer.Option(False, "--save-txt", rich_help_panel=_OUTPUTS, show_default=_SINKS,
+                                  help="Write YOLO label files (class cx cy w h, normalised) under labels/, with "
+                                  "labels/classes.txt."),
+    save_conf: bool = typer.Option(False, "--save-conf", rich_help_panel=_OUTPUTS, show_default=_SINKS,
+                                   help="With --save-txt: add each detection's score."),
+    show: bool = typer.Option(False, "--show", rich_help_panel=_OUTPUTS, show_default=_SINKS,
+                              help="Show each annotated frame in a window (needs a display and a GUI build of "
+                              "OpenCV; q closes it)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", show_default="off", help="No progress bar or summary."),
 ) -> None:
     """Detect objects in images, folders, videos, cameras and streams."""
     from visionkit.api import Pipeline
@@ -97,17 +117,23 @@ def _total(total: int | None) -> int | None:
 def propose(
     ctx: typer.Context,
     source: list[str] = typer.Argument(..., help="Images, folders, globs or .txt lists (videos too)."),
-    mode: str = typer.Option(None, "--mode", help="Selective search mode: single | fast | quality."),
-    color_spaces: str = typer.Option(None, "--color-spaces", help="Comma-separated colour spaces, e.g. hsv,lab."),
-    top: int = typer.Option(None, "--top", min=1, help="Keep the N best proposals per image."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Processes that run images in parallel (same "
-                                "proposals as 1; the proposer's own threads: --set proposer.workers=N)."),
-    config: Path = typer.Option(None, "--config", "-c", help="Pipeline config (YAML) with a 'proposer' section."),
-    set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set proposer.sigma=0.8."),
-    out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: runs/propose/runN); refused when "
-                             "it holds files already, unless --exist-ok."),
-    exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into an --out folder that holds files already."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    mode: str = typer.Option(None, "--mode", show_default="the config's, else fast",
+                             help="Selective search mode: single | fast | quality."),
+    color_spaces: str = typer.Option(None, "--color-spaces", show_default="the config's, else the mode's",
+                                     help="Comma-separated colour spaces, e.g. hsv,lab."),
+    top: int = typer.Option(None, "--top", metavar="<int>", min=1, show_default="all; 100 drawn",
+                            help="Keep the N best proposals per image (and draw them)."),
+    workers: int = typer.Option(1, "--workers", metavar="<int>", min=1, help="Processes that run images in parallel "
+                                "(same proposals as 1; the proposer's own threads: --set proposer.workers=N)."),
+    config: Path = typer.Option(None, "--config", "-c", show_default="selective search",
+                                help="Pipeline config (YAML) with a 'proposer' section."),
+    set_: list[str] = typer.Option(None, "--set", show_default="none", help="Override a config key "
+                                   "(repeatable): --set proposer.sigma=0.8."),
+    out: Path = typer.Option(None, "--out", "-o", show_default="runs/propose/runN", help="Output folder; refused "
+                             "when it holds files already, unless --exist-ok."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", show_default="off",
+                                  help="Write into an --out folder that holds files already."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", show_default="off", help="No progress bar or summary."),
 ) -> None:
     """Generate ranked region proposals (selective search by default): JSON per image + the top-N drawn."""
     from visionkit.api import ProposerPipeline
