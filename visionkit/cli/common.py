@@ -18,31 +18,40 @@ try:  # typer >= 0.28 vendors Click as typer._click; older typer depends on Clic
 except ImportError:  # pragma: no cover - typer < 0.28
     from click.exceptions import UsageError as ClickUsageError
 
-__all__ = ["ErrorGroup", "usage_error", "debug", "host", "progress", "report", "interrupted", "skipped", "warn",
-           "given", "print_table", "fmt", "term_width", "image_total"]
+__all__ = ["ErrorGroup", "UsageErrorGroup", "usage_error", "debug", "host", "progress", "report", "interrupted",
+           "skipped", "warn", "given", "print_table", "fmt", "term_width", "image_total"]
 
 
-class ErrorGroup(TyperGroup):
-    """Turns visionkit errors into a one-line message and the right exit code (2 usage, 1 runtime).
+class UsageErrorGroup(TyperGroup):
+    """Click's own usage errors (a missing argument, an unknown option or command, a bad value for a typed
+    option) as one line, ``error: <Click's message> (see 'visionkit detect --help')`` on stderr, and exit code
+    2, instead of Typer's boxed usage panel.
 
-    Click's own usage errors (a missing argument, an unknown option or command, a bad value for a typed
-    option) read the same way: ``error: <Click's message> (see 'visionkit detect --help')`` on stderr, exit
-    code 2, instead of Typer's boxed usage panel. The root group parses the global options in
-    :meth:`make_context`; every command and sub-app below it is parsed inside :meth:`invoke`, so sub-apps
-    (``eval``, ``data``, ``config``) need no class of their own. ``--help`` and the help printed for a group
-    given no command are unchanged."""
+    A group parses its own options in :meth:`make_context` and its command's inside :meth:`invoke`; the
+    sub-apps (``eval``, ``data``) use this class so that an error names the command whose ``--help`` to read,
+    and leave visionkit's own errors to the main app (or to the caller that runs a sub-app by itself).
+    ``--help`` and the help printed for a group given no command are unchanged."""
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except ClickUsageError as exc:
-            usage_error(exc)
+            usage_error(exc, " ".join(p for p in (parent.command_path if parent else "", info_name or "") if p))
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ClickUsageError as exc:
-            usage_error(exc)
+        except ClickUsageError as exc:  # raised while parsing the command (its context is set before that)
+            usage_error(exc, " ".join(p for p in (ctx.command_path, ctx.invoked_subcommand) if p))
+
+
+class ErrorGroup(UsageErrorGroup):
+    """Turns visionkit errors into a one-line message and the right exit code (2 usage, 1 runtime), and
+    Click's usage errors into the same one line (:class:`UsageErrorGroup`)."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
         except VisionkitError as exc:
             if debug(ctx):
                 raise
@@ -68,16 +77,18 @@ class ErrorGroup(TyperGroup):
             raise typer.Exit(1) from None
 
 
-def usage_error(exc: Any) -> NoReturn:
-    """Print a Click usage error as one ``error:`` line naming the command's ``--help``, and exit with code 2.
+def usage_error(exc: Any, command: str) -> NoReturn:
+    """Print a Click usage error as one ``error:`` line naming the ``--help`` to read, and exit with code 2.
 
-    The help a group prints when given no command (Click's ``NoArgsIsHelpError``) is re-raised untouched."""
+    ``command`` is the command being parsed (Click leaves the context out of some errors, e.g. an option
+    given no value). The help a group prints when given no command (Click's ``NoArgsIsHelpError``) is
+    re-raised untouched."""
     if type(exc).__name__ == "NoArgsIsHelpError":
         raise exc
     message = " ".join(exc.format_message().split()).rstrip(".")
     if message[:1].isupper() and message[1:2].islower():  # Click's "Missing argument", "No such option"...
         message = message[0].lower() + message[1:]
-    command = exc.ctx.command_path if exc.ctx is not None else "visionkit"
+    command = exc.ctx.command_path if exc.ctx is not None else command or "visionkit"
     typer.echo(f"error: {message} (see '{command} --help')", err=True)
     raise typer.Exit(exc.exit_code) from None
 

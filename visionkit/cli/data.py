@@ -11,9 +11,12 @@ from pathlib import Path
 
 import typer
 
+from visionkit.cli import common
+
 __all__ = ["data_app"]
 
-data_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Check, convert and split datasets.")
+data_app = typer.Typer(cls=common.UsageErrorGroup, no_args_is_help=True, add_completion=False,
+                       help="Check, convert and split datasets.")
 
 _FORMAT_HELP = "coco, voc or yolo."
 _IMAGES_HELP = "Image folder (VOC: the only place images are looked for; COCO: the root of file_name)."

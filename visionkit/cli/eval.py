@@ -16,7 +16,8 @@ from visionkit.cli import common
 
 __all__ = ["eval_app"]
 
-eval_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Evaluate predictions against ground truth.")
+eval_app = typer.Typer(cls=common.UsageErrorGroup, no_args_is_help=True, add_completion=False,
+                       help="Evaluate predictions against ground truth.")
 
 
 @eval_app.callback(invoke_without_command=True)
