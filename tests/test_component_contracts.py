@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from visionkit.errors import UsageError
 from visionkit.params import describe_params
 from visionkit.plugins import Host
 from visionkit.types import Detections, Frame, FrameMeta, Proposals
@@ -76,7 +77,10 @@ def test_sources_decline_what_they_cannot_read(spec, tmp_path):
 @pytest.mark.parametrize("result", ["detections", "proposals"])
 def test_sinks_write_atomically_and_report_files(spec, result, tmp_path):
     out = tmp_path / "out"
-    sink = spec.build({}, out_dir=out, class_names={1: "raccoon"})
+    try:
+        sink = spec.build({}, out_dir=out, class_names={1: "raccoon"})
+    except UsageError as exc:  # a sink that needs what this machine lacks (a display) refuses to be built
+        pytest.skip(f"sink '{spec.name}' cannot run here: {exc}")
     image = torch.full((3, 40, 60), 128, dtype=torch.uint8)
     boxes = torch.tensor([[5.0, 5.0, 30.0, 20.0]])
     res = (Detections(boxes, torch.tensor([0.9]), torch.tensor([1])) if result == "detections"

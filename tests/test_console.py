@@ -84,9 +84,9 @@ def test_show_refuses_with_one_line_where_no_window_can_open(cli, tmp_path, monk
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     res = cli("detect", IMAGES, "--weights", WEIGHTS, "--out", tmp_path / "a", "--show")
-    assert res.exit_code == 2 and res.output.strip() == ("error: sink 'show': no display here (DISPLAY and "
+    assert res.exit_code == 2 and res.output.strip() == ("error: --show: no display here (DISPLAY and "
                                                          "WAYLAND_DISPLAY are unset); --show needs a desktop session")
-    assert not (tmp_path / "a").exists()  # refused before anything ran
+    assert not any((tmp_path / "a").rglob("*.jpg"))  # refused before any frame
     gui = [line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")]
     if gui and gui[0].split(":", 1)[1].strip().upper() == "NONE":  # the headless OpenCV visionkit depends on
         monkeypatch.setenv("DISPLAY", ":0")
@@ -111,3 +111,13 @@ def test_video_frames_are_counted_from_the_header_and_printed_once_a_second(cli,
     seconds = sorted({int(p["timestamp"]) for p in preds})
     shown = re.findall(r"^video car-detection-clip\.mp4 frame (\d+) \(([\d.]+) s\): ", res.output, flags=re.M)
     assert [int(float(t)) for _, t in shown] == seconds  # one line per second of video, its first frame
+
+
+def test_video_count_with_loop_and_stride_matches_the_frames_given(tmp_path):
+    pipe = visionkit.Pipeline.from_config(weights=str(WEIGHTS), device="cpu", stride=4,
+                                          overrides=["sources.video.loop=2"])
+    from visionkit.pipeline import open_inputs
+
+    given = [f for f in open_inputs([str(VIDEO)], pipe.config, pipe.host) if isinstance(f, visionkit.Frame)]
+    assert pipe.count(VIDEO) == len(given)
+    assert {f.meta.extra["stride"] for f in given} == {4}  # what the tracker's frame rate is computed from

@@ -52,3 +52,40 @@ def test_api_predict_names_the_image_and_stream_skips_it(strips):
     assert [Path(f.meta.source).name for f, _ in got] == [GOOD.name]
     assert [Path(b.source).name for b in pipe.skipped] == ["wide.png"]
     assert torch.equal(got[0][1].boxes, pipe(GOOD).boxes)
+
+
+class Broken(torch.nn.Module):
+    """A detector that fails on every image, as a wrong device or a shape bug in a plugin would."""
+
+    def forward(self, images):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (1x7 and 9x2)")
+
+
+class NoFeatures(torch.nn.Module):
+    out_channels = 1
+    feature_names = ("0",)
+
+    def forward(self, x):
+        return {"0": x}
+
+
+class BrokenPlugin:
+    @visionkit.hookimpl
+    def register_backbones(self, register):
+        register("no-features", lambda params: NoFeatures())
+
+    @visionkit.hookimpl
+    def register_heads(self, register):
+        register("broken", lambda params, **_: Broken())
+
+
+def test_a_model_that_fails_on_every_image_stops_the_run_naming_the_head(cli, tmp_path):
+    host = visionkit.Host(plugins=[BrokenPlugin()])
+    config = tmp_path / "broken.yaml"
+    config.write_text("head: broken\nbackbone: no-features\nbatch_size: 1\n")
+    res = cli("detect", ROOT / "samples" / "images", GOOD, "--config", config, "--weights", "none", "--out",
+              tmp_path / "run", "--quiet", host=host)
+    assert res.exit_code == 1
+    line = res.output.strip().splitlines()[-1]
+    assert line.startswith("error: head 'broken' (plugin 'BrokenPlugin') failed on each of the first 3 images")
+    assert "not the images" in line and "Traceback" not in res.output

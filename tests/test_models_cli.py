@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
+import torch
 import torchvision
 from torchvision.models import detection
 
@@ -28,6 +29,9 @@ CHECKPOINTS = ROOT / "samples" / "checkpoints"
 def hub(tmp_path, monkeypatch):
     """An empty torch hub cache: the listing must not touch the user's, nor the network."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    # torch.hub.get_dir() prefers a directory set_dir() gave earlier in the process (test_weights, test_backbones
+    # restore theirs that way) over TORCH_HOME: clear it for this test, restored afterwards
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
     monkeypatch.setenv("VISIONKIT_OFFLINE", "1")
     return tmp_path / "torch" / "hub" / "checkpoints"
 

@@ -97,10 +97,13 @@ class Broken:
         return [1, 2, 3]
 
 
+RATES: list[float] = []  # the frame_rate each by-label tracker was built with
+
+
 class TrackerPlugin:
     @visionkit.hookimpl
     def register_trackers(self, register):
-        register("by-label", lambda params, *, frame_rate: ByLabel())
+        register("by-label", lambda params, *, frame_rate: RATES.append(frame_rate) or ByLabel())
         register("broken", lambda params, *, frame_rate: Broken())
 
 
@@ -262,3 +265,12 @@ def test_a_plugin_adds_a_tracker_and_bad_trackers_get_one_line(cli, host, tmp_pa
     assert res.exit_code == 2 and "bytetrack" in res.output and len(res.output.strip().splitlines()) == 1
     res = cli(*base, "--out", tmp_path / "d", "--track", "--set", "track.lost_track_buffer=-1", host=host)
     assert res.exit_code == 2 and "lost_track_buffer" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_the_tracker_is_told_the_rate_of_the_frames_it_sees(host, tmp_path):
+    """car-detection.mp4 is 12.5 fps (its SOURCE.md): at --stride 3 the tracker sees 12.5 / 3 frames a second."""
+    RATES.clear()
+    pipe = visionkit.Pipeline.from_config({**CONFIG, "sources": {"video": {"max_frames": 3}}}, weights=None,
+                                          device="cpu", stride=3, track="by-label", host=host)
+    assert len(list(pipe.stream(VIDEO))) == 3
+    assert len(RATES) == 1 and abs(RATES[0] - 12.5 / 3) < 1e-9

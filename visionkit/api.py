@@ -172,7 +172,7 @@ class Pipeline:
             if isinstance(params, Mapping) or params is None:
                 self.host.registry.get("sink", name).parse(params or {})
         self.skipped: list[BadItem] = []
-        self._infer_fn: Callable[[list[Frame]], list[Detections]] | None = None
+        self._infer_fn: tuple[float, Callable[[list[Frame]], list[Detections]]] | None = None
 
     @classmethod
     def from_config(
@@ -226,21 +226,34 @@ class Pipeline:
 
         return TrackingStage(self.config, self.host) if track_section(self.config) is not None else None
 
-    def _infer(self) -> Callable[[list[Frame]], list[Detections]]:
-        """The batch function, made once (moving the model to its device and naming the head are not per-call work)."""
-        if self._infer_fn is None:
-            self._infer_fn = self._make_infer()
-        return self._infer_fn
+    def _infer(self, score_threshold: float | None = None) -> Callable[[list[Frame]], list[Detections]]:
+        """The batch function, made once per threshold (moving the model to its device and naming the head are not
+        per-call work); ``score_threshold`` defaults to the config's."""
+        threshold = float(self.config.get("score_threshold") or 0.0) if score_threshold is None else score_threshold
+        if self._infer_fn is None or self._infer_fn[0] != threshold:
+            self._infer_fn = (threshold, self._make_infer(threshold))
+        return self._infer_fn[1]
 
-    def _make_infer(self) -> Callable[[list[Frame]], list[Detections]]:
+    def _make_infer(self, threshold: float) -> Callable[[list[Frame]], list[Detections]]:
         from visionkit.pipeline import detector_infer
 
         head = self.config.get("head")
         name = str(head.get("name") if isinstance(head, Mapping) else head)
         plugin = self.host.registry.get("head", name).plugin
         return detector_infer(self.detector, self.device, self.config.get("precision") or "fp32",
-                              score_threshold=float(self.config.get("score_threshold") or 0.0),
-                              keep_labels=self.keep_labels, name=f"head '{name}' (plugin '{plugin}')")
+                              score_threshold=threshold, keep_labels=self.keep_labels,
+                              name=f"head '{name}' (plugin '{plugin}')")
+
+    def _tracked_infer(self, tracking: TrackingStage | None) -> Callable[[list[Frame]], list[Any]]:
+        """The batch function of :meth:`run` and :meth:`stream`: with tracking, the model's detections down to
+        the tracker's floor go to the tracker (ByteTrack matches low-score boxes to its tracks, as Ultralytics
+        feeds it), and what scores below the config's threshold is dropped after tracking."""
+        if tracking is None:
+            return self._infer()
+        from visionkit.tracking import TRACK_SCORE_FLOOR
+
+        threshold = float(self.config.get("score_threshold") or 0.0)
+        return tracking.wrap(self._infer(min(threshold, TRACK_SCORE_FLOOR)), keep_score=threshold)
 
     def predict(self, images: Sequence[ImageLike]) -> list[Detections]:
         """Detections for each image, in order (batched by the config's ``batch_size``). An image the model
@@ -273,10 +286,8 @@ class Pipeline:
         :attr:`skipped`."""
         from visionkit.types import BadItem
 
-        infer = self._infer()
         self.tracking = self._tracking()
-        if self.tracking is not None:
-            infer = self.tracking.wrap(infer)
+        infer = self._tracked_infer(self.tracking)
         size = max(1, int(batch_size))
         self.skipped = []
         batch: list[Frame] = []
@@ -331,7 +342,7 @@ class Pipeline:
         items = _open(_inputs(inputs), self.config, self.host)
         sinks = build_sinks(self.config, self.host, out_dir, self.class_names, only=only)
         self.tracking = tracking = self._tracking()
-        infer = self._infer() if tracking is None else tracking.wrap(self._infer())
+        infer = self._tracked_infer(tracking)
         runner = Runner(infer, sinks, batch_size=int(self.config.get("batch_size") or 1))
         try:
             summary = runner.run(items, on_item, on_result)
@@ -357,7 +368,7 @@ class Pipeline:
         with distributed.session(self.device) as info:
             out_dir = _shared_run_dir(info, out, "detect")
             tracking = self._tracking()  # each rank tracks its own whole videos (track counts are not merged)
-            infer = self._infer() if tracking is None else tracking.wrap(self._infer())
+            infer = self._tracked_infer(tracking)
             return distributed.run_sharded(info, inputs, self.config, self.host, out_dir, self.class_names,
                                            infer, batch_size=int(self.config.get("batch_size") or 1),
                                            only=only, on_item=on_item)

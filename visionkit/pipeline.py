@@ -642,11 +642,18 @@ class _ModelFailed(Exception):
         self.error = error
 
 
-def _failed_item(frame: Frame, error: BaseException, name: str) -> BadItem:
+#: a run whose first this-many images all fail in the model stops (a broken model, not bad images)
+_SYSTEMATIC = 3
+
+
+def _cause(error: BaseException) -> str:
     text = str(error).strip().splitlines()
-    cause = text[0] if text else "no message"
-    return BadItem(frame.meta.source, f"{name} failed on this {frame.width}x{frame.height} image ({cause}); "
-                                      "an extreme size or aspect ratio is the usual reason: crop or resize it")
+    return text[0][:300] if text else "no message"
+
+
+def _failed_item(frame: Frame, error: BaseException, name: str) -> BadItem:
+    return BadItem(frame.meta.source, f"{name} failed on this {frame.width}x{frame.height} image "
+                                      f"({_cause(error)}); if its size or aspect ratio is extreme, crop or resize it")
 
 
 def detector_infer(
@@ -665,6 +672,7 @@ def detector_infer(
     """
     detector.to(device).eval()
     pin = device.type == "cuda"
+    tally = {"ok": 0, "failed": 0}  # images run / failed so far: failing on every one is not the images' fault
 
     def run(group: list[Frame]) -> list[Any]:
         images = []
@@ -699,6 +707,13 @@ def detector_infer(
                         outputs[i] = run([frames[i]])[0]
                     except _ModelFailed as failed:
                         outputs[i] = _failed_item(frames[i], failed.error, name)
+                        tally["failed"] += 1
+                        if tally["ok"] == 0 and tally["failed"] >= _SYSTEMATIC:
+                            raise PluginError(f"{name} failed on each of the first {tally['failed']} images "
+                                              f"({_cause(failed.error)}): the model, its weights or its device is "
+                                              "at fault, not the images; check the config and --weights"
+                                              ) from failed.error
+        tally["ok"] += sum(1 for out in outputs if not isinstance(out, BadItem))
         results: list[Any] = []
         for out in outputs:
             if isinstance(out, BadItem):

@@ -26,6 +26,10 @@ __all__ = ["TrackingStage", "sequence_key", "track_section"]
 
 #: the frame rate given to a tracker of still images (what Ultralytics and the trackers library assume)
 STILL_FRAME_RATE = 30.0
+#: the tracker gets the detections scoring at least this (or the run's threshold, if lower); the run's threshold
+#: is applied after tracking. ByteTrack's second association matches low-score boxes to existing tracks
+#: (Ultralytics runs its trackers at conf 0.1 for this reason)
+TRACK_SCORE_FLOOR = 0.1
 
 
 def track_section(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -62,13 +66,21 @@ class TrackingStage:
         self.label = f"tracker '{self.spec.name}' (plugin '{self.spec.plugin}')"
         self._key: str | None = None
         self._tracker: Any = None
-        self._labels: dict[tuple[str, int], Counter[int]] = {}
+        self._sequences = 0  # sequences started so far: a track is (sequence number, id)
+        self._labels: dict[tuple[int, int], Counter[int]] = {}
 
     def __call__(self, frame: Frame, detections: Detections) -> Detections:
         key = sequence_key(frame.meta)
-        if key != self._key:
+        if key != self._key:  # a new sequence (or one seen before, read again): a new tracker, ids from 1
             self._key = key
-            self._tracker = self.spec.factory(self.params, frame_rate=_frame_rate(frame.meta))
+            self._sequences += 1
+            try:
+                self._tracker = self.spec.factory(self.params, frame_rate=_frame_rate(frame.meta))
+            except VisionkitError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"{self.label} could not be built for {frame.meta.source}: {exc}; fix the "
+                                  "plugin or run without --track") from exc
         try:
             ids = self._tracker.update(detections, frame.meta)
         except VisionkitError:
@@ -83,7 +95,7 @@ class TrackingStage:
         ids = ids.to(torch.int64)
         for tid, label in zip(ids.tolist(), detections.labels.tolist(), strict=True):
             if tid >= 0:
-                self._labels.setdefault((key, tid), Counter())[label] += 1
+                self._labels.setdefault((self._sequences, tid), Counter())[label] += 1
         return replace(detections, track_ids=ids)
 
     @property
@@ -94,9 +106,17 @@ class TrackingStage:
             out[counts.most_common(1)[0][0]] += 1
         return dict(sorted(out.items()))
 
-    def wrap(self, infer: Callable[[list[Frame]], list[Any]]) -> Callable[[list[Frame]], list[Any]]:
-        """``infer`` followed by tracking, frame by frame in order (for :class:`visionkit.pipeline.Runner`)."""
+    def wrap(self, infer: Callable[[list[Frame]], list[Any]], keep_score: float = 0.0
+             ) -> Callable[[list[Frame]], list[Any]]:
+        """``infer`` followed by tracking, frame by frame in order (for :class:`visionkit.pipeline.Runner`), then
+        only the detections scoring at least ``keep_score`` are kept."""
         def tracked(frames: list[Frame]) -> list[Any]:
-            return [self(f, d) if isinstance(d, Detections) else d for f, d in zip(frames, infer(frames), strict=True)]
+            out = []
+            for frame, result in zip(frames, infer(frames), strict=True):
+                if isinstance(result, Detections):
+                    result = self(frame, result)
+                    result = result[result.scores >= keep_score] if keep_score > 0 else result
+                out.append(result)
+            return out
 
         return tracked

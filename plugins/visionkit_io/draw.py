@@ -148,25 +148,31 @@ class Trails:
         self.length = length
         self._sequence: str | None = None
         self._frame: Any = None
+        self._count = 0  # frames of the sequence so far
         self._points: dict[int, list[tuple[int, int]]] = {}
         self._labels: dict[int, int] = {}
+        self._seen: dict[int, int] = {}  # track id -> the frame it was last in
 
     def update(self, frame: Any, sequence: str, result: Detections) -> None:
         if frame is self._frame:
             return
         self._frame = frame
         if sequence != self._sequence or frame.meta.index == 0:
-            self._sequence, self._points, self._labels = sequence, {}, {}
-        if result.track_ids is None:
-            return
-        boxes = result.boxes.detach().cpu()
-        for tid, box, label in zip(result.track_ids.tolist(), boxes.tolist(), result.labels.tolist(), strict=True):
-            if tid < 0:
-                continue
-            points = self._points.setdefault(tid, [])
-            points.append((round((box[0] + box[2]) / 2), round((box[1] + box[3]) / 2)))
-            del points[:-self.length]
-            self._labels[tid] = int(label)
+            self._sequence, self._points, self._labels, self._seen, self._count = sequence, {}, {}, {}, 0
+        self._count += 1
+        if result.track_ids is not None:
+            boxes = result.boxes.detach().cpu()
+            for tid, box, label in zip(result.track_ids.tolist(), boxes.tolist(), result.labels.tolist(),
+                                       strict=True):
+                if tid < 0:
+                    continue
+                points = self._points.setdefault(tid, [])
+                points.append((round((box[0] + box[2]) / 2), round((box[1] + box[3]) / 2)))
+                del points[:-self.length]
+                self._labels[tid] = int(label)
+                self._seen[tid] = self._count
+        for tid in [t for t, last in self._seen.items() if self._count - last > self.length]:
+            del self._points[tid], self._labels[tid], self._seen[tid]  # gone for a whole trail: forget it
 
     def draw(self, bgr: np.ndarray, result: Detections, line_width: int, order: str = "bgr") -> None:
         """A polyline through the recent centres of every track present in ``result``, in its class colour."""

@@ -94,8 +94,7 @@ class CropsSink:
     def close(self) -> list[Path]:
         if self.written:
             sync()
-            return [self.out_dir]
-        return []
+        return list(self.written)
 
 
 @dataclass(frozen=True)
@@ -154,6 +153,6 @@ class YoloTxtSink:
         if not self.written:
             return []
         names = "".join(f"{self.class_names.get(cid, str(cid))}\n" for cid in self.order)
-        write_bytes(self.out_dir / "classes.txt", names.encode(), durable=False)
+        classes = write_bytes(self.out_dir / "classes.txt", names.encode(), durable=False)
         sync()
-        return [self.out_dir]
+        return [*self.written, classes]

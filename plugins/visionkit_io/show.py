@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from visionkit.types import Detections, Frame, Proposals
+from visionkit_io.draw import Trails
 from visionkit_io.sinks import DrawParams
 
 __all__ = ["ShowParams", "ShowSink", "display_problem"]
@@ -46,9 +47,6 @@ class ShowParams(DrawParams):
         super().__post_init__()
         if self.wait_ms < 1:
             raise ValueError(f"wait_ms must be >= 1, got {self.wait_ms}")
-        problem = display_problem()
-        if problem is not None:
-            raise ValueError(problem)
 
 
 class ShowSink:
@@ -56,10 +54,16 @@ class ShowSink:
 
     def __init__(self, params: ShowParams | None = None, *, out_dir: Path,
                  class_names: Mapping[int, str] | None = None) -> None:
+        from visionkit.errors import UsageError
+
+        problem = display_problem()
+        if problem is not None:  # before the first frame: the run stops before it starts
+            raise UsageError(f"--show: {problem}")
         self.params = params or ShowParams()
         self.class_names = class_names
         self.closed = False
         self.windows: set[str] = set()
+        self.trails = Trails(self.params.trail)
 
     def write(self, frame: Frame, result: Detections | Proposals) -> None:
         import cv2
@@ -68,7 +72,7 @@ class ShowSink:
             return
         title = Path(frame.meta.source).name or frame.meta.source
         self.windows.add(title)
-        cv2.imshow(title, self.params.draw(frame, result, self.class_names))
+        cv2.imshow(title, self.params.draw(frame, result, self.class_names, trails=self.trails))
         if cv2.waitKey(self.params.wait_ms) & 0xFF in (ord("q"), 27):
             self.closed = True
 

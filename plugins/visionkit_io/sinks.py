@@ -66,10 +66,11 @@ class DrawParams:
             raise ValueError(f"trail must be >= 0 (0: no trails), got {self.trail}")
 
     def draw(self, frame: Frame, result: Detections | Proposals,
-             class_names: Mapping[int, str] | None, order: str = "bgr") -> np.ndarray:
+             class_names: Mapping[int, str] | None, order: str = "bgr", trails: Trails | None = None) -> np.ndarray:
         """The frame as a ``uint8`` ``[H, W, 3]`` array in channel ``order`` (``"bgr"`` or ``"rgb"``) with
-        ``result`` drawn on it. A frame is drawn once: every sink asking for the same frame, result, drawing
-        options and order gets the same (read-only) array."""
+        ``result`` drawn on it, and the tracks' trails from ``trails`` (the calling sink's: it sees every frame it
+        draws, in order). A frame is drawn once: every sink asking for the same frame, result, drawing options
+        and order gets the same (read-only) array."""
         key = (self._key(), order, id(class_names))
         cached = _DRAWN.get(frame, result, key)
         if cached is not None:
@@ -78,10 +79,9 @@ class DrawParams:
             pixels = to_bgr_numpy(frame.image)
         else:
             pixels = np.ascontiguousarray(frame.image.detach().cpu().numpy().transpose(1, 2, 0))
-        if isinstance(result, Detections) and result.track_ids is not None and self.trail:
-            _TRAILS.length = max(_TRAILS.length, self.trail)
-            _TRAILS.update(frame, sequence_key(frame.meta), result)
-            _TRAILS.draw(pixels, result, self.line_width or line_width_for(frame.height, frame.width), order)
+        if trails is not None and isinstance(result, Detections) and result.track_ids is not None and self.trail:
+            trails.update(frame, sequence_key(frame.meta), result)
+            trails.draw(pixels, result, self.line_width or line_width_for(frame.height, frame.width), order)
         drawn = draw_bgr(pixels, result, class_names=class_names, min_score=self.min_score,
                          max_proposals=self.max_proposals, line_width=self.line_width, labels=self.labels,
                          order=order)
@@ -113,7 +113,6 @@ class _DrawnFrames:
 
 
 _DRAWN = _DrawnFrames()
-_TRAILS = Trails()  # shared by every drawing sink of the process; the writer thread draws frames in order
 
 
 class OutputNames:
@@ -189,12 +188,13 @@ class AnnotatedImagesSink:
         self.out_dir = Path(out_dir)
         self.class_names = class_names
         self.names = OutputNames()
+        self.trails = Trails(self.params.trail)  # this run's, for this sink
         self.written: list[Path] = []
 
     def write(self, frame: Frame, result: Detections | Proposals) -> None:
         if frame.meta.frame_index is not None and not self.params.video_frames:
             return  # a video frame: the annotated-video sink has it
-        bgr = self.params.draw(frame, result, self.class_names)
+        bgr = self.params.draw(frame, result, self.class_names, trails=self.trails)
         ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.params.jpeg_quality])
         if not ok:
             raise RuntimeError(f"OpenCV could not encode the annotated image of {frame.meta.source}")

@@ -99,7 +99,7 @@ class VideoSource:
                 frames = int(stream.frames or 0) if stream is not None else 0
             if frames <= 0:
                 return None
-            kept = -(-frames // self.params.stride) * (self.params.loop + 1)
+            kept = -(-frames * (self.params.loop + 1) // self.params.stride)  # indices go on across passes
             total += kept if self.params.max_frames is None else min(kept, self.params.max_frames)
         return total
 
@@ -232,8 +232,9 @@ def _decode_pass(uri: str, at: _Position, *, stride: int, max_frames: int | None
         decoded = bad_packets = bad_run = 0
         last_time: float | None = None
         failure: str | None = None
-        extra: dict[str, Any] = {"frame_rate": rate} if pass_number is None else {"frame_rate": rate,
-                                                                                   "loop": pass_number}
+        extra: dict[str, Any] = {"frame_rate": rate, "stride": stride}  # a tracker's rate is fps / stride
+        if pass_number is not None:
+            extra["loop"] = pass_number
         try:
             for packet in container.demux(stream):
                 try:

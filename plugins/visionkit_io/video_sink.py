@@ -26,6 +26,7 @@ import numpy as np
 from visionkit.atomic import atomic_path
 from visionkit.errors import InputError
 from visionkit.types import Detections, Frame, Proposals
+from visionkit_io.draw import Trails
 from visionkit_io.sinks import DrawParams, OutputNames
 
 __all__ = ["AnnotatedVideoParams", "AnnotatedVideoSink", "VideoWriter"]
@@ -117,6 +118,7 @@ class AnnotatedVideoSink:
         self.class_names = class_names
         self.names = OutputNames()
         self.writers: dict[str, VideoWriter] = {}
+        self.trails = Trails(self.params.trail)  # this run's, for this sink
 
     def write(self, frame: Frame, result: Detections | Proposals) -> None:
         meta = frame.meta
@@ -129,7 +131,8 @@ class AnnotatedVideoSink:
                                  crf=self.params.crf, preset=self.params.preset)
             self.writers[meta.source] = writer
         try:
-            writer.write(self.params.draw(frame, result, self.class_names, order="rgb"), meta.frame_index)
+            drawn = self.params.draw(frame, result, self.class_names, order="rgb", trails=self.trails)
+            writer.write(drawn, meta.frame_index)
         except BaseException:
             self.abort()
             raise

@@ -32,7 +32,7 @@ def _frames(name: str, value: int, low: int) -> None:
         raise ValueError(f"{name} must be >= {low} (frames), got {value}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SortParams:
     """``lost_track_buffer``: frames (at 30 fps) a track survives without a match; ``track_activation_threshold``:
     the score a detection needs to start a track; ``minimum_consecutive_frames``: matches before a track gets an
@@ -50,7 +50,7 @@ class SortParams:
         _fraction("minimum_iou_threshold", self.minimum_iou_threshold)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ByteTrackParams(SortParams):
     """:class:`SortParams` plus ``high_conf_det_threshold``: detections scoring at least this are matched
     first, the others only to tracks left unmatched (ByteTrack's second association)."""

@@ -137,9 +137,11 @@ def progress(quiet: bool, total: int | None) -> tuple[Any, Callable[[Any], None]
         TextColumn("{task.fields[rate]} items/s"), TimeElapsedColumn(),
         *([TextColumn("eta"), TimeRemainingColumn()] if total else []), transient=False,
     )
-    task = bar.add_task("running", total=total, rate="-")
+    task = bar.add_task("running", total=total, rate="-", start=False)
+    lazy = _LazyBar(bar, task)
 
     def on_item(item: Any) -> None:
+        lazy.start()
         bar.advance(task)
         elapsed = bar.tasks[0].elapsed or 0.0
         done = bar.tasks[0].completed
@@ -147,7 +149,29 @@ def progress(quiet: bool, total: int | None) -> tuple[Any, Callable[[Any], None]
         source = meta.source if meta is not None else getattr(item, "source", "")
         bar.update(task, rate=f"{done / elapsed:.1f}" if elapsed > 0 else "-", description=Path(source).name[:30])
 
-    return bar, on_item, lambda n: bar.update(task, total=n)
+    return lazy, on_item, lambda n: bar.update(task, total=n)
+
+
+class _LazyBar:
+    """A rich ``Progress`` shown from the first finished item, so an error before it (a bad option found while
+    building the run) prints alone, and the rate and time left count from the first item."""
+
+    def __init__(self, bar: Any, task: Any) -> None:
+        self.bar, self.task, self.started = bar, task, False
+        self.console = bar.console
+
+    def start(self) -> None:
+        if not self.started:
+            self.started = True
+            self.bar.start()
+            self.bar.start_task(self.task)
+
+    def __enter__(self) -> _LazyBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            self.bar.stop()
 
 
 def report(summary: Any, quiet: bool, what: str, class_names: Mapping[int, str] | None = None) -> None:

@@ -290,7 +290,8 @@ class ImageFinder:
         folders = self.candidates(xml.parent)
         names: list[str] = []
         if filename:
-            normal = filename.replace("\\", "/").lstrip("/")  # never a path outside the candidate folders
+            # never a path outside the candidate folders: no anchor, no ".." or "." parts
+            normal = "/".join(q for q in filename.replace("\\", "/").split("/") if q not in ("", ".", ".."))
             names = [normal, normal.rsplit("/", 1)[-1]] if "/" in normal else [normal]
         for name in names:
             for folder in folders:
