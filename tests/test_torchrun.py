@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +74,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     shutil.copy(IMAGES / "raccoon-72.jpg", a / "raccoon-72.jpg")
     (a / "raccoon-60.jpg").write_bytes(b"not a jpeg")               # a bad input on rank 0
     shutil.copy(IMAGES / "raccoon-186.jpg", b / "raccoon.jpg")
+    # a legal 1 x 40000 PNG the detector cannot take (its resize makes it 0 px high): skipped on its rank, listed
+    cv2.imwrite(str(b / "strip.png"), np.full((1, 40000, 3), 128, np.uint8))
     return [str(a), str(b), str(VIDEO)]
 
 
@@ -81,7 +85,7 @@ def test_detect_images_and_video_equal_one_process(inputs: list[str], tmp_path: 
     two = _torchrun([*args, "--out", str(tmp_path / "two")], tmp_path)
     assert one.returncode == 1, one.stderr  # the corrupt image: skipped, listed, exit 1
     assert two.returncode != 0, two.stderr  # torchrun exits 1 when a rank does
-    assert "could not be read" in two.stderr and "raccoon-60.jpg" in two.stderr
+    assert "could not be read" in two.stderr and "raccoon-60.jpg" in two.stderr and "strip.png" in two.stderr
     skipped = [ln for ln in one.stderr.splitlines() if ln.startswith(("skipped", "error:"))]
     assert skipped == [ln for ln in two.stderr.splitlines() if ln.startswith(("skipped", "error:"))]
     assert _report(one.stdout, tmp_path / "one") == _report(two.stdout, tmp_path / "two")
@@ -89,7 +93,9 @@ def test_detect_images_and_video_equal_one_process(inputs: list[str], tmp_path: 
     assert sorted(got) == sorted(want)  # no .rank folders left, the same names (raccoon-2.jpg included)
     assert "raccoon-2.jpg" in got and "car-detection-clip.mp4" in got
     lines = want["predictions.jsonl"].decode().splitlines()
-    assert [json.loads(ln)["index"] for ln in lines] == list(range(len(lines)))
+    indices = [json.loads(ln)["index"] for ln in lines]
+    # frames in run order; the one frame the model could not take (strip.png) keeps its place, so one gap
+    assert indices == sorted(set(indices)) and len(set(range(indices[-1] + 1)) - set(indices)) == 1
     assert got["predictions.jsonl"] == want["predictions.jsonl"]  # same lines, same order, same index values
     assert got["coco_results.json"] == want["coco_results.json"]
     for name in want:

@@ -307,6 +307,8 @@ class _Shard:
     rank: int
     frames: list[tuple[Key, Any, Any]] = field(default_factory=list)  # (key, FrameMeta, result)
     bad: list[tuple[Key, BadItem]] = field(default_factory=list)
+    #: frames the model could not take: they keep their place in the run's frame count (``index``), as in one process
+    failed: list[Key] = field(default_factory=list)
     #: per file sink: its files, and every frame it was given as (key, a still image?, its source's first frame?)
     sinks: list[tuple[list[str], list[tuple[Key, bool, bool]]]] = field(default_factory=list)
     files: dict[str, bytes] | None = None  # the rank folder's files, when rank 0 cannot see it
@@ -333,6 +335,7 @@ def run_sharded(
 
     units = expand_inputs(inputs, config)
     keys: list[Key] = []
+    last_key: dict[str, Key] = {}  # source -> the key of its latest frame (places a frame the model failed on)
     sent = _Shard(info.rank)
 
     def items() -> Iterator[Frame | BadItem]:
@@ -348,6 +351,7 @@ def run_sharded(
                     yield item
                     continue
                 keys.append((pos, seq))
+                last_key[item.meta.source] = (pos, seq)
                 yield Frame(item.image, replace(item.meta, index=len(keys) - 1))
 
     error: BaseException | None = None
@@ -356,8 +360,14 @@ def run_sharded(
     try:
         built = build_sinks(config, host, rank_dir, class_names, only=file_names) if file_names else Sinks()
         tracked = [_Tracked(s) for s in built]
-        Runner(infer, Sinks([*tracked, keep], [*built.labels, "rank results"]), batch_size=batch_size).run(
+        ran = Runner(infer, Sinks([*tracked, keep], [*built.labels, "rank results"]), batch_size=batch_size).run(
             items(), on_item)
+        reported = {id(b) for _, b in sent.bad}
+        for bad in ran.bad:  # frames the model could not take (the sources' own bad items are in sent.bad)
+            if id(bad) not in reported:
+                key = last_key.get(bad.source, (len(units), 0))
+                sent.bad.append((key, bad))
+                sent.failed.append(key)
     except KeyboardInterrupt:
         raise  # Ctrl-C reaches every rank of the job; each keeps its folder, nothing is merged
     except Exception as exc:  # reported on every rank by exchange_status
@@ -409,14 +419,17 @@ def _merge(shards: list[_Shard], config: Mapping[str, Any], host: Host, out_dir:
 
     frames = sorted((f for s in shards for f in s.frames), key=lambda f: f[0])
     order = {key: i for i, (key, _, _) in enumerate(frames)}
+    # a frame's index counts every frame before it, those the model could not take included (as one process)
+    index = {key: i for i, key in enumerate(sorted([*order, *(k for s in shards for k in s.failed)]))}
     placeholder = torch.zeros(1, dtype=torch.uint8)
 
     def metadata_frames() -> Iterator[Frame]:  # the pixels stayed on the ranks; result sinks need none
-        for i, (_, meta, _) in enumerate(frames):
+        for key, meta, _ in frames:
             size = (3, max(1, meta.height), max(1, meta.width))
-            yield Frame(placeholder.expand(*size), replace(meta, index=i))
+            yield Frame(placeholder.expand(*size), replace(meta, index=index[key]))
 
     results = [r for _, _, r in frames]
+    by_index = {index[key]: r for key, _, r in frames}
     summary = RunSummary(items=len(frames), detections=sum(len(r) for r in results))
     for r in results:  # the per-stage times stay unmeasured (zero) in a merged job: they are per rank
         if isinstance(r, Detections):
@@ -428,7 +441,7 @@ def _merge(shards: list[_Shard], config: Mapping[str, Any], host: Host, out_dir:
         tracked = [_Tracked(s) for s in sinks]
         from visionkit.pipeline import Sinks
 
-        done = Runner(lambda batch: [results[f.meta.index] for f in batch], Sinks(tracked, sinks.labels),
+        done = Runner(lambda batch: [by_index[f.meta.index] for f in batch], Sinks(tracked, sinks.labels),
                       batch_size=64).run(metadata_frames())
         summary.items, summary.detections = done.items, done.detections
         for name, t in zip(result_names, tracked, strict=True):
