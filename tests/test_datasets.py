@@ -249,7 +249,9 @@ def test_yolo_coco128_counts_ids_and_boxes():
     assert from_yaml.num_boxes == 929
 
 
-def test_yolo_folder_without_coco_names_keeps_ids(tmp_path):
+def test_yolo_folder_with_its_own_names_gets_ids_from_1(tmp_path):
+    """A YOLO dataset with its own classes: YOLO class k is category id k + 1 (issue 12: id 0 is the detector's
+    background, so a dataset loaded with ids 0..K-1 could not be trained); ``category_ids="index"`` keeps k."""
     root = tmp_path / "y"
     _jpeg(root / "images" / "train" / "a.jpg", (100, 50))
     _jpeg(root / "images" / "val" / "b.jpg", (100, 50))
@@ -257,9 +259,11 @@ def test_yolo_folder_without_coco_names_keeps_ids(tmp_path):
     (root / "labels" / "train" / "a.txt").write_text("1 0.5 0.5 0.2 0.4\n\n0 0.1 0.1 0.2 0.2\n")
     (root / "classes.txt").write_text("cat\ndog\n")
     ds = load_dataset(root)
-    assert ds.classes == {0: "cat", 1: "dog"} and len(ds) == 2
+    assert ds.classes == {1: "cat", 2: "dog"} and len(ds) == 2
     a = next(r for r in ds if r.file_name.endswith("a.jpg"))
-    assert a.labels.tolist() == [1, 0]
+    assert a.labels.tolist() == [2, 1]
+    assert next(r for r in load_yolo(root, category_ids="index") if r.file_name.endswith("a.jpg")
+                ).labels.tolist() == [1, 0]
     assert torch.allclose(a.boxes[0], torch.tensor([40.0, 15.0, 60.0, 35.0]))
     assert [p.kind for p in ds.problems] == ["image_without_labels"]
     assert len(load_yolo(root, split="val")) == 1

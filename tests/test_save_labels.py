@@ -54,6 +54,8 @@ def test_yolo_labels_load_back_with_the_same_boxes(run, tmp_path):
         assert got.shape == want.shape and np.abs(got - want).max() < 0.006
         names = {ds.classes[int(c)] for c in record.labels.tolist()}
         assert names <= {"raccoon"} and len(record.labels) == len(pred["detections"])
+        # and the model's category ids: YOLO class k of a model with ids 1..N reads back as id k + 1
+        assert record.labels.tolist() == [d["label"] for d in pred["detections"]]
 
 
 def test_save_conf_adds_the_score_column(run, cli, tmp_path):

@@ -20,8 +20,9 @@ Category ids: ``category_ids="auto"`` (default) uses the data YAML's ``category_
 one (YOLO class -> category id of the dataset it was converted from, as ``visionkit data convert
 --to yolo`` writes it), else maps COCO's 80 classes (names in the standard order) to COCO's category
 ids 1..90 with :data:`visionkit.data.categories.COCO80_TO_91` (YOLO 0 person -> 1, 79 toothbrush ->
-90); any other class list keeps the YOLO ids 0..K-1. ``"coco"`` forces the COCO mapping (the names
-must be COCO's), ``"index"`` keeps the YOLO ids.
+90); any other class list gets category ids 1..K (YOLO class ``k`` -> ``k + 1``: id 0 is a detector's
+background, so the dataset trains, evaluates and converts as it loads, names kept). ``"coco"`` forces the COCO
+mapping (the names must be COCO's), ``"index"`` keeps the YOLO ids 0..K-1.
 
 Splits: with ``split=None`` the images of every split are read once each and ``info["splits"]``
 records ``{split: [image ids]}`` (the data YAML's ``train``/``val``/``test``, or ``images/<split>/``).
@@ -297,9 +298,12 @@ def load_yolo(path: str | os.PathLike[str], split: str | None = None,
         to_id = mapped_ids.__getitem__
     elif use_coco:
         to_id = COCO80_TO_91.__getitem__
-    else:
+    elif category_ids == "index":
         def to_id(c: int) -> int:
             return c
+    else:  # a dataset's own classes: ids 1..K (id 0 is a detector's background), so it trains as it loads
+        def to_id(c: int) -> int:
+            return c + 1
     classes = {to_id(i): n for i, n in class_names.items()}
 
     stems = [p.stem for p in image_files]
