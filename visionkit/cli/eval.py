@@ -160,7 +160,7 @@ def voc(
     common.warn(result.get("warnings", []))
     rows = [[str(c["id"]), c["name"], common.fmt(c["AP"]), str(c["num_gt"]), str(c["num_predictions"]),
              str(c["num_tp"])] for c in result["per_class"]]
-    common.print_table(f"VOC AP ({method}, IoU > {iou})", ["id", "class", "AP", "GT", "pred", "TP"], rows)
+    common.print_table(f"VOC AP ({method}, IoU >= {iou})", ["id", "class", "AP", "GT", "pred", "TP"], rows)
     typer.echo(f"mAP = {result['mAP']:.4f}")
     _print_confusion(result["confusion_matrix"])
     for name, path in result.get("files", {}).items():
