@@ -424,6 +424,12 @@ class ProposerPipeline:
                              "visionkit.Proposals; the plugin breaks the Proposer contract (visionkit.components)")
         return result
 
+    def count(self, inputs: PathLike | Sequence[PathLike]) -> int | None:
+        """How many frames :meth:`run` will see in ``inputs``, or ``None`` where a source cannot tell."""
+        from visionkit.pipeline import count_frames
+
+        return count_frames(_inputs(inputs), self.config, self.host)
+
     def run(self, inputs: PathLike | Sequence[PathLike], out: PathLike | None = None, *, exist_ok: bool = False,
             on_item: Callable[[Frame | BadItem], None] | None = None) -> RunSummary:
         """Proposals for every input: a JSON file per image and the top N drawn (``visionkit propose``). An

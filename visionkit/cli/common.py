@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - typer < 0.28
     from click.exceptions import UsageError as ClickUsageError
 
 __all__ = ["ErrorGroup", "UsageErrorGroup", "usage_error", "debug", "host", "progress", "report", "interrupted",
-           "skipped", "warn", "given", "print_table", "fmt", "term_width", "image_total"]
+           "skipped", "warn", "given", "print_table", "fmt", "term_width"]
 
 
 class UsageErrorGroup(TyperGroup):
@@ -251,15 +251,6 @@ def skipped(bad: list[Any], verb: str, what: str = "input") -> None:
         typer.echo(f"skipped {source}: {error}", err=True)
     if bad:
         raise InputError(f"{len(bad)} {what}(s) could not be read (listed above); the others were {verb}")
-
-
-def image_total(inputs: list[str]) -> int | None:
-    """How many frames to expect, when every input is a still image file."""
-    from visionkit.imageio import IMAGE_EXTENSIONS
-
-    if all(Path(u).suffix.lower() in IMAGE_EXTENSIONS and Path(u).is_file() for u in inputs):
-        return len(inputs)
-    return None
 
 
 def fmt(v: Any) -> str:

@@ -143,7 +143,7 @@ def propose(
     quiet = quiet or not main_rank
     pipe = ProposerPipeline.from_config(config, top=top, workers=workers, overrides=set_ or [],
                                         host=common.host(ctx), mode=mode, color_spaces=color_spaces)
-    bar, on_item, _ = common.progress(quiet, None if quiet else _total(common.image_total(source)))
+    bar, on_item, _ = common.progress(quiet, None if quiet else _total(pipe.count(source)))
     with bar:
         summary = pipe.run(source, out, exist_ok=exist_ok, on_item=on_item)
     if main_rank:
