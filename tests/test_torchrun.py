@@ -138,3 +138,27 @@ def test_a_dead_rank_fails_the_job_naming_it(tmp_path: Path) -> None:
     assert run.returncode != 0
     assert re.search(r"rank\s*:?\s*1\b", run.stderr), run.stderr[-2000:]
     assert not (out / "predictions.jsonl").exists()
+
+
+def test_each_rank_streams_its_jsonl_and_a_failed_job_keeps_it(tmp_path: Path) -> None:
+    """Rank 1 dies right after its first frame is written: the job fails, nothing is merged, and rank 1's
+    streamed ``.rank1/predictions.jsonl`` holds that frame (valid JSON lines), as a single run's JSONL would."""
+    script = tmp_path / "die_after_one_frame_on_rank1.py"
+    script.write_text(
+        "import os\n"
+        "import visionkit_io.sinks as s\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    write = s.JsonlSink.write\n"
+        "    def write_then_die(self, frame, result):\n"
+        "        write(self, frame, result)\n"
+        "        os._exit(3)\n"
+        "    s.JsonlSink.write = write_then_die\n"
+        "from visionkit.cli import main\n"
+        "main()\n", encoding="utf-8")
+    out = tmp_path / "out"
+    run = _torchrun(["detect", str(IMAGES), *MODEL, "--out", str(out), "-q", "--batch-size", "1"], tmp_path,
+                    module=[str(script)])  # batch 1: the 3 images are dealt 0, 1, 0
+    assert run.returncode != 0
+    assert not (out / "predictions.jsonl").exists()
+    lines = (out / ".rank1" / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["source"].endswith(".jpg")

@@ -12,7 +12,9 @@ Under torchrun (``WORLD_SIZE`` > 1) :meth:`visionkit.Pipeline.run`, :meth:`visio
 3. **Run** (every rank, on ``cuda:LOCAL_RANK`` or the CPU): the usual :class:`~visionkit.pipeline.Runner`
    over the shard. Sinks that draw or write a file per frame or video (``annotated-images``,
    ``annotated-video``, ``proposals-json``, plugin sinks) write into ``OUT/.rank<r>/``; the result sinks
-   (``jsonl``, ``coco-json``) are not run on the ranks: each rank keeps every frame's metadata and result.
+   (``jsonl``, ``coco-json``) are merged on rank 0 from every frame's metadata and result, which each rank keeps;
+   the JSONL also streams on each rank as its frames finish (``OUT/.rank<r>/predictions.jsonl``, rank-local
+   ``index``), so a job can be followed, and a stopped or failed one keeps what its ranks finished.
 4. **Check** (every rank): the ranks exchange their status (a gloo collective with a timeout,
    ``VISIONKIT_DIST_TIMEOUT`` seconds): when one raised, every rank raises an error naming it and nothing is
    merged. A rank that died makes the collective fail; the error names the rank that is missing.
@@ -360,8 +362,12 @@ def run_sharded(
     try:
         built = build_sinks(config, host, rank_dir, class_names, only=file_names) if file_names else Sinks()
         tracked = [_Tracked(s) for s in built]
-        ran = Runner(infer, Sinks([*tracked, keep], [*built.labels, "rank results"]), batch_size=batch_size).run(
-            items(), on_item)
+        # the JSONL streams on every rank as frames finish (OUT/.rank<r>/predictions.jsonl, rank-local index):
+        # a reader can follow the job, and a stopped or failed job keeps it; rank 0 writes the merged one
+        streamed = build_sinks(config, host, rank_dir, class_names, only=["jsonl"]) if "jsonl" in names \
+            else Sinks()
+        ran = Runner(infer, Sinks([*tracked, *streamed, keep], [*built.labels, *streamed.labels, "rank results"]),
+                     batch_size=batch_size).run(items(), on_item)
         reported = {id(b) for _, b in sent.bad}
         for bad in ran.bad:  # frames the model could not take (the sources' own bad items are in sent.bad)
             if id(bad) not in reported:
