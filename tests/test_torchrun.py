@@ -162,3 +162,50 @@ def test_each_rank_streams_its_jsonl_and_a_failed_job_keeps_it(tmp_path: Path) -
     assert not (out / "predictions.jsonl").exists()
     lines = (out / ".rank1" / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["source"].endswith(".jpg")
+
+
+def test_classify_equal_one_process(tmp_path: Path) -> None:
+    """``visionkit classify`` under torchrun: each rank classifies every 2nd image, rank 0 writes the same
+    predictions.json as one process (a seeded, saved ST-CNN; 5 cluttered-MNIST digits and one corrupt file)."""
+    import torch
+    from visionkit_spatial_transformer.data import load_cluttered_mnist
+
+    import visionkit
+    from visionkit.config import resolve_config
+    from visionkit.weights import save_checkpoint
+    from visionkit.workflows.heads import CLASSIFY_BASE
+
+    torch.manual_seed(0)
+    config = resolve_config(CLASSIFY_BASE, base=CLASSIFY_BASE | {"weights": None})
+    model, _ = visionkit.build_model(config)
+    ckpt = save_checkpoint(tmp_path / "stn.pt", model, class_names={i: str(i) for i in range(10)}, config=config)
+    images, _ = load_cluttered_mnist(ROOT.parent / "shared" / "data" / "cluttered_mnist_40")["valid"]
+    pngs = []
+    for i in range(5):
+        pngs.append(tmp_path / f"digit{i}.png")
+        cv2.imwrite(str(pngs[-1]), (images[i, 0].numpy() * 255).round().astype("uint8"))
+    (tmp_path / "digit9.png").write_bytes(b"not a png")
+    pngs.insert(2, tmp_path / "digit9.png")
+    args = ["classify", *map(str, pngs), "--weights", str(ckpt), "--device", "cpu"]
+    one = _single([*args, "--out", str(tmp_path / "one")], tmp_path)
+    script = tmp_path / "log_decodes.py"  # each rank notes the images it reads
+    script.write_text(
+        "import os\n"
+        "import visionkit.imageio as io\n"
+        "decode = io.decode_image\n"
+        "def logged(path, *a, **k):\n"
+        "    with open(f'decoded.{os.environ[\"RANK\"]}', 'a') as f:\n"
+        "        f.write(f'{os.path.basename(path)}\\n')\n"
+        "    return decode(path, *a, **k)\n"
+        "io.decode_image = logged\n"
+        "from visionkit.cli import main\n"
+        "main()\n", encoding="utf-8")
+    two = _torchrun([*args, "--out", str(tmp_path / "two")], tmp_path, module=[str(script)])
+    names = [p.name for p in pngs]
+    for rank in (0, 1):  # every 2nd image, each read by one rank only
+        assert (tmp_path / f"decoded.{rank}").read_text().split() == names[rank::2]
+    assert one.returncode == 1 and two.returncode != 0  # the corrupt file: listed, exit 1
+    assert "digit9.png" in two.stderr
+    got = json.loads((tmp_path / "two" / "predictions.json").read_text())
+    want = json.loads((tmp_path / "one" / "predictions.json").read_text())
+    assert got == want and len(want["predictions"]) == 5 and want["skipped"] == [str(tmp_path / "digit9.png")]

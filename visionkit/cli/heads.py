@@ -43,6 +43,10 @@ def classify(
     """Classify images with a classifier head (the ST-CNN ``stn``): class and probability per image."""
     from visionkit.api import classify as run
     from visionkit.pipeline import next_run_dir
+    from visionkit.workflows import distributed
+
+    main_rank = distributed.is_main_process()  # under torchrun only rank 0 prints and reports
+    quiet = quiet or not main_rank
 
     def show(record: dict[str, Any]) -> None:
         if not quiet:
@@ -51,6 +55,8 @@ def classify(
     result = run(image, config=config, weights=weights, top_k=top_k, device=device, overrides=set_ or [],
                  out=out if out is not None else next_run_dir(Path("runs") / "classify"), host=common.host(ctx),
                  on_item=show)
+    if not main_rank:
+        return
     common.warn(result.warnings)
     if not quiet:
         typer.echo(f"wrote {result.file}")

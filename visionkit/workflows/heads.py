@@ -104,24 +104,55 @@ def classify(
     if not isinstance(model, Classifier):
         raise UsageError(f"head '{_head_name(resolved)}' is not a classifier (it has no classify()); use a "
                          "classifier head such as 'stn', or 'visionkit detect' for detectors")
-    model.to(select_device(resolved.get("device") or "auto"))
+    from visionkit.workflows import distributed
+
+    device_ = select_device(resolved.get("device") or "auto")
     names = {int(k): str(v) for k, v in class_names.items()}
     result = ClassifyResult([], warnings=warnings)
-    for path in _paths(images):
-        try:
-            rgb = decode_image(Path(path))
-        except InputError as exc:
-            result.skipped.append((str(path), str(exc)))
-            continue
-        with torch.inference_mode():
-            probs = model.classify([rgb])[0].float().cpu()
-        values, ids = torch.topk(probs, k=min(top_k, probs.numel()))
-        top = [{"class_id": int(i), "class_name": names.get(int(i), str(int(i))), "probability": round(float(v), 6)}
-               for v, i in zip(values, ids, strict=True)]
-        record = {"image": str(path), **top[0], "top": top}
-        result.predictions.append(record)
-        if on_item is not None:
-            on_item(record)
+    paths = _paths(images)
+
+    def run(positions: Sequence[int]) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, tuple[str, str]]]]:
+        done, bad = [], []
+        for pos in positions:
+            path = paths[pos]
+            try:
+                rgb = decode_image(Path(path))
+            except InputError as exc:
+                bad.append((pos, (str(path), str(exc))))
+                continue
+            with torch.inference_mode():
+                probs = model.classify([rgb])[0].float().cpu()
+            values, ids = torch.topk(probs, k=min(top_k, probs.numel()))
+            top = [{"class_id": int(i), "class_name": names.get(int(i), str(int(i))),
+                    "probability": round(float(v), 6)} for v, i in zip(values, ids, strict=True)]
+            record = {"image": str(path), **top[0], "top": top}
+            done.append((pos, record))
+            if on_item is not None:
+                on_item(record)
+        return done, bad
+
+    if distributed.launched():  # each rank its share (every N-th image), merged on rank 0 in input order
+        device_ = distributed.rank_device(device_)
+        model.to(device_)
+        with distributed.session(device_) as info:
+            error: BaseException | None = None
+            mine: Any = ([], [])
+            try:
+                mine = run(distributed.shard(len(paths), info.rank, info.world_size))
+            except Exception as exc:
+                error = exc
+            distributed.exchange_status(info, error)
+            shards = distributed.gather_to_main(info, mine)
+            merged = None if shards is None else (sorted(d for s in shards for d in s[0]),
+                                                  sorted(b for s in shards for b in s[1]))
+            done, bad = distributed.broadcast_from_main(info, merged)
+            if info.rank != 0:
+                out = None  # rank 0 writes the file
+    else:
+        model.to(device_)
+        done, bad = run(range(len(paths)))
+    result.predictions = [record for _, record in done]
+    result.skipped = [item for _, item in bad]
     if out is not None:
         result.file = Path(out) / "predictions.json"
         write_json(result.file, {"weights": resolved.get("weights"),
