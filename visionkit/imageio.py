@@ -21,7 +21,9 @@ import errno
 import io
 import os
 import re
+import stat
 import warnings
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,6 +53,12 @@ MAX_PIXELS: int = 2**27
 MAX_PIXELS_ENV = "VISIONKIT_MAX_PIXELS"
 
 _SUPPORTED = ", ".join(IMAGE_EXTENSIONS)
+
+if "OPENCV_LOG_LEVEL" not in os.environ:
+    # OpenCV logs a decoder's failure to file descriptor 2 ("[ERROR:0@...] imdecode_ ... Assertion failed") on
+    # top of returning None; visionkit reports every failure itself, in one line naming the file
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
 _HEADER_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "TIFF", "WEBP")
 _JPEG_EOI = b"\xff\xd9"
 _PNG_IEND = b"IEND\xaeB`\x82"
@@ -87,6 +95,7 @@ def decode_image(path: str | os.PathLike[str]) -> torch.Tensor:
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise InputError(f"unsupported image type '{path.suffix or '(no extension)'}': {path}; "
                          f"supported: {_SUPPORTED}")
+    _check_regular_file(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -100,6 +109,36 @@ def decode_image(path: str | os.PathLike[str]) -> torch.Tensor:
     return decode_image_bytes(data, name=str(path))
 
 
+_SPECIAL_FILES = ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                  (stat.S_ISSOCK, "socket"))
+
+
+def _check_regular_file(path: Path) -> None:
+    """Refuse a named pipe, device or socket before reading it: reading a pipe nobody writes to blocks forever."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing, a link loop, no permission: the read reports it
+    for test, kind in _SPECIAL_FILES:
+        if test(mode):
+            raise InputError(f"cannot read {path}: not a regular file (a {kind}); give an image file")
+
+
+def _signature(data: bytes) -> str | None:
+    """The format ``data`` starts like (its magic bytes), or ``None``."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:2] == b"BM":
+        return "BMP"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return None
+
+
 def decode_image_bytes(data: bytes, name: str = "<bytes>") -> torch.Tensor:
     """Decode encoded image bytes (any supported format) into ``uint8`` RGB ``[3, H, W]``.
 
@@ -110,6 +149,10 @@ def decode_image_bytes(data: bytes, name: str = "<bytes>") -> torch.Tensor:
     if len(data) < 8:  # no supported format fits in fewer bytes than its signature
         raise InputError(f"not an image: {name} has only {len(data)} byte(s); re-export or re-download it")
     size = _header_size(data)
+    kind = _signature(data)
+    if size is not None and not (0 < size[0] < 2**31 and 0 < size[1] < 2**31):
+        raise InputError(f"cannot decode {name}: corrupt {kind or 'image'} header (it states {size[0]}x{size[1]} "
+                         "pixels); re-download or re-export it")
     limit = max_pixels()
     if size is not None and size[0] * size[1] > limit:
         raise InputError(f"image too large: {name} is {size[0]}x{size[1]} pixels, more than the limit of {limit}; "
@@ -122,7 +165,8 @@ def decode_image_bytes(data: bytes, name: str = "<bytes>") -> torch.Tensor:
         raise InputError(f"cannot decode {name}: OpenCV refuses it ({_opencv_reason(exc)}); "
                          "downscale or re-export it as JPEG or PNG") from None
     if array is None:
-        what = "not a supported image" if size is None else "corrupt or truncated data"
+        what = "corrupt or truncated data" if size is not None else \
+            f"corrupt {kind} header" if kind is not None else "not a supported image"
         raise InputError(f"cannot decode {name}: {what}; re-export it as JPEG or PNG ({_SUPPORTED})")
     if array.dtype == np.uint16:
         # round(v * 255 / 65535) == (v * 255 + 32767) // 65535, exactly, in 32-bit integers
@@ -172,13 +216,43 @@ def _opencv_reason(exc: BaseException) -> str:
     return " ".join(reason.split())[:160]
 
 
+#: PNG colour type -> the bit depths the PNG specification allows for it
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+#: the chunks libpng refuses the whole image for when their CRC-32 does not match
+_PNG_CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
+
+
+def _check_png_header(data: bytes, name: str) -> None:
+    """Refuse a PNG whose IHDR is missing, fails its CRC-32 or states what the format does not allow (a zero
+    size, a bit depth its colour type cannot have), as libpng would, but before libpng prints its own
+    ``libpng error: ...`` to file descriptor 2."""
+    def corrupt(what: str) -> InputError:
+        return InputError(f"cannot decode {name}: corrupt PNG header ({what}); re-download or re-export it")
+
+    if len(data) < 33 or data[8:16] != b"\x00\x00\x00\x0dIHDR":
+        raise corrupt("no IHDR chunk of 13 bytes at its start")
+    if zlib.crc32(data[12:29]) != int.from_bytes(data[29:33], "big"):
+        raise corrupt("the IHDR chunk fails its CRC check")
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    depth, colour, compression, filtering, interlace = data[24:29]
+    if not (0 < width < 2**31 and 0 < height < 2**31):
+        raise corrupt(f"it states {width}x{height} pixels")
+    if depth not in _PNG_DEPTHS.get(colour, ()):
+        raise corrupt(f"bit depth {depth} with colour type {colour}")
+    if compression or filtering or interlace > 1:
+        raise corrupt(f"compression {compression}, filter {filtering}, interlace {interlace}")
+
+
 def _check_chunks(data: bytes, name: str) -> None:
-    """Refuse a PNG or WebP whose chunk lengths run past the end of the file, before a decoder allocates them.
+    """Refuse a PNG or WebP whose chunk lengths run past the end of the file, before a decoder allocates them,
+    and a PNG whose header is invalid or whose critical chunks fail their CRC-32.
 
     libpng allocates a chunk's stated length before reading it: one corrupt IDAT length in a 36 KB
-    PNG made OpenCV allocate gigabytes. Walking the chunk headers costs microseconds.
+    PNG made OpenCV allocate gigabytes. Walking the chunk headers costs microseconds, their CRCs about a
+    millisecond per 2 MB.
     """
     if data[:8] == b"\x89PNG\r\n\x1a\n":
+        _check_png_header(data, name)
         pos = 8
         while pos + 8 <= len(data):
             length = int.from_bytes(data[pos:pos + 4], "big")
@@ -189,6 +263,10 @@ def _check_chunks(data: bytes, name: str) -> None:
                 raise InputError(f"cannot decode {name}: corrupt PNG (a {kind.decode('latin-1')} chunk of {length} "
                                  f"bytes at offset {pos} runs past the end of the {len(data)}-byte file); "
                                  "re-download or re-export it")
+            if kind in _PNG_CRITICAL and zlib.crc32(data[pos + 4:pos + 8 + length]) != \
+                    int.from_bytes(data[pos + 8 + length:pos + 12 + length], "big"):
+                raise InputError(f"cannot decode {name}: corrupt PNG (its {kind.decode('latin-1')} chunk at offset "
+                                 f"{pos} fails its CRC check); re-download or re-export it")
             if kind == b"IEND":
                 return
             pos += 12 + length
