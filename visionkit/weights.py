@@ -254,8 +254,11 @@ def _reason(exc: BaseException) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or what it means in words when it has none (an ``EOFError``)."""
     lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    if lines:
+        return lines[0]
+    return "the file ends too early" if isinstance(exc, EOFError) else "unreadable data"
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -349,8 +352,19 @@ def _match_torchvision_file(detector: nn.Module, path: Path) -> Any | None:
     return None
 
 
+def _check_not_nan(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights holding NaN (a training run that diverged saves them): they load without complaint and the
+    detector then finds nothing at all. Infinity is left alone: a module may keep ``-inf`` in a mask buffer."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and bool(torch.isnan(v).any())]
+    if bad:
+        raise WeightsError(f"cannot use {path}: {len(bad)} of its {len(state)} tensors hold NaN values "
+                           f"(e.g. {bad[0]}); the training that wrote it diverged or the file is damaged: use an "
+                           "earlier checkpoint")
+
+
 def _load_file(detector: nn.Module, path: Path, map_location: str | torch.device) -> dict[str, Any]:
     ckpt = _normalise(_read_file(path, map_location), path)
+    _check_not_nan(ckpt["model"], path)
     _load_state(detector, ckpt["model"], str(path))
     if ckpt["format"] == CHECKPOINT_FORMAT:
         return {"source": str(path), "kind": "checkpoint", "weights": None,
