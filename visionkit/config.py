@@ -99,6 +99,8 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"config {path} is a directory, not a YAML file; give the config file in it")
     if not path.is_file():
         raise UsageError(f"config file not found: {path}")
     try:
