@@ -169,6 +169,41 @@ def _gt_dict(gt: Any) -> tuple[dict[str, Any], str]:
     return data, name
 
 
+def _check_gt(data: dict[str, Any], name: str) -> None:
+    """Refuse a ground-truth entry pycocotools would stumble on with a raw ``TypeError`` or silently miscount: ids
+    that are not integers (or repeat), a ``bbox`` that is not 4 finite numbers, an ``area`` that is not a
+    number, an ``iscrowd`` that is not 0 or 1. One :class:`InputError` naming the file and the entry."""
+    def refuse(where: str, what: str, value: Any) -> None:
+        raise InputError(f"{name}: {where} {what}, got {value!r:.40}; fix that entry of the file")
+
+    def is_id(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    for key in ("images", "categories"):
+        seen: set[int] = set()
+        for i, entry in enumerate(data[key]):
+            value = entry.get("id") if isinstance(entry, dict) else entry
+            if not is_id(value):
+                refuse(f"{key}[{i}].id", "must be an integer id", value)
+            if value in seen:
+                refuse(f"{key}[{i}].id", "repeats an id used before it", value)
+            seen.add(value)
+    for i, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict):
+            refuse(f"annotations[{i}]", "must be an object", a)
+        for key in ("image_id", "category_id"):
+            if not is_id(a.get(key)):
+                refuse(f"annotations[{i}].{key}", "must be an integer id", a.get(key))
+        bbox = a.get("bbox")
+        if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4
+                                     and all(_is_number(v) and math.isfinite(v) for v in bbox)):
+            refuse(f"annotations[{i}].bbox", "must be 4 finite numbers [x, y, w, h]", bbox)
+        if "area" in a and not (_is_number(a["area"]) and math.isfinite(a["area"])):
+            refuse(f"annotations[{i}].area", "must be a finite number (pixels^2)", a["area"])
+        if a.get("iscrowd") not in (None, 0, 1):
+            refuse(f"annotations[{i}].iscrowd", "must be 0 or 1", a["iscrowd"])
+
+
 def _gt_fixups(data: dict[str, Any], name: str) -> tuple[dict[str, Any], list[str]]:
     """Fill ``id``/``area``/``iscrowd`` that pycocotools needs but hand-made GT files often lack."""
     warnings = []
@@ -442,6 +477,7 @@ def evaluate_coco(gt: Any, predictions: Any, iou_type: IouType = "bbox", out_dir
         raise UsageError(f"backend must be 'pycocotools' or 'faster', got {backend!r}")
 
     data, gt_name = _gt_dict(gt)
+    _check_gt(data, gt_name)
     data, warnings = _gt_fixups(data, gt_name)
     if iou_type == "segm" and any("segmentation" not in a for a in data["annotations"]):
         raise InputError(f"{gt_name}: iou_type 'segm' needs a 'segmentation' on every GT annotation")

@@ -21,6 +21,7 @@ rafaelpadilla's Object-Detection-Metrics, where ``x2 = x + w``).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -227,12 +228,32 @@ def _predictions(predictions: Any) -> tuple[list[tuple[Any, int, float, list[flo
     preds, name, _ = load_predictions(predictions if not isinstance(predictions, os.PathLike) else str(predictions))
     out = []
     for i, p in enumerate(preds):
-        try:
-            x, y, w, h = (float(v) for v in p["bbox"])
-            out.append((p["image_id"], int(p["category_id"]), float(p["score"]), [x, y, x + w, y + h]))
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"{name}: predictions[{i}]: needs image_id, category_id, score and bbox [x, y, w, h]"
-                             ) from None
-        if not np.isfinite(out[-1][2]):
-            raise InputError(f"{name}: predictions[{i}]: score must be a finite number, got {p['score']!r}")
+        problem = _result_problem(p)
+        if problem:
+            raise InputError(f"{name}: predictions[{i}]: {problem}")
+        x, y, w, h = (float(v) for v in p["bbox"])
+        out.append((p["image_id"], int(p["category_id"]), float(p["score"]), [x, y, x + w, y + h]))
     return out, name
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _result_problem(p: Any) -> str | None:
+    """What is wrong with one COCO result entry, in the words :func:`visionkit.evaluation.coco.evaluate_coco`
+    uses (a bool is no number, a NaN box or a negative size is refused), or ``None``."""
+    if not isinstance(p, Mapping) or any(k not in p for k in ("image_id", "category_id", "score", "bbox")):
+        return "needs image_id, category_id, score and bbox [x, y, w, h]"
+    if not _is_number(p["score"]) or not math.isfinite(p["score"]):
+        return f"score must be a finite number, got {p['score']!r:.40}"
+    if not isinstance(p["category_id"], int) or isinstance(p["category_id"], bool):
+        return f"category_id must be an integer id, got {p['category_id']!r:.40}"
+    bbox = p["bbox"]
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        return f"bbox must be 4 numbers [x, y, w, h], got {bbox!r:.60}"
+    if not all(math.isfinite(v) for v in bbox):
+        return f"bbox has a NaN or infinite value: {bbox!r}"
+    if bbox[2] < 0 or bbox[3] < 0:
+        return f"bbox width/height must be >= 0, got [x, y, w, h] = {bbox!r} (COCO bbox is xywh, not xyxy)"
+    return None
