@@ -116,6 +116,9 @@ def load_coco(path: str | os.PathLike[str], images_dir: str | os.PathLike[str] |
         if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
             raise InputError(f"{path}: categories[{i}] must have an integer 'id' and a 'name', got {cat!r:.80}")
         _coco_int(cat["id"], path, f"categories[{i}]", "id")
+        if cat["id"] in classes:
+            raise InputError(f"{path}: categories[{i}]: duplicate category id {cat['id']} ({classes[cat['id']]!r} "
+                             f"and {str(cat['name'])!r}); give each category its own id")
         classes[cat["id"]] = str(cat["name"])
         if "supercategory" in cat:
             supercategories[cat["id"]] = str(cat["supercategory"])
@@ -145,6 +148,11 @@ def load_coco(path: str | os.PathLike[str], images_dir: str | os.PathLike[str] |
         if not _number_list(bbox) or len(bbox) != 4:
             raise InputError(f"{path}: annotations[{i}]: 'bbox' must be 4 numbers [x, y, w, h], got {bbox!r:.80}")
         _coco_area(ann, path, i)
+        for key in ("iscrowd", "difficult", "truncated"):
+            flag = ann.get(key)
+            if flag not in (None, 0, 1):
+                raise InputError(f"{path}: annotations[{i}].{key} must be 0 or 1, got {flag!r:.40}; "
+                                 "fix that entry of the file")
         if ann["image_id"] not in images:
             problems.append(Problem("annotation_without_image", path.name,
                                     f"annotations[{i}] (id {ann.get('id')}) refers to image id {ann['image_id']} "
@@ -232,13 +240,33 @@ def to_coco_dict(ds: DetectionDataset, image_root: str | os.PathLike[str] | None
     return out
 
 
+def check_output_file(out: Path) -> None:
+    """Refuse an output file path that cannot be written (a folder, a path under a file, a folder where no file
+    can be created, a name too long) before anything is written: one :class:`UsageError` naming it."""
+    from visionkit.errors import UsageError
+    from visionkit.outputs import check_output_dir
+
+    try:
+        check_output_dir(out.parent, "its folder")
+    except UsageError as exc:
+        raise UsageError(f"cannot write {out}: {exc}") from None
+    try:
+        is_dir = out.is_dir()
+    except OSError as exc:  # a name too long
+        raise UsageError(f"cannot write {out}: not a usable path ({exc.strerror or exc}); give another name") from None
+    if is_dir:
+        raise UsageError(f"cannot write {out}: it is a folder; give a file path such as {out / 'instances.json'}")
+
+
 def write_coco(ds: DetectionDataset, path: str | os.PathLike[str],
                image_root: str | os.PathLike[str] | None = None) -> Path:
-    """Write ``ds`` as COCO JSON, atomically.
+    """Write ``ds`` as COCO JSON, atomically (a path that cannot be written is refused first, see
+    :func:`check_output_file`).
 
     ``file_name`` entries are made relative to ``image_root``, by default the JSON's own
     folder, so :func:`load_coco` on the written file finds the images again.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
+    check_output_file(path)
     root = Path(image_root) if image_root is not None else path.resolve().parent
     return write_json(path, to_coco_dict(ds, image_root=root if ds.image_root is not None else None), indent=None)

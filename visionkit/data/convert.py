@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from visionkit.atomic import find_non_finite, write_json
-from visionkit.data.coco import to_coco_dict
+from visionkit.data.coco import check_output_file, to_coco_dict
 from visionkit.data.dataset import DetectionDataset
-from visionkit.data.folder_output import ImageFiles
+from visionkit.data.folder_output import ImageFiles, check_output_folder
 from visionkit.data.folder_writers import ConvertResult
 from visionkit.errors import InputError, UsageError
 
@@ -55,6 +55,7 @@ def convert_dataset(src: str | os.PathLike[str] | DetectionDataset, out: str | o
         return ConvertResult(path, "coco", len(ds), ds.num_boxes, len(ds.classes), {})
     if Path(out).suffix.lower() in (".json", ".yaml", ".yml", ".xml", ".txt"):
         raise UsageError(f"{out}: --to {to} writes a folder, not a '{Path(out).suffix}' file; give a folder path")
+    check_output_folder(Path(out).expanduser(), exist_ok=exist_ok)  # again with the sources when writing
     writer = write_yolo_folder if to == "yolo" else write_voc_folder
     return writer(ds, out, image_files=image_files, exist_ok=exist_ok)
 
@@ -69,8 +70,9 @@ def convert_to_coco(src: str | os.PathLike[str] | DetectionDataset, out: str | o
     """
     from visionkit.data import load_dataset
 
+    out = Path(out).expanduser()
+    check_output_file(out)
     ds = src if isinstance(src, DetectionDataset) else load_dataset(src, format=format)  # type: ignore[arg-type]
-    out = Path(out)
     root = Path(image_root) if image_root is not None else out.resolve().parent
     data = to_coco_dict(ds, image_root=root if ds.image_root is not None else None)
     _refuse_non_finite(data, ds, ds.source or str(src))

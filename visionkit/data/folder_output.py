@@ -52,9 +52,12 @@ def place_image(src: Path, dst: Path, mode: ImageFiles) -> str:
 
 def check_output_folder(out: Path, *, exist_ok: bool, sources: Iterable[Path] = ()) -> None:
     """Refuse ``out`` when it is a file, or a non-empty folder without ``exist_ok``, or (with ``exist_ok``)
-    a folder that holds one of ``sources`` (the input dataset's files, which replacing would delete)."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out} is an existing file; the output of this conversion is a folder: give a folder path")
+    a folder that holds one of ``sources`` (the input dataset's files, which replacing would delete); and, as
+    :func:`visionkit.outputs.check_output_dir` does for ``--out``, a path under a file, in a folder where no file
+    can be created or too long to make."""
+    from visionkit.outputs import check_output_dir
+
+    check_output_dir(out, "output folder")
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not exist_ok:

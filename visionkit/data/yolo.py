@@ -34,6 +34,7 @@ Images without a label file are background images (kept, zero boxes, reported as
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -109,14 +110,21 @@ def read_yolo_names(path: Path) -> dict[int, str]:
 
 
 def _data_yaml_in(folder: Path) -> Path | None:
+    """The folder's data YAML: the first with ``names``; else one that does not parse but mentions ``names`` (so
+    that loading it reports what is wrong with it, not that the folder has no class names); else ``None``."""
+    broken = None
     for p in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, OSError):
+            text = p.read_text(encoding="utf-8")
+            data = yaml.safe_load(text)
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            with contextlib.suppress(OSError):
+                if broken is None and b"names" in p.read_bytes():
+                    broken = p
             continue
         if isinstance(data, dict) and "names" in data:
             return p
-    return None
+    return broken
 
 
 def is_yolo_folder(path: Path) -> bool:
