@@ -208,8 +208,6 @@ def evaluate_pipeline(
                               confusion_iou=confusion_iou, confusion_threshold=confusion_threshold, report=report)
     if not main_rank:
         return
-    for source, error in result["skipped"]:
-        typer.echo(f"skipped {source}: {error}", err=True)
     common.warn(result["warnings"])
     if not quiet:
         seconds = result["seconds"]
@@ -220,6 +218,7 @@ def evaluate_pipeline(
     _print_confusion(result["confusion_matrix"])
     for name, path in result["files"].items():
         typer.echo(f"wrote {name}: {path}")
+    common.skipped(result["skipped"], "evaluated", "image")  # listed, then exit 1 as detect and propose do
 
 
 @eval_app.command("proposals")
