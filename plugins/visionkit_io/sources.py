@@ -141,8 +141,13 @@ class ImageSource:
     def _list_file(self, path: Path) -> Iterator[Path | BadItem]:
         try:
             lines = path.read_text(encoding="utf-8-sig").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            yield BadItem(str(path), f"cannot read list file {path}: {exc}; it must be UTF-8 text, one path a line")
+        except UnicodeDecodeError as exc:
+            yield BadItem(str(path), f"cannot read list file {path}: not UTF-8 text (byte {exc.start}); save it as "
+                          "UTF-8 text, one path a line")
+            return
+        except OSError as exc:
+            yield BadItem(str(path), f"cannot read list file {path}: {exc.strerror or exc}; it must be UTF-8 text, "
+                          "one path a line")
             return
         entries = 0
         for line in lines:
