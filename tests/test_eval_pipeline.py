@@ -29,8 +29,9 @@ def synthetic_coco(folder: Path, n: int = 5, size: int = 64, category: int = 3) 
         anns.append({"id": i + 1, "image_id": 10 + i, "category_id": category, "bbox": [x, y, w, h],
                      "area": w * h, "iscrowd": 0})
     path = folder / "instances.json"
+    other = [{"id": 1, "name": "other"}] if category != 1 else []  # one entry per category id
     path.write_text(json.dumps({"images": images, "annotations": anns,
-                                "categories": [{"id": 1, "name": "other"}, {"id": category, "name": "box"}]}))
+                                "categories": [*other, {"id": category, "name": "box"}]}))
     return path
 
 
