@@ -621,10 +621,9 @@ CASES: list[Case] = [
     Case("image/eval-run-empty", "eval-run", "raccoon-gone.jpg", write(lambda: b""), "empty file"),
     Case("image/train-truncated", "train", "raccoon-cut.jpg", write(lambda: half(jpeg())), "truncated",
          exit_code=0, names=base_name),
-    Case("image/train-strict", "", "instances.json", cut_photo_dataset, "--strict",
+    Case("image/train-strict", "", "instances.json", cut_photo_dataset, "truncated",  # listed once, then stops
          argv=("train", *MODEL, "--dataset", "{bad}", "--strict", "--epochs", "1", "--out", "{out}"),
-         names=lambda p: "raccoon-72.jpg",
-         xfail="visionkit/engine/precheck.py names the file twice with --strict: in its list and again in the error"),
+         names=lambda p: "raccoon-72.jpg"),
     # ---------------------------------------------------------------- configs (detect; exit 2)
     detect_config("malformed.yaml", config_text(lambda t: t + "\nhead: {name: faster-rcnn\n"), "malformed YAML"),
     detect_config("a-list.yaml", config_text(lambda t: "- head\n- backbone\n"), "mapping"),
@@ -761,11 +760,9 @@ CASES: list[Case] = [
     output("split-name-too-long", ("data", "split", str(SAMPLE_COCO), "--out", "{bad}"), too_long,
            "not a usable path"),
     output("export-under-a-file", ("export", *MODEL, "--format", "torchscript", "--out", "{bad}.torchscript"),
-           under_file, "is a file",
-           xfail="visionkit/workflows/export.py writes --out without checking it (raw FileExistsError)"),
+           under_file, "is an existing file"),
     output("bench-under-a-file", ("bench", str(SAMPLE_JPG), *MODEL, "--rounds", "1", "--out", "{bad}.json"),
-           under_file, "is a file",
-           xfail="visionkit/workflows/bench.py writes --out without checking it (raw FileExistsError)"),
+           under_file, "is an existing file"),
 ]
 
 # --------------------------------------------------------------------------- shared runs

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from visionkit.errors import UsageError
 
-__all__ = ["check_output_dir", "check_fresh_output_dir"]
+__all__ = ["check_output_dir", "check_fresh_output_dir", "check_output_file"]
 
 
 def check_output_dir(path: str | os.PathLike[str], flag: str = "--out") -> Path:
@@ -65,3 +65,19 @@ def check_fresh_output_dir(path: str | os.PathLike[str], *, exist_ok: bool = Fal
         raise UsageError(f"{flag} {target} already holds {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} "
                          f"({shown}); give a new folder, or --exist-ok to write into it (same names are replaced)")
     return target
+
+
+def check_output_file(out: str | os.PathLike[str]) -> None:
+    """Refuse an output file path that cannot be written (a folder, a path under a file, a folder where no file
+    can be created, a name too long) before anything is written: one :class:`UsageError` naming it."""
+    out = Path(out).expanduser()
+    try:
+        check_output_dir(out.parent, "its folder")
+    except UsageError as exc:
+        raise UsageError(f"cannot write {out}: {exc}") from None
+    try:
+        is_dir = out.is_dir()
+    except OSError as exc:  # a name too long
+        raise UsageError(f"cannot write {out}: not a usable path ({exc.strerror or exc}); give another name") from None
+    if is_dir:
+        raise UsageError(f"cannot write {out}: it is a folder; give a file path such as {out / 'instances.json'}")

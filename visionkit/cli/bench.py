@@ -34,8 +34,11 @@ def bench_cmd(
 ) -> None:
     """Time a pipeline: decode-only, model-only and end-to-end throughput, per-stage ms, peak memory."""
     from visionkit.atomic import write_json
+    from visionkit.outputs import check_output_file
     from visionkit.workflows.bench import bench
 
+    if out is not None:
+        check_output_file(out)  # before the minutes of timing
     report = bench(source, config=config, weights=weights, device=device, batch_size=batch_size,
                    overrides=set_ or [], rounds=rounds, vs_hand_loop=vs_hand_loop, host=common.host(ctx))
     if out is not None:

@@ -240,33 +240,17 @@ def to_coco_dict(ds: DetectionDataset, image_root: str | os.PathLike[str] | None
     return out
 
 
-def check_output_file(out: Path) -> None:
-    """Refuse an output file path that cannot be written (a folder, a path under a file, a folder where no file
-    can be created, a name too long) before anything is written: one :class:`UsageError` naming it."""
-    from visionkit.errors import UsageError
-    from visionkit.outputs import check_output_dir
-
-    try:
-        check_output_dir(out.parent, "its folder")
-    except UsageError as exc:
-        raise UsageError(f"cannot write {out}: {exc}") from None
-    try:
-        is_dir = out.is_dir()
-    except OSError as exc:  # a name too long
-        raise UsageError(f"cannot write {out}: not a usable path ({exc.strerror or exc}); give another name") from None
-    if is_dir:
-        raise UsageError(f"cannot write {out}: it is a folder; give a file path such as {out / 'instances.json'}")
-
-
 def write_coco(ds: DetectionDataset, path: str | os.PathLike[str],
                image_root: str | os.PathLike[str] | None = None) -> Path:
     """Write ``ds`` as COCO JSON, atomically (a path that cannot be written is refused first, see
-    :func:`check_output_file`).
+    :func:`visionkit.outputs.check_output_file`).
 
     ``file_name`` entries are made relative to ``image_root``, by default the JSON's own
     folder, so :func:`load_coco` on the written file finds the images again.
     """
     path = Path(path).expanduser()
+    from visionkit.outputs import check_output_file
+
     check_output_file(path)
     root = Path(image_root) if image_root is not None else path.resolve().parent
     return write_json(path, to_coco_dict(ds, image_root=root if ds.image_root is not None else None), indent=None)

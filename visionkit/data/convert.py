@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from visionkit.atomic import find_non_finite, write_json
-from visionkit.data.coco import check_output_file, to_coco_dict
+from visionkit.data.coco import to_coco_dict
 from visionkit.data.dataset import DetectionDataset
 from visionkit.data.folder_output import ImageFiles, check_output_folder
 from visionkit.data.folder_writers import ConvertResult
 from visionkit.errors import InputError, UsageError
+from visionkit.outputs import check_output_file
 
 __all__ = ["ConvertResult", "convert_dataset", "convert_to_coco"]
 

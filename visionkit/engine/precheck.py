@@ -61,12 +61,10 @@ class ImageCheck:
 def one_line_reason(exc: BaseException, path: Any) -> str:
     """The first line of ``exc`` without ``path`` in it (the file is named beside it)."""
     lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else type(exc).__name__
-    if not isinstance(exc, InputError):
-        text = f"{type(exc).__name__}: {text}"
-    for form in (f"{path}: ", f": {path}", f" {path}"):
+    text = lines[0] if lines else "it could not be read"
+    for form in (f"{path}: ", f": {path}"):
         text = text.replace(form, "")
-    return text
+    return text.replace(f" {path} ", " it ").replace(f" {path}", " it")
 
 
 def check_images(
@@ -138,8 +136,7 @@ def report_unreadable(checks: Mapping[str, ImageCheck], *, strict: bool, log: Ca
         if n > SHOWN:
             log(f"  ... and {n - SHOWN} more (visionkit data check lists them all)")
     bad = [c for c in checks.values() if c.unreadable]
-    if strict and bad:
-        first = bad[0].unreadable[0]
+    if strict and bad:  # the files are named once, in the list above
         counts = " and ".join(f"{len(c.unreadable)} of {c.total} {c.what}" for c in bad)
-        raise InputError(f"{counts} image(s) cannot be decoded (e.g. {first.file}: {first.reason}); fix or remove "
-                         "them, or train without --strict to skip them")
+        raise InputError(f"{counts} image(s) cannot be decoded (listed above); fix or remove them, or train "
+                         "without --strict to skip them")

@@ -315,14 +315,20 @@ def export(
     """
     from visionkit.api import _host
     from visionkit.atomic import atomic_path, write_json
+    from visionkit.outputs import check_output_file
     from visionkit.workflows.exported import BOX_TOLERANCE, SCORE_TOLERANCE
 
     dynamic, size, opset = _options(format, dynamic, input_size, opset)
     built = _build(config, weights, format, overrides, _host(host))
     default = _default_out(format, built.config.get("weights"), built.arch)
     target = Path(out) if out is not None else default
-    if target.is_dir() or not target.suffix:  # a folder (made when missing) gets the default name inside
+    try:
+        is_dir = target.is_dir()
+    except OSError:  # a name too long: check_output_file says so
+        is_dir = False
+    if is_dir or not target.suffix:  # a folder (made when missing) gets the default name inside
         target = target / default.name
+    check_output_file(target)
     metadata = _metadata(built, format, target.name, dynamic, size, opset)
     example = _synthetic_image(size or TRACE_SIZE)
     named = _named_images(check_images, example, size)
