@@ -290,3 +290,21 @@ def test_yolo_data_yaml_the_fuzzer_broke(cli, tmp_path, coco128_yaml, key, raw, 
     r = cli("data", "check", path, "--no-decode")
     assert r.exit_code != 0 and time.monotonic() - start < 20
     one_error_line(r.output, path, needle)
+
+
+def test_yolo_split_entry_with_a_lone_surrogate(cli, tmp_path, coco128_yaml):
+    # fuzz yolo #1722 (yaml(set .test = lone surrogate)): UnicodeEncodeError from Path.stat()
+    path = tmp_path / "data.yaml"
+    path.write_text(set_raw(coco128_yaml, ["test"], '"images/\\ud800"', dump=yaml.safe_dump))
+    r = cli("data", "check", path, "--no-decode")
+    assert r.exit_code != 0
+    one_error_line(r.output.encode("utf-8", "replace").decode(), path, "cannot be used")
+
+
+def test_a_head_parameter_too_large_to_build(cli, tmp_path):
+    # fuzz checkpoint #1499 (a stored config's int 3 -> 2147483647): "Overflow when unpacking long long" (TypeError)
+    # from torch.empty inside the head's factory; a checkpoint's config and --set reach the factory alike
+    r = _detect_with(cli, CONFIGS / "raccoon_faster_rcnn.yaml", tmp_path, "--weights", "none",
+                     "--set", "head.box_roi_output_size=2147483647")
+    assert r.exit_code == 2
+    one_error_line(r.output, "head 'faster-rcnn'", "could not be built from its parameters")

@@ -130,9 +130,17 @@ def build_detector(config: Mapping[str, Any], host: Host) -> tuple[torch.nn.Modu
     head_params = head_spec.parse(head[1])
     backbone = host.build("backbone", backbone_spec.name, backbone_sec[1])  # a wrapping one gets build=
     num_classes = int(config.get("num_classes") or 91)
-    detector = head_spec.factory(
-        head_params, backbone=backbone, output_layer=output_layer, proposer=proposer, num_classes=num_classes
-    )
+    try:
+        detector = head_spec.factory(
+            head_params, backbone=backbone, output_layer=output_layer, proposer=proposer, num_classes=num_classes
+        )
+    except VisionkitError:
+        raise
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:  # e.g. a layer of 2**31 features
+        text = str(exc).strip().splitlines()
+        raise ConfigError(f"head '{head_spec.name}' (plugin '{head_spec.plugin}') could not be built from its "
+                          f"parameters ({(text[0] if text else 'no message')[:200]}); check the config's head "
+                          "section (or the checkpoint's, with --weights)") from exc
     class_names = _class_names_from_config(config)
     weights = config.get("weights")
     if weights:

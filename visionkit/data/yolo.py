@@ -201,7 +201,9 @@ def _images_of(entry: str | list[Any], root: Path, where: Path) -> list[Path]:
         p = p if p.is_absolute() else root / p
         try:
             p.stat()
-        except OSError as exc:  # missing, a name too long, a loop: one line, the entry shortened
+        except (OSError, ValueError) as exc:  # missing, too long, a loop, a lone surrogate: one line, shortened
+            if not isinstance(exc, OSError):
+                exc = OSError(0, "not a valid file name")
             shown = str(e) if len(str(e)) <= 120 else f"{str(e)[:117]}..."
             raise InputError(f"{where}: split entry '{shown}' cannot be used ({exc.strerror or exc}); give a "
                              "folder or a .txt list of images") from None
