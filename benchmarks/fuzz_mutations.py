@@ -363,7 +363,7 @@ def checkpoint_payload(data: bytes, rng: random.Random) -> Mutant:
         return flip(data, rng)
     model = payload.get("model") if isinstance(payload, dict) else None
     if isinstance(model, dict) and model and rng.random() < 0.4:
-        key = rng.choice(sorted(model))
+        key = rng.choice(sorted(model, key=str))  # a mutated state dict may mix key types
         tensor = model[key]
         op = rng.choice(("nan", "shape", "dtype", "scalar", "drop", "extra", "int"))
         if op == "nan":

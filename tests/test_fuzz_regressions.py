@@ -282,7 +282,8 @@ def coco128_yaml(tmp_path) -> dict:
     ("names", alias_bomb(8), "alias"),       # fuzz yolo #1085: a 30-s hang building 9**9 names
     ("test", "1" + "0" * 5000, "4300 digits"),  # fuzz yolo #655: ValueError from PyYAML
     ("val", "x" * 10000, "cannot be used"),  # fuzz yolo #204: OSError "File name too long"
-], ids=["alias-bomb", "digits", "long-entry"])
+    ("path", "x" * 10000, "cannot be used"),  # fuzz yolo #351 (seed 1): the same from Path.is_dir() of 'path'
+], ids=["alias-bomb", "digits", "long-entry", "long-path"])
 def test_yolo_data_yaml_the_fuzzer_broke(cli, tmp_path, coco128_yaml, key, raw, needle):
     path = tmp_path / "data.yaml"
     path.write_text(set_raw(coco128_yaml, [key], raw, dump=yaml.safe_dump))

@@ -249,7 +249,11 @@ def load_yolo(path: str | os.PathLike[str], split: str | None = None,
         if cfg.get("path"):
             p = Path(str(cfg["path"]))
             p = p if p.is_absolute() else data_yaml.parent / p
-            if p.is_dir():
+            try:
+                is_dir = p.is_dir()
+            except (OSError, ValueError):  # a name too long, a lone surrogate: not a folder, as a missing one
+                is_dir = False
+            if is_dir:
                 root = p
         splits = [s for s in ("train", "val", "test") if cfg.get(s)]
         if split is not None:
