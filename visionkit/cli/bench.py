@@ -19,10 +19,8 @@ def bench_cmd(
                                 help="Pipeline config (YAML)."),
     weights: str = typer.Option(None, "--weights", "-w", show_default="the config's, else DEFAULT",
                                 help="Weights name, checkpoint file or 'none'."),
-    device: str = typer.Option(None, "--device", show_default="the config's, else auto",
-                               help="auto | cpu | cuda | cuda:N"),
-    batch_size: int = typer.Option(None, "--batch-size", "-b", metavar="<int>", min=1,
-                                   show_default="the config's, else 2", help="Images per batch."),
+    device: str = common.device_option(),
+    batch_size: int = common.batch_size_option(),
     set_: list[str] = typer.Option(None, "--set", show_default="none", help="Override a config key (repeatable): "
                                    "--set head.min_size=600."),
     rounds: int = typer.Option(3, "--rounds", metavar="<int>", min=1, help="Timed rounds (the median is reported)."),

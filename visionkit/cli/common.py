@@ -276,3 +276,19 @@ def term_width() -> int:
         return os.get_terminal_size().columns
     except OSError:
         return 120
+
+
+def device_option() -> Any:
+    """``--device``, as every command that runs a model declares it."""
+    return typer.Option(None, "--device", show_default="the config's, else auto", help="auto | cpu | cuda | cuda:N")
+
+
+def precision_option() -> Any:
+    """``--precision``, as every command that runs a model declares it."""
+    return typer.Option(None, "--precision", show_default="the config's, else fp32", help="fp32 | fp16 | bf16")
+
+
+def batch_size_option() -> Any:
+    """``--batch-size``/``-b``, as every command that batches images declares it."""
+    return typer.Option(None, "--batch-size", "-b", metavar="<int>", min=1, show_default="the config's, else 2",
+                        help="Images per batch.")

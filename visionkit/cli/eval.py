@@ -181,12 +181,9 @@ def evaluate_pipeline(
                                 help="Checkpoint file or torchvision weights name."),
     set_: list[str] = typer.Option(None, "--set", show_default="none", help="Override a config key (repeatable): "
                                    "--set head.min_size=600."),
-    device: str = typer.Option(None, "--device", show_default="the config's, else auto",
-                               help="auto | cpu | cuda | cuda:N"),
-    precision: str = typer.Option(None, "--precision", show_default="the config's, else fp32",
-                                  help="fp32 | fp16 | bf16"),
-    batch_size: int = typer.Option(None, "--batch-size", "-b", metavar="<int>", min=1,
-                                   show_default="the config's, else 2", help="Images per batch."),
+    device: str = common.device_option(),
+    precision: str = common.precision_option(),
+    batch_size: int = common.batch_size_option(),
     out: Path = typer.Option(None, "--out", "-o", show_default="runs/eval/runN", help="Folder for "
                              "coco_eval_bbox.json, the PR curves, confusion_matrix.png and predictions."),
     quiet: bool = typer.Option(False, "--quiet", "-q", show_default="off", help="No progress bar."),

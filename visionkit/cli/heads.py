@@ -36,8 +36,7 @@ def classify(
                              help="Output folder for predictions.json."),
     top_k: int = typer.Option(3, "--top-k", metavar="<int>", min=1,
                               help="Also list the K most probable classes in the JSON."),
-    device: str = typer.Option(None, "--device", show_default="the config's, else auto",
-                               help="auto | cpu | cuda | cuda:N"),
+    device: str = common.device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", show_default="off", help="Print nothing but errors."),
 ) -> None:
     """Classify images with a classifier head (the ST-CNN ``stn``): class and probability per image."""
@@ -94,8 +93,7 @@ def caption(
     top_n: int = typer.Option(5, "--top-n", metavar="<int>", min=1, help="Regions per image (best first)."),
     no_images: bool = typer.Option(False, "--no-images", show_default="off",
                                    help="Write captions.json only, no captioned images."),
-    device: str = typer.Option(None, "--device", show_default="the config's, else auto",
-                               help="auto | cpu | cuda | cuda:N"),
+    device: str = common.device_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", show_default="off", help="Print nothing but errors."),
 ) -> None:
     """Caption images (Show, Attend and Tell / Show and Tell heads); with --regions, each region too."""

@@ -74,8 +74,7 @@ def train(
     strict: bool = typer.Option(None, "--strict/--no-strict", show_default="train.strict, else off",
                                 help="Stop before the first epoch (exit code 1) when an image does not decode, "
                                 "instead of training without it."),
-    device: str = typer.Option(None, "--device", show_default="the config's, else auto",
-                               help="auto | cpu | cuda | cuda:N"),
+    device: str = common.device_option(),
     set_: list[str] = typer.Option(None, "--set", show_default="none", help="Override a config key (repeatable): "
                                    "--set head.min_size=320, --set train.warmup_iters=50."),
     quiet: bool = typer.Option(False, "--quiet", "-q", show_default="off", help="No progress bar."),
