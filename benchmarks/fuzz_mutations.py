@@ -507,6 +507,22 @@ def alias_bomb(levels: int) -> str:
     return text
 
 
+def _plain_tree(obj: Any, budget: int = 200_000) -> bool:
+    """True when ``obj`` has no container reached twice (no YAML alias) and at most ``budget`` nodes: a tree the
+    edits may walk and re-encode. An alias bomb from an earlier mutation is a few hundred bytes that would expand to
+    hundreds of millions of items in ``json.dumps`` (this is what grew the fuzzer's own parent to 5.5 GB)."""
+    seen: set[int] = set()
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (dict, list)):
+            if id(node) in seen or len(seen) >= budget:
+                return False
+            seen.add(id(node))
+            stack.extend(node.values() if isinstance(node, dict) else node)
+    return True
+
+
 def yaml_edit(data: bytes, rng: random.Random) -> Mutant:
     import yaml
 
@@ -516,6 +532,8 @@ def yaml_edit(data: bytes, rng: random.Random) -> Mutant:
     try:
         obj = yaml.safe_load(data)
     except Exception:  # an earlier mutation broke it (YAMLError, RecursionError...): bytes instead
+        return flip(data, rng)
+    if not _plain_tree(obj):  # an alias bomb already: editing it would expand it in this process
         return flip(data, rng)
     if rng.random() < 0.15:  # an alias bomb as the value of one node
         levels = rng.choice((7, 8))
