@@ -309,3 +309,16 @@ def test_a_head_parameter_too_large_to_build(cli, tmp_path):
                      "--set", "head.box_roi_output_size=2147483647")
     assert r.exit_code == 2
     one_error_line(r.output, "head 'faster-rcnn'", "could not be built from its parameters")
+
+
+def test_coco_first_file_name_too_long_for_the_file_system(cli, tmp_path, fake100):
+    # fuzz coco #1885 (seed 1): images[0].file_name of 10,000 x's: OSError "File name too long" from Path.is_file()
+    # while looking for the image folder; now that image is reported missing, by name, like any absent file
+    doc = json.loads(fake100[0].read_text())
+    doc["images"][0]["file_name"] = "x" * 10000
+    path = tmp_path / "instances_val2014_100.json"
+    path.write_text(json.dumps(doc))
+    r = cli("data", "check", path, "--no-decode")
+    assert not any(raw in r.output for raw in RAW), r.output[-2000:]
+    line = next(x for x in r.output.splitlines() if "missing_image: xxxx" in x)
+    assert "(10000 characters)" in line and len(line) < 300, line

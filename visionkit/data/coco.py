@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from visionkit.atomic import write_json
-from visionkit.data.dataset import DetectionDataset, ImageRecord, Problem
+from visionkit.data.dataset import DetectionDataset, ImageRecord, Problem, is_file
 from visionkit.errors import InputError
 from visionkit.jsonio import read_json
 
@@ -41,7 +41,7 @@ def find_image_root(json_path: Path, file_names: list[str], images_dir: str | os
     if file_names:
         probe = file_names[0]
         for c in candidates:
-            if (c / probe).is_file():
+            if is_file(c / probe):
                 return c
     return here
 

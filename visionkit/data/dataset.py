@@ -26,7 +26,7 @@ import torch
 from visionkit.errors import InputError
 from visionkit.imageio import decode_image, natural_key
 
-__all__ = ["ImageRecord", "DetectionDataset", "Problem", "natural_key", "read_image_header", "split_info",
+__all__ = ["ImageRecord", "DetectionDataset", "Problem", "is_file", "natural_key", "read_image_header", "split_info",
            "upright_size"]
 
 Severity = Literal["error", "warning", "info"]
@@ -48,10 +48,17 @@ class Problem:
     severity: Severity = "error"
 
     def __str__(self) -> str:
-        return f"{self.severity}: {self.kind}: {self.file}: {self.message}"
+        return f"{self.severity}: {self.kind}: {_shortened(self.file)}: {_shortened(self.message)}"
 
     def to_dict(self) -> dict[str, str]:
         return {"kind": self.kind, "file": self.file, "message": self.message, "severity": self.severity}
+
+
+def _shortened(text: str, limit: int = 200) -> str:
+    """``text`` cut in the middle past ``limit`` characters (a 10,000-character file name stays one short line)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 60]}...({len(text)} characters)...{text[-30:]}"
 
 
 def _as_tensor(value: Any, dtype: torch.dtype, n: int, name: str, default: float | bool = 0) -> torch.Tensor:
@@ -223,6 +230,15 @@ class DetectionDataset:
     def __repr__(self) -> str:
         return (f"DetectionDataset({self.format or '?'} {self.source!r}: {len(self.images)} images, "
                 f"{self.num_boxes} boxes, {len(self.classes)} classes)")
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, and False for a name the file system cannot hold (too long, a NUL byte) instead of an
+    ``OSError``: a dataset file naming such an image then reports it as missing, by name."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def split_info(splits: dict[str, list[int]], num_images: int) -> dict[str, list[int]] | None:

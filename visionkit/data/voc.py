@@ -23,7 +23,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from visionkit.data.dataset import DetectionDataset, ImageRecord, Problem, natural_key, split_info
+from visionkit.data.dataset import DetectionDataset, ImageRecord, Problem, is_file, natural_key, split_info
 from visionkit.data.voc_layout import ImageFinder, VocLayout, find_voc_layout, voc_xml_dirs
 from visionkit.errors import InputError
 
@@ -151,7 +151,7 @@ def _list_groups(layout: VocLayout) -> dict[Path, list[Path]]:
 def _listed_xml(list_file: Path, dirs: list[Path]) -> list[Path]:
     out = []
     for stem in _read_list(list_file):
-        found = next((d / f"{stem}.xml" for d in dirs if (d / f"{stem}.xml").is_file()), None)
+        found = next((d / f"{stem}.xml" for d in dirs if is_file(d / f"{stem}.xml")), None)
         if found is None:
             raise InputError(f"{list_file}: lists '{stem}' but {dirs[0] / (stem + '.xml')} does not exist")
         out.append(found)

@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from visionkit.data.dataset import natural_key
+from visionkit.data.dataset import is_file, natural_key
 from visionkit.errors import InputError, UsageError
 
 __all__ = ["ANNOTATION_DIR_NAMES", "IMAGE_DIR_NAMES", "IMAGE_SUFFIXES", "MAX_DEPTH", "MAX_FOLDERS", "ImageFinder",
@@ -297,7 +297,7 @@ class ImageFinder:
             for folder in folders:
                 if "/" in name:
                     p = folder / name
-                    if _is_file(p):
+                    if is_file(p):
                         return self._use(folder, p)
                 elif name in self._listing(folder).names:
                     return self._use(folder, self._listing(folder).names[name])
@@ -329,9 +329,3 @@ def _suffix_rank(p: Path) -> int:
     suffix = p.suffix.lower()
     return IMAGE_SUFFIXES.index(suffix) if suffix in IMAGE_SUFFIXES else len(IMAGE_SUFFIXES)
 
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except (OSError, ValueError):  # a name too long for the file system, or with a NUL byte
-        return False

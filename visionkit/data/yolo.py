@@ -42,7 +42,15 @@ from typing import Any, Literal
 import yaml
 
 from visionkit.data.categories import COCO80_TO_91, is_coco80_names
-from visionkit.data.dataset import DetectionDataset, ImageRecord, Problem, natural_key, read_image_header, split_info
+from visionkit.data.dataset import (
+    DetectionDataset,
+    ImageRecord,
+    Problem,
+    is_file,
+    natural_key,
+    read_image_header,
+    split_info,
+)
 from visionkit.errors import InputError
 
 __all__ = ["load_yolo", "is_yolo_folder", "read_yolo_names", "parse_yolo_labels", "label_path_for"]
@@ -326,12 +334,13 @@ def load_yolo(path: str | os.PathLike[str], split: str | None = None,
     records = []
     label_dirs: set[Path] = set()
     for i, img in enumerate(image_files):
-        width, height = read_image_header(img) if img.is_file() else (0, 0)
+        present = is_file(img)
+        width, height = read_image_header(img) if present else (0, 0)
         try:
             rel = img.relative_to(image_root).as_posix()
         except ValueError:
             rel = str(img)
-        if not img.is_file():
+        if not present:
             problems.append(Problem("missing_image", rel, "listed by the data YAML but not found"))
         lbl = label_path_for(img)
         label_dirs.add(lbl.parent)
