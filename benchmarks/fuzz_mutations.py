@@ -365,7 +365,9 @@ def checkpoint_payload(data: bytes, rng: random.Random) -> Mutant:
     if isinstance(model, dict) and model and rng.random() < 0.4:
         key = rng.choice(sorted(model, key=str))  # a mutated state dict may mix key types
         tensor = model[key]
-        op = rng.choice(("nan", "shape", "dtype", "scalar", "drop", "extra", "int"))
+        ops = ("nan", "shape", "dtype", "scalar", "drop", "extra", "int") if isinstance(tensor, torch.Tensor) \
+            else ("scalar", "drop", "extra", "int")  # an earlier mutation already made this entry a non-tensor
+        op = rng.choice(ops)
         if op == "nan":
             model[key] = torch.full_like(tensor, float("nan")) if tensor.is_floating_point() else tensor
         elif op == "shape":
@@ -377,7 +379,7 @@ def checkpoint_payload(data: bytes, rng: random.Random) -> Mutant:
         elif op == "drop":
             del model[key]
         elif op == "extra":
-            model[key + ".extra"] = torch.zeros(3)
+            model[f"{key}.extra"] = torch.zeros(3)
         else:
             model[key] = rng.choice((1, "x", None, [1, 2]))
         what = f"model[{key!r}] {op}"
