@@ -107,8 +107,10 @@ class TrackerPlugin:
         register("broken", lambda params, *, frame_rate: Broken())
 
 
+# the motion detector keeps state (MOG2 learns the background frame by frame): it must see the frames one at a
+# time and in order, so one model worker (the default, auto, runs two batches at once on a CPU)
 CONFIG = {"head": {"name": "motion", "start": 170}, "backbone": "no-features", "num_classes": 2,
-          "classes": ["car"], "batch_size": 1, "score_threshold": 0.5}
+          "classes": ["car"], "batch_size": 1, "score_threshold": 0.5, "workers": 1}
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ _LAZY: dict[str, str] = {
     "hookimpl": "visionkit.hookspecs",
     "Pipeline": "visionkit.api",
     "ProposerPipeline": "visionkit.api",
-    "RunSummary": "visionkit.pipeline",
+    "RunSummary": "visionkit.runner",
     "component": "visionkit.api",
     "build_model": "visionkit.api",
     "to_image": "visionkit.api",
@@ -82,8 +82,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names above loa
         train,
     )
     from visionkit.hookspecs import hookimpl
-    from visionkit.pipeline import RunSummary
     from visionkit.plugins import Host, get_host
+    from visionkit.runner import RunSummary
     from visionkit.types import BadItem, Detections, Frame, FrameMeta, Proposals
     from visionkit.workflows.export import export
     from visionkit.workflows.models import list_models

@@ -38,8 +38,8 @@ from visionkit.workflows.train import train
 if TYPE_CHECKING:
     import torch
 
-    from visionkit.pipeline import RunSummary
     from visionkit.plugins import Host
+    from visionkit.runner import RunSummary
     from visionkit.tracking import TrackingStage
     from visionkit.types import BadItem, Detections, Frame, Proposals
 
@@ -179,8 +179,8 @@ class Pipeline:
         cls, config: PathLike | Mapping[str, Any] | None = None, *, weights: PathLike | None = _UNSET,
         device: str | torch.device | None = None, precision: str | None = None, batch_size: int | None = None,
         score_threshold: float | None = None, classes: Sequence[str | int] | None = None,
-        stride: int | None = None, track: bool | str | None = None, overrides: Sequence[str] = (),
-        host: Host | None = None,
+        stride: int | None = None, track: bool | str | None = None, workers: int | str | None = None,
+        overrides: Sequence[str] = (), host: Host | None = None,
     ) -> Pipeline:
         """Build from a YAML file or mapping (default: Faster R-CNN ResNet-50 FPN with COCO weights).
 
@@ -191,6 +191,10 @@ class Pipeline:
         strings as ``--set`` takes. ``classes``: keep only these class names or ids. ``track``: give every
         detection of :meth:`run` and :meth:`stream` a track id (``True``: the config's ``track`` section, else
         ByteTrack; or a tracker name such as ``"sort"``; ``False``: off even if the config tracks).
+        ``workers``: batches the model runs at once in :meth:`run` (``"auto"``, the default: 2 on a CPU with 2
+        or more threads, each with half of torch's threads, 1 on a GPU; see
+        :func:`visionkit.runner.model_workers`); the detections are the same with any number (bit for bit at the
+        same torch threads per worker; another thread count rounds scores differently in the 5th decimal).
         """
         from visionkit.config import DEFAULT_CONFIG
         from visionkit.pipeline import resolve_with_checkpoint
@@ -198,7 +202,7 @@ class Pipeline:
         user = load_config(config)
         given: dict[str, Any] = {k: v for k, v in {
             "device": plain_option(device), "precision": precision, "batch_size": batch_size,
-            "score_threshold": score_threshold,
+            "score_threshold": score_threshold, "workers": workers,
         }.items() if v is not None}
         if weights is not _UNSET:
             weights = plain_option(weights)
@@ -244,16 +248,23 @@ class Pipeline:
                               score_threshold=threshold, keep_labels=self.keep_labels,
                               name=f"head '{name}' (plugin '{plugin}')")
 
-    def _tracked_infer(self, tracking: TrackingStage | None) -> Callable[[list[Frame]], list[Any]]:
-        """The batch function of :meth:`run` and :meth:`stream`: with tracking, the model's detections down to
-        the tracker's floor go to the tracker (ByteTrack matches low-score boxes to its tracks, as Ultralytics
-        feeds it), and what scores below the config's threshold is dropped after tracking."""
+    def _tracked_infer(self, tracking: TrackingStage | None) -> tuple[Callable[[list[Frame]], list[Any]], Any]:
+        """The batch function of :meth:`run` and :meth:`stream` and the stage to run on its results in input order
+        (``None`` without tracking). With tracking, the model's detections down to the tracker's floor go to the
+        tracker (ByteTrack matches low-score boxes to its tracks, as Ultralytics feeds it), and what scores below
+        the config's threshold is dropped after tracking."""
         if tracking is None:
-            return self._infer()
+            return self._infer(), None
         from visionkit.tracking import TRACK_SCORE_FLOOR
 
         threshold = float(self.config.get("score_threshold") or 0.0)
-        return tracking.wrap(self._infer(min(threshold, TRACK_SCORE_FLOOR)), keep_score=threshold)
+        return self._infer(min(threshold, TRACK_SCORE_FLOOR)), tracking.ordered(keep_score=threshold)
+
+    def _workers(self) -> tuple[int, int]:
+        """``(workers, torch threads each)`` for :meth:`run` (:func:`visionkit.runner.model_workers`)."""
+        from visionkit.runner import model_workers
+
+        return model_workers(self.config.get("workers"), self.device)
 
     def predict(self, images: Sequence[ImageLike]) -> list[Detections]:
         """Detections for each image, in order (batched by the config's ``batch_size``). An image the model
@@ -287,7 +298,12 @@ class Pipeline:
         from visionkit.types import BadItem
 
         self.tracking = self._tracking()
-        infer = self._tracked_infer(self.tracking)
+        model, ordered = self._tracked_infer(self.tracking)
+
+        def infer(frames: list[Frame]) -> list[Any]:
+            results = model(frames)
+            return ordered(frames, results) if ordered is not None else results
+
         size = max(1, int(batch_size))
         self.skipped = []
         batch: list[Frame] = []
@@ -329,7 +345,8 @@ class Pipeline:
         ``exist_ok`` (same names are then replaced). ``on_item`` is called once per frame or bad item,
         ``on_result(frame, detections, seconds)`` once per frame with its detections and model time."""
         from visionkit.outputs import check_fresh_output_dir
-        from visionkit.pipeline import RunInterrupted, Runner, build_sinks, next_run_dir
+        from visionkit.pipeline import build_sinks, next_run_dir
+        from visionkit.runner import RunInterrupted, Runner
         from visionkit.workflows import distributed
 
         names = list(self.config.get("sinks") or {})
@@ -342,8 +359,10 @@ class Pipeline:
         items = _open(_inputs(inputs), self.config, self.host)
         sinks = build_sinks(self.config, self.host, out_dir, self.class_names, only=only)
         self.tracking = tracking = self._tracking()
-        infer = self._tracked_infer(tracking)
-        runner = Runner(infer, sinks, batch_size=int(self.config.get("batch_size") or 1))
+        infer, ordered = self._tracked_infer(tracking)
+        workers, threads = self._workers()
+        runner = Runner(infer, sinks, batch_size=int(self.config.get("batch_size") or 1), workers=workers,
+                        threads=threads, ordered=ordered)
         try:
             summary = runner.run(items, on_item, on_result)
         except RunInterrupted as stopped:
@@ -368,10 +387,12 @@ class Pipeline:
         with distributed.session(self.device) as info:
             out_dir = _shared_run_dir(info, out, "detect")
             tracking = self._tracking()  # each rank tracks its own whole videos (track counts are not merged)
-            infer = self._tracked_infer(tracking)
+            infer, ordered = self._tracked_infer(tracking)
+            workers, threads = self._workers()
             return distributed.run_sharded(info, inputs, self.config, self.host, out_dir, self.class_names,
                                            infer, batch_size=int(self.config.get("batch_size") or 1),
-                                           only=only, on_item=on_item)
+                                           only=only, on_item=on_item, workers=workers, threads=threads,
+                                           ordered=ordered)
 
 
 class ProposerPipeline:
@@ -435,7 +456,8 @@ class ProposerPipeline:
         """Proposals for every input: a JSON file per image and the top N drawn (``visionkit propose``). An
         ``out`` that holds files already is refused unless ``exist_ok``."""
         from visionkit.outputs import check_fresh_output_dir
-        from visionkit.pipeline import Runner, build_sinks, next_run_dir
+        from visionkit.pipeline import build_sinks, next_run_dir
+        from visionkit.runner import Runner
         from visionkit.workflows import distributed
 
         if out is not None:
@@ -450,7 +472,7 @@ class ProposerPipeline:
 
     @contextlib.contextmanager
     def inference(self) -> Iterator[tuple[Callable[[list[Frame]], list[Proposals]], int]]:
-        """``(infer, batch size)`` for a :class:`~visionkit.pipeline.Runner`: proposals of a batch of frames, in
+        """``(infer, batch size)`` for a :class:`~visionkit.runner.Runner`: proposals of a batch of frames, in
         this process or, with ``workers > 1``, in that many forked processes (16 images per worker and
         batch, since a batch waits for its slowest image). The workers end when the block does."""
         if self.workers == 1:

@@ -12,6 +12,7 @@ A config is a mapping with these top-level keys (all optional)::
     device:       auto                                       # auto | cpu | cuda | cuda:N
     precision:    fp32                                       # fp32 | fp16 | bf16
     batch_size:   2
+    workers:      auto                                       # batches in the model at once: auto | N
     score_threshold: 0.5
     sources: {video: {stride: 1}}                            # source name -> params
     sinks:   {annotated-images: {}, jsonl: {}}               # sink name -> params
@@ -59,6 +60,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "device": "auto",
     "precision": "fp32",
     "batch_size": 2,
+    "workers": "auto",
     "score_threshold": 0.5,
     "sources": {},
     "sinks": {"annotated-images": {}, "annotated-video": {}, "jsonl": {}},
@@ -68,7 +70,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 _SCALARS: dict[str, tuple[type, ...]] = {
     "num_classes": (int,), "weights": (str,), "device": (str,), "precision": (str,),
-    "batch_size": (int,), "score_threshold": (int, float), "classes": (list, str),
+    "batch_size": (int,), "workers": (int, str), "score_threshold": (int, float), "classes": (list, str),
 }
 TOP_LEVEL_KEYS: tuple[str, ...] = tuple(DEFAULT_CONFIG)
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -143,8 +145,8 @@ def apply_overrides(config: Mapping[str, Any], sets: Iterable[str]) -> dict[str,
 
 def check_top_level(config: Mapping[str, Any]) -> None:
     """Reject unknown top-level keys, wrongly typed scalars and values out of range (the ranges the command-line
-    flags enforce: ``batch_size >= 1``, ``score_threshold`` in [0, 1]; ``device`` is checked where it is used,
-    by :func:`visionkit.pipeline.select_device`, for flags and configs alike)."""
+    flags enforce: ``batch_size >= 1``, ``workers`` ``auto`` or >= 1, ``score_threshold`` in [0, 1]; ``device``
+    is checked where it is used, by :func:`visionkit.pipeline.select_device`, for flags and configs alike)."""
     for key, value in config.items():
         if key not in DEFAULT_CONFIG:
             hint = closest(key, TOP_LEVEL_KEYS)
@@ -170,6 +172,10 @@ def check_top_level(config: Mapping[str, Any]) -> None:
                           f"got {short_repr(config['precision'])}")
     if config.get("batch_size") is not None and config["batch_size"] < 1:
         raise ConfigError(f"config: 'batch_size' must be >= 1, got {config['batch_size']}")
+    workers = config.get("workers")
+    if workers is not None and workers != "auto" and not (isinstance(workers, int) and workers >= 1):
+        raise ConfigError(f"config: 'workers' must be 'auto' or a whole number >= 1 (batches the model runs at "
+                          f"once), got {short_repr(workers)}")
     threshold = config.get("score_threshold")
     if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
         raise ConfigError(f"config: 'score_threshold' must be in [0, 1] (scores are probabilities, as for "

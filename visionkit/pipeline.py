@@ -1,20 +1,17 @@
-"""Assemble components from a config into a runnable pipeline, and run it.
+"""Assemble components from a config into a runnable pipeline.
 
 Data flow: inputs -> source plugins -> frames (decoded in a background thread) -> batches
 moved to the device -> detector (``torch.inference_mode`` + optional autocast) or proposer
--> results -> sink plugins (written in a background thread).
+-> results -> sink plugins (written in a background thread). The loop that runs it is
+:class:`visionkit.runner.Runner` (re-exported here with its summary types).
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
 import re
-import signal
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,8 @@ from visionkit.components import optional
 from visionkit.config import component_section
 from visionkit.errors import ConfigError, PluginError, UsageError, VisionkitError
 from visionkit.plugins import Host
-from visionkit.types import BadItem, Detections, Frame, Proposals
+from visionkit.runner import RunInterrupted, Runner, RunSummary, Sinks
+from visionkit.types import BadItem, Detections, Frame
 
 __all__ = [
     "select_device", "autocast_context", "build_detector", "build_proposer", "build_sinks",
@@ -33,8 +31,6 @@ __all__ = [
     "read_checkpoint_config",
     "resolve_with_checkpoint",
 ]
-
-Result = Detections | Proposals
 
 
 def select_device(spec: str) -> torch.device:
@@ -337,309 +333,6 @@ def class_filter(classes: Sequence[str] | None, class_names: Mapping[int, str]) 
                 raise UsageError(f"--classes: unknown class '{part}'{did}; give names the model knows or ids")
     return keep
 
-
-@dataclass
-class RunSummary:
-    """What a run did: counts, failures, throughput and outputs.
-
-    ``items``/``detections`` count the frames every sink has written. ``interrupted`` is set when the
-    run was stopped (Ctrl-C, SIGTERM): the outputs then hold every finished frame."""
-
-    items: int = 0
-    detections: int = 0
-    seconds: float = 0.0
-    bad: list[BadItem] = field(default_factory=list)
-    outputs: list[Path] = field(default_factory=list)
-    interrupted: bool = False
-    #: with tracking: class id -> tracks of that class (``None`` when the run did not track)
-    tracks: dict[int, int] | None = None
-    #: class id -> detections written (detections only, not proposals)
-    per_class: dict[int, int] = field(default_factory=dict)
-    #: seconds spent per stage: ``decode`` (the sources, in a background thread), ``model`` (inference, in the
-    #: calling thread) and ``write`` (the sinks, in a background thread); the stages overlap
-    stage_seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "model": 0.0, "write": 0.0})
-
-    @property
-    def items_per_second(self) -> float:
-        return self.items / self.seconds if self.seconds > 0 else 0.0
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """A run stopped by Ctrl-C or SIGTERM after keeping its finished frames; ``summary`` says what was written.
-
-    A ``KeyboardInterrupt``, so a script still stops; catch it to read ``summary`` (``summary.outputs``)."""
-
-    def __init__(self, summary: RunSummary, signal_number: int = signal.SIGINT) -> None:
-        super().__init__(f"interrupted after {summary.items} item(s)")
-        self.summary = summary
-        self.signal_number = int(signal_number)
-
-
-class Sinks(list[Any]):
-    """The sinks of a run in config order, each with a label for messages: ``sink 'jsonl' (plugin 'io')``."""
-
-    def __init__(self, sinks: Iterable[Any] = (), labels: Iterable[str] = ()) -> None:
-        super().__init__(sinks)
-        self.labels = list(labels)
-
-
-def _sink_label(sinks: Sequence[Any], i: int) -> str:
-    labels = sinks.labels if isinstance(sinks, Sinks) else []
-    return labels[i] if i < len(labels) else f"sink {type(sinks[i]).__name__}"
-
-
-@dataclass
-class _Failure:
-    """What stopped a run: the exception, and the sink that raised it (``None``: not a sink)."""
-
-    error: BaseException
-    sink: int | None = None
-    source: str = ""
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[list[int]]:
-    """While running, SIGTERM raises ``KeyboardInterrupt`` in the main thread (as Ctrl-C does), so a stopped run
-    keeps its finished frames; the yielded list receives the signal number. Only when SIGTERM has its default
-    handler and this is the main thread (an application's own handler is left alone)."""
-    got: list[int] = []
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield got
-        return
-
-    def on_signal(signum: int, frame: Any) -> None:
-        got.append(signum)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        yield got
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[list[int]]:
-    """While a run closes its outputs, a first Ctrl-C/SIGTERM is only noted (in the yielded list), so the
-    finished frames are still written; a second one raises ``KeyboardInterrupt`` at once. Main thread only, and
-    only for signals that have Python's default handling."""
-    got: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield got
-        return
-
-    def on_signal(signum: int, frame: Any) -> None:
-        got.append(signum)
-        if len(got) > 1:
-            raise KeyboardInterrupt
-
-    previous = {}
-    for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
-        current = signal.getsignal(signum)
-        if current is default or getattr(current, "__qualname__", "").startswith("_sigterm_raises"):
-            previous[signum] = current
-            signal.signal(signum, on_signal)
-    try:
-        yield got
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-_DONE = object()
-
-
-class Runner:
-    """Runs ``infer`` over batches of frames with decoding and writing in background threads.
-
-    ``infer(frames) -> results`` gets a list of up to ``batch_size`` frames and returns one
-    result (Detections or Proposals, on the CPU) per frame.
-
-    A stopped run keeps every finished frame: on Ctrl-C or SIGTERM the results already inferred are
-    written, every sink is closed (the JSONL ends at the last finished frame, a video is finalised with
-    the frames so far) and :class:`RunInterrupted` is raised with the summary. When one sink fails, the
-    others are closed the same way and a :class:`~visionkit.errors.PluginError` names the failing sink.
-    """
-
-    def __init__(self, infer: Callable[[list[Frame]], list[Result]], sinks: Sequence[Any], *,
-                 batch_size: int = 1, prefetch: int = 8) -> None:
-        self.infer = infer
-        self.sinks = sinks if isinstance(sinks, Sinks) else list(sinks)
-        self.batch_size = max(1, int(batch_size))
-        self.prefetch = max(prefetch, 2 * self.batch_size)
-
-    def run(self, items: Iterable[Frame | BadItem],
-            on_item: Callable[[Frame | BadItem], None] | None = None,
-            on_result: Callable[[Frame, Result, float], None] | None = None) -> RunSummary:
-        """Run and return the summary. ``on_item(frame or bad item)`` is called as each is done; ``on_result(frame,
-        result, seconds)`` with each frame's result and its share of its batch's inference time."""
-        summary = RunSummary()
-        stages = summary.stage_seconds
-        frames_q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
-        write_q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
-        failures: list[_Failure] = []
-        stop = threading.Event()
-
-        def produce() -> None:
-            try:
-                source = iter(items)
-                while True:
-                    t0 = time.perf_counter()
-                    item = next(source, _DONE)
-                    stages["decode"] += time.perf_counter() - t0
-                    if item is _DONE or stop.is_set():
-                        break
-                    frames_q.put(item)
-            except BaseException as exc:  # reported by the main thread
-                failures.append(_Failure(exc))
-            finally:
-                frames_q.put(_DONE)
-
-        def write() -> None:
-            while True:
-                got = write_q.get()
-                if got is _DONE:
-                    return
-                if failures:
-                    continue  # drain so the producer side never blocks
-                frame, result = got
-                t0 = time.perf_counter()
-                for i, sink in enumerate(self.sinks):
-                    try:
-                        sink.write(frame, result)
-                    except BaseException as exc:
-                        failures.append(_Failure(exc, i, frame.meta.source))
-                        break
-                else:
-                    summary.items += 1
-                    summary.detections += len(result)
-                    if isinstance(result, Detections):
-                        for label in result.labels.tolist():
-                            summary.per_class[label] = summary.per_class.get(label, 0) + 1
-                stages["write"] += time.perf_counter() - t0
-
-        producer = threading.Thread(target=produce, name="visionkit-decode", daemon=True)
-        writer = threading.Thread(target=write, name="visionkit-write", daemon=True)
-        start = time.perf_counter()
-        interrupted: int | None = None
-        with _sigterm_raises() as signals:
-            producer.start()
-            writer.start()
-            try:
-                self._loop(frames_q, write_q, summary, failures, on_item, on_result)
-            except KeyboardInterrupt:
-                interrupted = signals[0] if signals else signal.SIGINT
-            except BaseException as exc:
-                failures.insert(0, _Failure(exc))
-            with _interrupts_deferred() as late:
-                self._shutdown(stop, producer, frames_q, writer, write_q)
-                failure = failures[0] if failures else None
-                self._close_sinks(summary, failed=failure.sink if failure else None)
-        if late and interrupted is None:
-            interrupted = late[0]
-        summary.seconds = time.perf_counter() - start
-        if failure is not None:
-            self._raise(failure, summary)
-        if interrupted is not None:
-            summary.interrupted = True
-            raise RunInterrupted(summary, interrupted)
-        return summary
-
-    def _loop(self, frames_q: queue.Queue[Any], write_q: queue.Queue[Any], summary: RunSummary,
-              failures: list[_Failure], on_item: Callable[[Frame | BadItem], None] | None,
-              on_result: Callable[[Frame, Result, float], None] | None = None) -> None:
-        batch: list[Frame] = []
-        while True:
-            item = frames_q.get()
-            done = item is _DONE
-            if isinstance(item, BadItem):
-                summary.bad.append(item)
-                if on_item:
-                    on_item(item)
-            elif not done:
-                batch.append(item)
-            if batch and (done or len(batch) >= self.batch_size):
-                self._run_batch(batch, write_q, on_item, on_result, summary)
-                batch = []
-            if failures or done:
-                return
-
-    @staticmethod
-    def _shutdown(stop: threading.Event, producer: threading.Thread, frames_q: queue.Queue[Any],
-                  writer: threading.Thread, write_q: queue.Queue[Any]) -> None:
-        """Stop decoding, then let the writer finish every result already inferred."""
-        stop.set()
-        deadline = time.monotonic() + 5.0  # a source blocked on a dead stream is left behind (daemon thread)
-        while producer.is_alive() and time.monotonic() < deadline:  # unblock a producer waiting on a full queue
-            with contextlib.suppress(queue.Empty):
-                frames_q.get_nowait()
-            producer.join(timeout=0.05)
-        write_q.put(_DONE)
-        writer.join()
-
-    def _close_sinks(self, summary: RunSummary, failed: int | None) -> None:
-        """Close every sink so it keeps what it finished; the one that failed is aborted instead. A sink whose
-        ``close()`` fails is aborted and reported after the others are closed."""
-        close_error: _Failure | None = None
-        for i, sink in enumerate(self.sinks):
-            if i == failed:
-                self._abort(sink)
-                continue
-            try:
-                summary.outputs.extend(sink.close())
-            except BaseException as exc:
-                self._abort(sink)
-                close_error = close_error or _Failure(exc, i)
-        if close_error is not None and failed is None:
-            self._raise(close_error, summary)
-
-    @staticmethod
-    def _abort(sink: Any) -> None:
-        abort = optional(sink, "sink", "abort")
-        if abort is not None:
-            with contextlib.suppress(Exception):
-                abort()
-
-    def _raise(self, failure: _Failure, summary: RunSummary) -> None:
-        """Re-raise what stopped the run; a sink's own exception becomes one line naming the sink and plugin."""
-        exc = failure.error
-        if failure.sink is None or isinstance(exc, KeyboardInterrupt):
-            raise exc
-        label = _sink_label(self.sinks, failure.sink)
-        where = f" on {failure.source}" if failure.source else " while closing"
-        kept = ", ".join(str(p) for p in summary.outputs)
-        text = str(exc).strip().splitlines()
-        cause = text[0] if text else ""
-        if not isinstance(exc, VisionkitError):
-            cause = f"{type(exc).__name__}: {cause}" if cause else type(exc).__name__
-        raise PluginError(f"{label} failed{where}: {cause}; the other outputs were kept"
-                          f"{f' ({kept})' if kept else ''}; fix the plugin or remove the sink from the config"
-                          ) from exc
-
-    def _run_batch(self, batch: list[Frame], write_q: queue.Queue[Any],
-                   on_item: Callable[[Frame | BadItem], None] | None,
-                   on_result: Callable[[Frame, Result, float], None] | None = None,
-                   summary: RunSummary | None = None) -> None:
-        t0 = time.perf_counter()
-        results = self.infer(batch)
-        seconds = time.perf_counter() - t0
-        if summary is not None:
-            summary.stage_seconds["model"] += seconds
-        if len(results) != len(batch):
-            raise VisionkitError(f"the model returned {len(results)} results for {len(batch)} images")
-        for frame, result in zip(batch, results, strict=True):
-            if isinstance(result, BadItem):  # the model could not take this one: reported, the run goes on
-                if summary is not None:
-                    summary.bad.append(result)
-                if on_item:
-                    on_item(result)
-                continue
-            write_q.put((frame, result))
-            if on_result:
-                on_result(frame, result, seconds / len(batch))
-            if on_item:
-                on_item(frame)
 
 
 class _ModelFailed(Exception):

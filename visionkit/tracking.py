@@ -106,13 +106,12 @@ class TrackingStage:
             out[counts.most_common(1)[0][0]] += 1
         return dict(sorted(out.items()))
 
-    def wrap(self, infer: Callable[[list[Frame]], list[Any]], keep_score: float = 0.0
-             ) -> Callable[[list[Frame]], list[Any]]:
-        """``infer`` followed by tracking, frame by frame in order (for :class:`visionkit.pipeline.Runner`), then
-        only the detections scoring at least ``keep_score`` are kept."""
-        def tracked(frames: list[Frame]) -> list[Any]:
+    def ordered(self, keep_score: float = 0.0) -> Callable[[list[Frame], list[Any]], list[Any]]:
+        """The stage :class:`visionkit.runner.Runner` runs on each batch's results in input order: tracking,
+        frame by frame, then only the detections scoring at least ``keep_score`` are kept."""
+        def tracked(frames: list[Frame], results: list[Any]) -> list[Any]:
             out = []
-            for frame, result in zip(frames, infer(frames), strict=True):
+            for frame, result in zip(frames, results, strict=True):
                 if isinstance(result, Detections):
                     result = self(frame, result)
                     result = result[result.scores >= keep_score] if keep_score > 0 else result

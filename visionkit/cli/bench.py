@@ -21,6 +21,7 @@ def bench_cmd(
                                 help="Weights name, checkpoint file or 'none'."),
     device: str = common.device_option(),
     batch_size: int = common.batch_size_option(),
+    workers: str = common.workers_option(),
     set_: list[str] = typer.Option(None, "--set", show_default="none", help="Override a config key (repeatable): "
                                    "--set head.min_size=600."),
     rounds: int = typer.Option(3, "--rounds", metavar="<int>", min=1, help="Timed rounds (the median is reported)."),
@@ -38,7 +39,8 @@ def bench_cmd(
     if out is not None:
         check_output_file(out)  # before the minutes of timing
     report = bench(source, config=config, weights=weights, device=device, batch_size=batch_size,
-                   overrides=set_ or [], rounds=rounds, vs_hand_loop=vs_hand_loop, host=common.host(ctx))
+                   workers=common.parse_workers(workers), overrides=set_ or [], rounds=rounds,
+                   vs_hand_loop=vs_hand_loop, host=common.host(ctx))
     if out is not None:
         write_json(out, report)
     if as_json:

@@ -184,6 +184,7 @@ def evaluate_pipeline(
     device: str = common.device_option(),
     precision: str = common.precision_option(),
     batch_size: int = common.batch_size_option(),
+    workers: str = common.workers_option(),
     out: Path = typer.Option(None, "--out", "-o", show_default="runs/eval/runN", help="Folder for "
                              "coco_eval_bbox.json, the PR curves, confusion_matrix.png and predictions."),
     quiet: bool = typer.Option(False, "--quiet", "-q", show_default="off", help="No progress bar."),
@@ -200,7 +201,8 @@ def evaluate_pipeline(
     bar, on_item, set_total = common.progress(quiet or not main_rank, None)
     with bar:
         result = evaluate_run(config, dataset, split_file=split_file, split=split, weights=weights, device=device,
-                              precision=precision, batch_size=batch_size, overrides=set_ or [], out=out,
+                              precision=precision, batch_size=batch_size, workers=common.parse_workers(workers),
+                              overrides=set_ or [], out=out,
                               host=common.host(ctx), on_item=on_item, on_start=set_total,
                               confusion_iou=confusion_iou, confusion_threshold=confusion_threshold, report=report)
     if not main_rank:

@@ -5,7 +5,7 @@ only the images named in a split file (e.g. raccoon's upstream ``train_labels.cs
 :class:`TrainingSet` decodes images once (downscaled so the long side is at most
 ``max_side``, boxes scaled with them), keeps them in memory, and applies the augmentation; in the
 training loader an image that fails to decode is left out of its batch (:func:`collate`), not fatal.
-:func:`predict_dataset` runs a detector over a dataset through :class:`visionkit.pipeline.Runner`
+:func:`predict_dataset` runs a detector over a dataset through :class:`visionkit.runner.Runner`
 and returns ``{image_id: Detections}`` in the dataset's original pixels.
 """
 
@@ -248,7 +248,7 @@ def dataset_frames(ds: DetectionDataset, indices: Sequence[int] | None = None) -
 
 
 class _Collect:
-    """A sink for :class:`~visionkit.pipeline.Runner` that keeps detections by image id."""
+    """A sink for :class:`~visionkit.runner.Runner` that keeps detections by image id."""
 
     def __init__(self) -> None:
         self.results: dict[int, Detections] = {}
@@ -263,14 +263,20 @@ class _Collect:
 def predict_dataset(detector: torch.nn.Module, ds: DetectionDataset, device: torch.device, *,
                     batch_size: int = 2, precision: str = "fp32", score_threshold: float = 0.0,
                     indices: Sequence[int] | None = None,
-                    on_item: Callable[[Frame | BadItem], None] | None = None) -> tuple[dict[int, Detections], Any]:
+                    on_item: Callable[[Frame | BadItem], None] | None = None,
+                    workers: int | str | None = 1) -> tuple[dict[int, Detections], Any]:
     """Run ``detector`` over ``ds`` (batched, decoded in a background thread): ``({image_id: Detections}, summary)``.
+    ``workers``: batches in the model at once (``"auto"``: :func:`visionkit.runner.model_workers`; 1, the default,
+    leaves torch's thread count alone, as training wants).
 
     The detector is left in eval mode; switch it back with ``train()`` when training goes on.
     """
-    from visionkit.pipeline import Runner, detector_infer
+    from visionkit.pipeline import detector_infer
+    from visionkit.runner import Runner, model_workers
 
     sink = _Collect()
     infer = detector_infer(detector, device, precision, score_threshold=score_threshold)
-    summary = Runner(infer, [sink], batch_size=batch_size).run(dataset_frames(ds, indices), on_item)
+    count, threads = (1, None) if workers == 1 else model_workers(workers, device)
+    summary = Runner(infer, [sink], batch_size=batch_size, workers=count, threads=threads).run(
+        dataset_frames(ds, indices), on_item)
     return sink.results, summary

@@ -3,7 +3,8 @@
 Measures, in one process and on the same inputs:
 
 * ``decode``: the source plugins alone (frames per second, no model);
-* ``model``: the detector alone on frames already decoded into memory (batched as the config says);
+* ``model``: the detector alone on frames already decoded into memory, batched and with as many workers as the
+  run uses (:func:`visionkit.runner.model_workers`);
 * ``end_to_end``: :meth:`visionkit.Pipeline.run` into a temporary folder (decode, model, drawing, writing);
 * ``hand_loop`` (with ``vs_hand_loop``): the loop a user would write instead — ``cv2.imread`` (or
   ``cv2.VideoCapture``) -> RGB tensor -> the same model -> ``cv2.rectangle``/``putText`` -> ``cv2.imwrite`` (or
@@ -102,17 +103,20 @@ def _files(inputs: Sequence[str]) -> list[str]:
 
 def bench(
     inputs: Sequence[PathLike], *, config: PathLike | Mapping[str, Any] | None = None, weights: str | None = None,
-    device: str | None = None, batch_size: int | None = None, overrides: Sequence[str] = (), rounds: int = 3,
-    vs_hand_loop: bool = False, host: Host | None = None,
+    device: str | None = None, batch_size: int | None = None, workers: int | str | None = None,
+    overrides: Sequence[str] = (), rounds: int = 3, vs_hand_loop: bool = False, host: Host | None = None,
 ) -> dict[str, Any]:
     """Time ``inputs`` through the pipeline (see the module docstring); returns the figures as a dict."""
+    import torch
+
     from visionkit.api import Pipeline, _open
+    from visionkit.runner import Runner
     from visionkit.types import BadItem
 
     uris = [os.fspath(i) for i in inputs]
     kwargs = {} if weights is None else {"weights": weights}
-    pipe = Pipeline.from_config(config, device=device, batch_size=batch_size, overrides=overrides, host=host,
-                                **kwargs)
+    pipe = Pipeline.from_config(config, device=device, batch_size=batch_size, workers=workers, overrides=overrides,
+                                host=host, **kwargs)
     start = time.perf_counter()
     frames = [f for f in _open(uris, pipe.config, pipe.host) if not isinstance(f, BadItem)]
     decode_s = time.perf_counter() - start
@@ -123,12 +127,13 @@ def bench(
     sample = frames[:MODEL_FRAMES]
     infer = pipe._infer()
     size = int(pipe.config.get("batch_size") or 1)
-    infer(sample[:size])  # warm-up
+    count, threads = pipe._workers()
+    model_only = Runner(infer, [], batch_size=size, workers=count, threads=threads)  # no sinks: the model stage
+    model_only.run(sample[:size * count])  # warm-up
     model_runs = []
     for _ in range(max(1, rounds)):
         start = time.perf_counter()
-        for i in range(0, len(sample), size):
-            infer(sample[i:i + size])
+        model_only.run(sample)
         model_runs.append((time.perf_counter() - start) / len(sample))
     del frames
     e2e: list[float] = []
@@ -161,6 +166,7 @@ def bench(
           "end_to_end": 1000 * statistics.median(e2e)}
     report: dict[str, Any] = {
         "inputs": uris, "frames": summary.items, "device": str(pipe.device), "batch_size": size,
+        "workers": count, "threads_per_worker": threads, "torch_threads": torch.get_num_threads(),
         "precision": pipe.config.get("precision"), "rounds": rounds,
         "ms_per_frame": {k: round(v, 2) for k, v in ms.items()},
         "frames_per_s": {k: round(1000 / v, 2) for k, v in ms.items()},

@@ -9,7 +9,7 @@ Under torchrun (``WORLD_SIZE`` > 1) :meth:`visionkit.Pipeline.run`, :meth:`visio
 2. **Shard** (every rank): units are dealt out round-robin in blocks of the batch size (:func:`shard`), so
    images are interleaved, ranks stay balanced, a rank's batches are one process's batches, and each video is
    read whole by one rank. A dataset (``eval run``) is sharded by image position the same way.
-3. **Run** (every rank, on ``cuda:LOCAL_RANK`` or the CPU): the usual :class:`~visionkit.pipeline.Runner`
+3. **Run** (every rank, on ``cuda:LOCAL_RANK`` or the CPU): the usual :class:`~visionkit.runner.Runner`
    over the shard. Sinks that draw or write a file per frame or video (``annotated-images``,
    ``annotated-video``, ``proposals-json``, plugin sinks) write into ``OUT/.rank<r>/``; the result sinks
    (``jsonl``, ``coco-json``) are merged on rank 0 from every frame's metadata and result, which each rank keeps;
@@ -23,7 +23,7 @@ Under torchrun (``WORLD_SIZE`` > 1) :meth:`visionkit.Pipeline.run`, :meth:`visio
    ``predictions.jsonl`` and the COCO results are the same bytes. The rank folders' files are moved into
    ``OUT`` under the names one process gives them (an input stem that two ranks both used gets ``-2``, in
    input order) and the rank folders removed. Skipped inputs are listed in input order. The merged
-   :class:`~visionkit.pipeline.RunSummary` is sent to every rank; only rank 0's CLI prints it.
+   :class:`~visionkit.runner.RunSummary` is sent to every rank; only rank 0's CLI prints it.
 
 With several machines, ``OUT`` should be on a shared file system: a rank whose folder rank 0 cannot see
 sends its files through the process group instead (in memory, so keep such runs small or use ``--no-save``).
@@ -47,8 +47,8 @@ if TYPE_CHECKING:
     import torch
 
     from visionkit.engine.distributed import DistInfo
-    from visionkit.pipeline import RunSummary
     from visionkit.plugins import Host
+    from visionkit.runner import RunSummary
     from visionkit.types import BadItem, Frame
 
 __all__ = ["RankFailed", "launched", "env_rank", "is_main_process", "session", "rank_device", "expand_inputs",
@@ -320,11 +320,14 @@ class _Shard:
 def run_sharded(
     info: DistInfo, inputs: Sequence[str], config: Mapping[str, Any], host: Host, out_dir: Path,
     class_names: Mapping[int, str] | None, infer: Callable[[list[Frame]], list[Any]], *, batch_size: int,
-    only: Sequence[str] | None = None, on_item: Callable[[Any], None] | None = None,
+    only: Sequence[str] | None = None, on_item: Callable[[Any], None] | None = None, workers: int = 1,
+    threads: int | None = None, ordered: Callable[[list[Frame], list[Any]], list[Any]] | None = None,
 ) -> RunSummary:
     """Run this rank's shard of ``inputs`` and merge on rank 0 (see the module doc); every rank returns the
-    merged summary, the same as one process's."""
-    from visionkit.pipeline import Runner, Sinks, build_sinks, open_inputs
+    merged summary, the same as one process's. ``workers``, ``threads`` and ``ordered`` are
+    :class:`visionkit.runner.Runner`'s."""
+    from visionkit.pipeline import build_sinks, open_inputs
+    from visionkit.runner import Runner, Sinks
     from visionkit.types import BadItem, Frame
 
     start = time.perf_counter()
@@ -367,7 +370,7 @@ def run_sharded(
         streamed = build_sinks(config, host, rank_dir, class_names, only=["jsonl"]) if "jsonl" in names \
             else Sinks()
         ran = Runner(infer, Sinks([*tracked, *streamed, keep], [*built.labels, *streamed.labels, "rank results"]),
-                     batch_size=batch_size).run(items(), on_item)
+                     batch_size=batch_size, workers=workers, threads=threads, ordered=ordered).run(items(), on_item)
         reported = {id(b) for _, b in sent.bad}
         for bad in ran.bad:  # frames the model could not take (the sources' own bad items are in sent.bad)
             if id(bad) not in reported:
@@ -420,7 +423,8 @@ def _merge(shards: list[_Shard], config: Mapping[str, Any], host: Host, out_dir:
     into ``out_dir`` under one process's names; the merged summary."""
     import torch
 
-    from visionkit.pipeline import Runner, RunSummary, build_sinks
+    from visionkit.pipeline import build_sinks
+    from visionkit.runner import Runner, RunSummary
     from visionkit.types import Detections, Frame
 
     frames = sorted((f for s in shards for f in s.frames), key=lambda f: f[0])
@@ -445,7 +449,7 @@ def _merge(shards: list[_Shard], config: Mapping[str, Any], host: Host, out_dir:
     if result_names:
         sinks = build_sinks(config, host, out_dir, class_names, only=result_names)
         tracked = [_Tracked(s) for s in sinks]
-        from visionkit.pipeline import Sinks
+        from visionkit.runner import Sinks
 
         done = Runner(lambda batch: [by_index[f.meta.index] for f in batch], Sinks(tracked, sinks.labels),
                       batch_size=64).run(metadata_frames())

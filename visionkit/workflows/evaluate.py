@@ -180,9 +180,10 @@ def evaluate_run(
     config: PathLike | Mapping[str, Any] | None = None, dataset: PathLike | None = None, *,
     split_file: PathLike | None = None, split: str | None = None, weights: str | None = None,
     device: str | None = None, precision: str | None = None, batch_size: int | None = None,
-    overrides: Sequence[str] = (), out: PathLike | None = None, host: Host | None = None,
-    on_item: Callable[[Any], None] | None = None, on_start: Callable[[int], None] | None = None,
-    confusion_iou: float = 0.5, confusion_threshold: float = 0.25, report: bool = False,
+    workers: int | str | None = None, overrides: Sequence[str] = (), out: PathLike | None = None,
+    host: Host | None = None, on_item: Callable[[Any], None] | None = None,
+    on_start: Callable[[int], None] | None = None, confusion_iou: float = 0.5, confusion_threshold: float = 0.25,
+    report: bool = False,
 ) -> dict[str, Any]:
     """Run a detection pipeline over an annotated dataset and evaluate it with pycocotools (``eval run``).
 
@@ -191,7 +192,8 @@ def evaluate_run(
     ``runs/eval/runN``), and ``report.html`` with ``report=True``. Returns the COCO result dict plus
     ``confusion_matrix`` (as :func:`evaluate_coco`'s, at ``confusion_iou`` / ``confusion_threshold``),
     ``images``, ``detections``, ``seconds``, ``skipped`` (``[source, error]``) and ``files``.
-    ``on_start(total)`` is called once the dataset is loaded; ``on_item`` once per image.
+    ``on_start(total)`` is called once the dataset is loaded; ``on_item`` once per image. ``workers``: batches in the
+    model at once (default: the config's, else ``auto``; the metrics are the same with any number).
     """
     from visionkit.api import _host, load_config
     from visionkit.engine.data import predict_dataset, resolve_dataset
@@ -219,7 +221,8 @@ def evaluate_run(
 
     weights, device = plain_option(weights), plain_option(device)
     given: dict[str, Any] = {k: v for k, v in {"weights": weights, "device": device, "precision": precision,
-                                               "batch_size": batch_size}.items() if v is not None}
+                                               "batch_size": batch_size, "workers": workers}.items()
+                                if v is not None}
     if weights is not None and weights.lower() == "none":
         given["weights"] = None
     resolved = resolve_with_checkpoint(user, given)
@@ -240,7 +243,8 @@ def evaluate_run(
         if on_start is not None:
             on_start(len(ds))
         preds, summary = predict_dataset(detector, ds, dev, batch_size=resolved["batch_size"],
-                                         precision=resolved["precision"], on_item=on_item)
+                                         precision=resolved["precision"], on_item=on_item,
+                                         workers=resolved.get("workers"))
         result = _evaluate_predictions(ds, preds, summary.detections, summary.seconds,
                                        [[b.source, b.error] for b in summary.bad], class_names, out_dir, confusion)
     if not resolved.get("weights") and isinstance(result, dict) and "warnings" in result:
@@ -297,7 +301,8 @@ def _evaluate_run_distributed(ds: Any, detector: Any, class_names: Mapping[int, 
         sent: tuple[dict[int, Any], list[tuple[str, str]], int] = ({}, [], 0)
         try:
             preds, summary = predict_dataset(detector, ds, dev, batch_size=resolved["batch_size"],
-                                             precision=resolved["precision"], indices=mine, on_item=on_item)
+                                             precision=resolved["precision"], indices=mine, on_item=on_item,
+                                             workers=resolved.get("workers"))
             sent = (preds, [(b.source, b.error) for b in summary.bad], summary.detections)
         except KeyboardInterrupt:
             raise
@@ -340,7 +345,8 @@ def evaluate_proposals(
     from visionkit.data import load_dataset
     from visionkit.engine.data import dataset_frames
     from visionkit.evaluation.proposals import ProposalEvaluator, plot_recall_curves
-    from visionkit.pipeline import Runner, next_run_dir
+    from visionkit.pipeline import next_run_dir
+    from visionkit.runner import Runner
 
     try:
         evaluator = ProposalEvaluator(top_ns=[int(n) for n in top_ns])
