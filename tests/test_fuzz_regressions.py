@@ -322,3 +322,13 @@ def test_coco_first_file_name_too_long_for_the_file_system(cli, tmp_path, fake10
     assert not any(raw in r.output for raw in RAW), r.output[-2000:]
     line = next(x for x in r.output.splitlines() if "missing_image: xxxx" in x)
     assert "(10000 characters)" in line and len(line) < 300, line
+
+
+def test_a_config_classes_name_too_long_for_the_file_system(cli, tmp_path):
+    # fuzz checkpoint #1096 (seed 2): a stored config's classes = "x"*10000: OSError "File name too long" from
+    # Path.is_file() while reading the class names; the config and --set reach that check alike
+    r = _detect_with(cli, CONFIGS / "raccoon_faster_rcnn.yaml", tmp_path, "--weights", "none",
+                     "--set", f"classes={'x' * 10000}")
+    assert r.exit_code == 2
+    line = one_error_line(r.output, "'classes' file not found")
+    assert len(line) < 250

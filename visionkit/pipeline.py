@@ -20,6 +20,7 @@ import torch
 from visionkit.components import optional
 from visionkit.config import component_section
 from visionkit.errors import ConfigError, PluginError, UsageError, VisionkitError
+from visionkit.params import short_repr
 from visionkit.plugins import Host
 from visionkit.runner import RunInterrupted, Runner, RunSummary, Sinks
 from visionkit.types import BadItem, Detections, Frame
@@ -91,8 +92,13 @@ def _class_names_from_config(config: Mapping[str, Any]) -> dict[int, str]:
     classes = config.get("classes")
     if isinstance(classes, str):
         path = Path(classes)
-        if not path.is_file():
-            raise ConfigError(f"config: 'classes' file not found: {classes}; give a list of names or a file")
+        try:
+            present = path.is_file()
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a file either
+            present = False
+        if not present:
+            raise ConfigError(f"config: 'classes' file not found: {short_repr(classes)}; give a list of names or "
+                              "a file")
         classes = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     if classes:
         return {i + 1: str(name) for i, name in enumerate(classes)}
