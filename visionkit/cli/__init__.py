@@ -85,5 +85,42 @@ app.add_typer(data_app, name="data")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    app(args=argv if argv is not None else sys.argv[1:], prog_name="visionkit")
+    """Console-script entry point (``visionkit``, ``python -m visionkit``).
+
+    Once a command has finished (every output closed and synced), the process ends without Python's teardown of
+    torch's thousands of modules, which takes about a second after every command that loaded a model (measured
+    in ``benchmarks/startup.py``). Everything else a normal exit does still happens, in the same order:
+    non-daemon threads are joined, ``atexit`` handlers run (logging, temp files, torch.distributed, plugins' own)
+    and the standard streams are flushed. An exception that escapes a command (a bug: ``--debug``) takes the
+    normal path with its traceback."""
+    try:
+        app(args=argv if argv is not None else sys.argv[1:], prog_name="visionkit")
+    except SystemExit as exc:
+        _exit(exc.code)
+    _exit(0)
+
+
+def _exit(code: Any) -> None:
+    """``sys.exit(code)``, skipping the interpreter's module teardown when torch is loaded (see :func:`main`)."""
+    if "torch" not in sys.modules:  # --help, plugins, config: teardown is quick
+        sys.exit(code)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message") prints it and exits 1
+        print(code, file=sys.stderr)
+        code = 1
+    import atexit
+    import contextlib
+    import os
+    import threading
+
+    try:
+        shutdown = getattr(threading, "_shutdown", None)  # what the interpreter runs first: join non-daemon threads
+        if shutdown is not None:
+            shutdown()
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+                stream.flush()
+        os._exit(code)
