@@ -116,6 +116,11 @@ def compare(name: str, source: Path, frames: int, rounds: int, tmp: Path, env: d
     script = tmp / "hand_loop.py"
     script.write_text(HAND_LOOP)
     runs: dict[str, list[dict[str, float]]] = {"visionkit": [], "hand_loop": []}
+    warm = tmp / f"{name}-warm-up"  # untimed: fills the bytecode caches and the page cache for both
+    first = next(iter(sorted(source.iterdir()))) if source.is_dir() else source
+    measure([exe, "detect", str(first), "--config", str(CONFIG), "--weights", str(WEIGHTS), "--device", "cpu",
+             "--out", str(warm / "v"), "--quiet", "--set", "sources.video.max_frames=2"], env)
+    measure([sys.executable, "-c", "import cv2, torch, torchvision"], env)
     for r in range(rounds):
         for who in (["visionkit", "hand_loop"] if r % 2 == 0 else ["hand_loop", "visionkit"]):
             out = tmp / f"{name}-{who}-{r}"
@@ -155,6 +160,9 @@ def main() -> None:
     parser.add_argument("--skip-video", action="store_true")
     args = parser.parse_args()
     env = {**os.environ, "VISIONKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    # bytecode caches as an installed package has them (pip compiles site-packages; an editable checkout under
+    # PYTHONDONTWRITEBYTECODE=1 would recompile visionkit's ~40 modules in every process, ~0.25 s here)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     report: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "load_average_before": [round(x, 2) for x in os.getloadavg()]}}
     with tempfile.TemporaryDirectory(prefix="visionkit-pipeline-") as tmp_name:

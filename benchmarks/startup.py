@@ -48,10 +48,15 @@ def commands() -> dict[str, list[str]]:
     }
 
 
+#: bytecode caches as an installed package has them (pip compiles site-packages; an editable checkout under
+#: PYTHONDONTWRITEBYTECODE=1 would recompile visionkit's modules in every process): the median hides the first run
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def measure(argv: list[str]) -> dict[str, float]:
     """One run of ``argv``: wall seconds, CPU seconds (user + sys) and peak RSS in MB."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, env=ENV)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
