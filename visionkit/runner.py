@@ -222,6 +222,9 @@ class Runner:
         """Run and return the summary. ``on_item(frame or bad item)`` is called as each is done; ``on_result(frame,
         result, seconds)`` with each frame's result and its share of its batch's inference time. The torch
         thread count is what it was before, afterwards."""
+        from visionkit.startup import resume_gc
+
+        resume_gc()  # the work starts: the CLI's start-up pause of the garbage collector ends
         saved = torch.get_num_threads()
         if self.threads is not None and self.workers == 1:
             torch.set_num_threads(self.threads)

@@ -92,7 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     in ``benchmarks/startup.py``). Everything else a normal exit does still happens, in the same order:
     non-daemon threads are joined, ``atexit`` handlers run (logging, temp files, torch.distributed, plugins' own)
     and the standard streams are flushed. An exception that escapes a command (a bug: ``--debug``) takes the
-    normal path with its traceback."""
+    normal path with its traceback. Start-up runs with the garbage collector paused
+    (:mod:`visionkit.startup`)."""
+    from visionkit.startup import pause_gc
+
+    pause_gc()
     try:
         app(args=argv if argv is not None else sys.argv[1:], prog_name="visionkit")
     except SystemExit as exc:

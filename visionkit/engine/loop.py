@@ -333,7 +333,9 @@ class TrainingLoop:
     def run(self) -> TrainResult:
         """Train epochs ``state.epoch + 1 .. epochs``; see the module docstring for what is guaranteed."""
         from visionkit.engine.metrics import MetricsLog
+        from visionkit.startup import resume_gc
 
+        resume_gc()  # the work starts: the CLI's start-up pause of the garbage collector ends
         say = self.log if (self.log is not None and self.is_main) else (lambda _msg: None)
         policy = self.checkpoint if self.is_main else None
         metrics = MetricsLog(policy.out_dir if policy else Path("."), self.state.rows)
