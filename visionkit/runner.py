@@ -214,7 +214,11 @@ class Runner:
         self.workers = max(1, int(workers))
         self.threads = threads
         self.ordered = ordered
-        self.prefetch = max(prefetch, 2 * self.batch_size * self.workers)
+        # frames wait in three places: decoded (``prefetch``, at least one batch and two more), in the model
+        # (``workers`` batches running and one queued) and inferred, waiting for the writer (a batch per
+        # worker). Each frame costs its pixels (2.7 MB for 720p), so the queues are only as long as overlap needs
+        self.prefetch = max(prefetch, self.batch_size + 2)
+        self.write_queue = max(2, self.batch_size * self.workers)
 
     def run(self, items: Iterable[Frame | BadItem],
             on_item: Callable[[Frame | BadItem], None] | None = None,
@@ -239,7 +243,7 @@ class Runner:
         summary = RunSummary()
         stages = summary.stage_seconds
         frames_q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
-        write_q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
+        write_q: queue.Queue[Any] = queue.Queue(maxsize=self.write_queue)
         failures: list[_Failure] = []
         stop = threading.Event()
 
