@@ -332,3 +332,21 @@ def test_a_config_classes_name_too_long_for_the_file_system(cli, tmp_path):
     assert r.exit_code == 2
     line = one_error_line(r.output, "'classes' file not found")
     assert len(line) < 250
+
+
+def test_a_yolo_label_with_a_5000_digit_field_is_quoted_short(cli, tmp_path, coco128_yaml):
+    # fuzz yolo #340 (seed 3): labels(line 1 token 1 = 10**5000): our error quoted the whole 5,000-character token
+    root = tmp_path / "yolo"
+    (root / "images" / "train2017").mkdir(parents=True)
+    (root / "labels" / "train2017").mkdir(parents=True)
+    stem = "000000000009"
+    (root / "images" / "train2017" / f"{stem}.jpg").write_bytes(
+        data_path("coco128", "images", "train2017", f"{stem}.jpg").read_bytes())
+    (root / "labels" / "train2017" / f"{stem}.txt").write_text("1" + "0" * 5000 + " 0.5 0.5 0.2 0.2\n")
+    path = tmp_path / "data.yaml"
+    path.write_text(yaml.safe_dump({**coco128_yaml, "path": str(root), "train": "images/train2017",
+                                    "val": "images/train2017"}))
+    r = cli("data", "check", path, "--no-decode")
+    assert r.exit_code != 0
+    line = one_error_line(r.output, f"{stem}.txt:1", "class id must be a non-negative integer")
+    assert len(line) < 600

@@ -40,6 +40,7 @@ from torchvision.models.detection.backbone_utils import (
 from torchvision.ops import misc as misc_nn_ops
 
 from visionkit.errors import WeightsError
+from visionkit.params import short_repr
 
 __all__ = [
     "TrunkParams",
@@ -115,7 +116,8 @@ class TrunkParams:
             except (KeyError, ValueError, TypeError):
                 names = ", ".join(["DEFAULT", *(m for m in enum.__members__ if m != "DEFAULT")])
                 raise ValueError(
-                    f"weights: unknown {enum.__name__} name {self.weights!r}; valid: {names}, a local file or null"
+                    f"weights: unknown {enum.__name__} name {short_repr(self.weights)}; valid: {names}, a local file "
+                    "or null"
                 ) from None
 
     def trunk_weights(self) -> Any:

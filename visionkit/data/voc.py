@@ -26,6 +26,7 @@ from typing import Any
 from visionkit.data.dataset import DetectionDataset, ImageRecord, Problem, is_file, natural_key, split_info
 from visionkit.data.voc_layout import ImageFinder, VocLayout, find_voc_layout, voc_xml_dirs
 from visionkit.errors import InputError
+from visionkit.params import short_repr
 
 __all__ = ["VOC_CLASSES", "load_voc", "is_voc_folder", "parse_voc_xml", "voc_xml_text", "write_voc_xml"]
 
@@ -118,7 +119,7 @@ def parse_voc_xml(path: Path) -> dict[str, Any]:
     objects = []
     for j, obj in enumerate(root.findall("object")):
         name = _text(obj, "name", path)
-        where = f"object {j} '{name}'"
+        where = f"object {j} {short_repr(name)}"
         bnd = obj.find("bndbox")
         if bnd is None:
             raise InputError(f"{path}: {where} has no <bndbox>; {_FIX}")

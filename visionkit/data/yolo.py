@@ -52,6 +52,7 @@ from visionkit.data.dataset import (
     split_info,
 )
 from visionkit.errors import InputError
+from visionkit.params import short_repr
 
 __all__ = ["load_yolo", "is_yolo_folder", "read_yolo_names", "parse_yolo_labels", "label_path_for"]
 
@@ -159,14 +160,14 @@ def parse_yolo_labels(path: Path, width: int, height: int, num_classes: int | No
             continue
         if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
             raise InputError(f"{path}:{lineno}: expected 'class cx cy w h' (5 fields), got {len(fields)}: "
-                             f"{line.strip()!r}")
+                             f"{short_repr(line.strip())}")
         try:
             cls = float(fields[0])
             values = [float(v) for v in fields[1:]]
         except ValueError:
-            raise InputError(f"{path}:{lineno}: non-numeric field in {line.strip()!r}") from None
+            raise InputError(f"{path}:{lineno}: non-numeric field in {short_repr(line.strip())}") from None
         if not cls.is_integer() or cls < 0:
-            raise InputError(f"{path}:{lineno}: class id must be a non-negative integer, got {fields[0]!r}")
+            raise InputError(f"{path}:{lineno}: class id must be a non-negative integer, got {short_repr(fields[0])}")
         if num_classes is not None and cls >= num_classes:
             raise InputError(f"{path}:{lineno}: class id {int(cls)} is not in the names (ids 0..{num_classes - 1})")
         if any(v != v for v in values):
