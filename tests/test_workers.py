@@ -109,3 +109,23 @@ def test_a_bad_workers_flag_is_one_line(cli, tmp_path, value, needle):
 def test_a_bad_workers_config_value_is_refused(value):
     with pytest.raises(ConfigError, match="'workers'"):
         visionkit.Pipeline.from_config(CONFIG, weights=None, overrides=[f"workers={json.dumps(value)}"])
+
+
+def test_one_image_at_a_time_preprocessing_gives_torchvisions_numbers_bit_for_bit():
+    """``detector_infer`` converts, normalises and resizes each image on its own (one full-size float copy alive at
+    a time) and then runs the model's stages; the oracle is torchvision's own ``model(images)`` on the batch."""
+    from visionkit.pipeline import detector_infer
+    from visionkit.types import Frame, FrameMeta
+
+    pipe = visionkit.Pipeline.from_config(CONFIG, weights=str(WEIGHTS), device="cpu")
+    paths = [data_path("raccoon", "images", f"raccoon-{i}.jpg") for i in (1, 2, 3)]
+    frames = [Frame(visionkit.to_image(p), FrameMeta(source=str(p), index=i)) for i, p in enumerate(paths)]
+    frames.append(frames[0])  # two of one size: a real batch of 2 for torchvision's padding
+    infer = detector_infer(pipe.detector, torch.device("cpu"), "fp32", score_threshold=0.0)
+    ours = infer(frames)
+    with torch.inference_mode():
+        for indices in ([0, 3], [1], [2]):  # detector_infer's groups of one size
+            theirs = pipe.detector([frames[i].image.float().div(255.0) for i in indices])
+            for i, out in zip(indices, theirs, strict=True):
+                assert len(out["boxes"]) == len(ours[i]) > 0
+                assert torch.equal(out["boxes"], ours[i].boxes) and torch.equal(out["scores"], ours[i].scores)

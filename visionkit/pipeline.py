@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -363,6 +364,46 @@ def _failed_item(frame: Frame, error: BaseException, name: str) -> BadItem:
                                       f"({_cause(error)}); if its size or aspect ratio is extreme, crop or resize it")
 
 
+def _one_image_at_a_time(detector: torch.nn.Module) -> Callable[..., list[Any]] | None:
+    """For a torchvision two-stage detector (``GeneralizedRCNN`` with its own ``forward`` and transform): its eval
+    forward with each image converted to float, normalised and resized one at a time, by the model's own
+    transform methods, so that only one full-size float copy is alive at once (a 720p frame is 11 MB as
+    float32; torchvision converts the whole batch first). The same operations in the same order: the same
+    numbers, bit for bit (``tests/test_workers.py``). ``None`` for any other model (it runs as it is)."""
+    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+    from torchvision.models.detection.image_list import ImageList
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    if not (isinstance(detector, GeneralizedRCNN) and type(detector).forward is GeneralizedRCNN.forward
+            and type(detector.transform) is GeneralizedRCNNTransform):
+        return None
+    transform = detector.transform
+
+    def forward(group: list[Frame], as_input: Callable[[Frame], torch.Tensor]) -> list[Any]:
+        if detector.training:
+            raise VisionkitError("the detector is in training mode; inference needs detector.eval()")
+        originals: list[tuple[int, int]] = []
+        images = []
+        for frame in group:
+            image = as_input(frame)
+            if image.dim() != 3:
+                raise ValueError(f"images are [C, H, W] tensors, got {tuple(image.shape)}")
+            originals.append((int(image.shape[-2]), int(image.shape[-1])))
+            image, _ = transform.resize(transform.normalize(image), None)
+            images.append(image)
+        sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        batch = ImageList(transform.batch_images(images, size_divisible=transform.size_divisible), sizes)
+        del images
+        features = detector.backbone(batch.tensors)
+        if isinstance(features, torch.Tensor):
+            features = OrderedDict([("0", features)])
+        proposals, _ = detector.rpn(batch, features)
+        detections, _ = detector.roi_heads(features, proposals, batch.image_sizes)
+        return transform.postprocess(detections, batch.image_sizes, originals)
+
+    return forward
+
+
 def detector_infer(
     detector: torch.nn.Module, device: torch.device, precision: str, *,
     score_threshold: float = 0.0, keep_labels: set[int] | None = None, name: str = "the detector",
@@ -385,13 +426,13 @@ def detector_infer(
         img = frame.image.pin_memory() if pin else frame.image
         return img.to(device, non_blocking=pin).float().div_(255.0)
 
+    prepared = _one_image_at_a_time(detector)
+
     def run(group: list[Frame]) -> list[Any]:
         try:
             with torch.inference_mode(), autocast_context(device, precision):
-                # the list is made in the call and kept by nobody here: the full-size float images are freed as
-                # soon as the model's transform has resized them (a 720p frame is 11 MB as float32), not after
-                # the whole forward; the same numbers either way
-                outputs = detector([as_input(f) for f in group])
+                outputs = prepared(group, as_input) if prepared is not None else \
+                    detector([as_input(f) for f in group])
         except (RuntimeError, ValueError, IndexError, ZeroDivisionError) as exc:  # not a VisionkitError
             raise _ModelFailed(exc) from exc
         if not isinstance(outputs, (list, tuple)) or len(outputs) != len(group) or \
