@@ -192,10 +192,13 @@ class _Done:
 class Runner:
     """Runs ``infer`` over batches of frames with decoding and writing in background threads.
 
-    ``infer(frames) -> results`` gets a list of up to ``batch_size`` frames and returns one
-    result (Detections or Proposals, on the CPU) per frame. With ``workers`` > 1 that many batches run at once
-    in a thread pool (each worker with ``threads`` torch threads; ``infer`` must then not keep state between
-    calls); the results still reach ``ordered`` and the sinks in input order. ``ordered(frames, results) ->
+    ``batch_size`` is the number of frames in the model at once: ``infer(frames) -> results`` gets a list of up
+    to ``batch_size`` frames (with ``workers`` > 1, ``ceil(batch_size / workers)``) and returns one result
+    (Detections or Proposals, on the CPU) per frame. With ``workers`` > 1 that many batches run at once in a
+    thread pool (each worker with ``threads`` torch threads; ``infer`` must then not keep state between calls);
+    the results still reach ``ordered`` and the sinks in input order. Sharing ``batch_size`` out keeps the
+    memory of the frames in the model what ``batch_size`` says, whatever the workers (on the CPU, batching
+    gains next to nothing: 4 video frames per call were 1.5 % faster than 2). ``ordered(frames, results) ->
     results``, when given, runs on each batch's results in input order in the calling thread (tracking: a
     tracker must see frames in order).
 
@@ -210,8 +213,8 @@ class Runner:
                  ordered: Callable[[list[Frame], list[Any]], list[Any]] | None = None) -> None:
         self.infer = infer
         self.sinks = sinks if isinstance(sinks, Sinks) else list(sinks)
-        self.batch_size = max(1, int(batch_size))
         self.workers = max(1, int(workers))
+        self.batch_size = max(1, -(-max(1, int(batch_size)) // self.workers))  # per call of infer
         self.threads = threads
         self.ordered = ordered
         # frames wait in three places: decoded (``prefetch``, at least one batch and two more), in the model

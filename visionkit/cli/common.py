@@ -314,4 +314,4 @@ def parse_workers(value: str | None) -> int | str | None:
 def batch_size_option() -> Any:
     """``--batch-size``/``-b``, as every command that batches images declares it."""
     return typer.Option(None, "--batch-size", "-b", metavar="<int>", min=1, show_default="the config's, else 2",
-                        help="Images per batch.")
+                        help="Images in the model at once (shared among the --workers).")
