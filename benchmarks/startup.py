@@ -41,6 +41,9 @@ def commands() -> dict[str, list[str]]:
     return {
         "python -c pass": [exe, "-c", "pass"],
         "import torch, torchvision": [exe, "-c", "import torch, torchvision"],
+        # what visionkit's CLI does at start and end (visionkit/startup.py, visionkit/cli/__init__.py:main)
+        "import torch, torchvision, gc paused": [exe, "-c", "import gc; gc.disable(); import torch, torchvision"],
+        "import torch, torchvision, os._exit": [exe, "-c", "import os, torch, torchvision; os._exit(0)"],
         "visionkit --help": [visionkit, "--help"],
         "visionkit plugins": [visionkit, "plugins"],
         "visionkit eval coco": [visionkit, "eval", "coco", "-p", str(RESULTS), "-a", str(GT)],
@@ -95,6 +98,10 @@ def main() -> None:
             "help_wall_vs_python_pass": ratio("visionkit --help", "python -c pass", "wall_s"),
             "help_wall_vs_import_torch": ratio("visionkit --help", "import torch, torchvision", "wall_s"),
             "plugins_wall_vs_import_torch": ratio("visionkit plugins", "import torch, torchvision", "wall_s"),
+            "import_torch_gc_paused_vs_not": ratio("import torch, torchvision, gc paused",
+                                                   "import torch, torchvision", "wall_s"),
+            "import_torch_os_exit_vs_not": ratio("import torch, torchvision, os._exit", "import torch, torchvision",
+                                                 "wall_s"),
             "eval_coco_wall_vs_pycocotools": ratio("visionkit eval coco", "pycocotools script", "wall_s"),
             "eval_coco_cpu_vs_pycocotools": ratio("visionkit eval coco", "pycocotools script", "cpu_s"),
             "eval_coco_rss_vs_pycocotools": ratio("visionkit eval coco", "pycocotools script", "peak_rss_mb"),

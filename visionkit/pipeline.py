@@ -92,12 +92,10 @@ def resolve_with_checkpoint(
 def _class_names_from_config(config: Mapping[str, Any]) -> dict[int, str]:
     classes = config.get("classes")
     if isinstance(classes, str):
+        from visionkit.data.dataset import is_file  # False for a name too long for the file system, too
+
         path = Path(classes)
-        try:
-            present = path.is_file()
-        except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a file either
-            present = False
-        if not present:
+        if not is_file(path):
             raise ConfigError(f"config: 'classes' file not found: {short_repr(classes)}; give a list of names or "
                               "a file")
         classes = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]

@@ -156,11 +156,11 @@ def model_workers(setting: int | str | None, device: torch.device) -> tuple[int,
 
     Auto on the CPU: ``min(MAX_AUTO_WORKERS, T)`` workers of ``T // workers`` threads each, where ``T`` is
     ``torch.get_num_threads()`` (the cores, or ``OMP_NUM_THREADS``). Several single-threaded forwards beat one
-    forward spread over every core for the detectors' small per-operator work (measured in
-    ``benchmarks/pipeline.py``: on the 2-core VM, 2 workers x 1 thread ran the shipped detector at 2.5x the
-    images per second of 1 worker x 2 threads under load). Auto on a GPU: 1 (the GPU is the bottleneck; give
-    ``workers: 2`` to overlap one batch's copies with another's compute on separate CUDA streams). A given
-    number is kept as it is, with the threads shared out the same way."""
+    forward spread over every core for the detectors' small per-operator work (``visionkit bench --workers 1|2``
+    on 40 raccoon photos, the shipped detector, the 2-core VM: 17.2-19.9 images/s model-only with 1 worker x 2
+    threads, 30.8-39.3 with 2 workers x 1 thread; ``benchmarks/results/workers_bench.json``). Auto on a GPU: 1
+    (the GPU is the bottleneck; give ``workers: 2`` to overlap one batch's copies with another's compute on
+    separate CUDA streams). A given number is kept as it is, with the threads shared out the same way."""
     threads = max(1, torch.get_num_threads())
     if setting in (None, "auto"):
         workers = 1 if device.type != "cpu" else min(MAX_AUTO_WORKERS, threads)
@@ -326,7 +326,7 @@ class Runner:
         in_flight = self.workers if pool is not None else 0  # batches submitted but not yet handed on
         pending: deque[tuple[list[Frame] | None, Any]] = deque()
 
-        def hand_on(entry: tuple[list[Frame] | None, Any]) -> None:
+        def finish(entry: tuple[list[Frame] | None, Any]) -> None:
             batch, job = entry
             if batch is None:  # a bad item from the source
                 summary.bad.append(job)
@@ -338,7 +338,7 @@ class Runner:
 
         def drain(limit: int) -> None:
             while pending and (pending[0][0] is None or len(pending) > limit):
-                hand_on(pending.popleft())
+                finish(pending.popleft())
 
         batch: list[Frame] = []
         try:
@@ -362,7 +362,7 @@ class Runner:
         except KeyboardInterrupt:  # keep what the workers finished before the signal, in order
             with contextlib.suppress(Exception):
                 while pending and (pending[0][0] is None or pending[0][1].done()):
-                    hand_on(pending.popleft())
+                    finish(pending.popleft())
             raise
         finally:
             if pool is not None:  # a batch still in the model finishes in its thread; nobody waits for it

@@ -1,8 +1,9 @@
 """A command's start-up without the cyclic garbage collector.
 
 Importing torch and torchvision creates about a million long-lived objects, and Python's collector scans all of
-them in each full collection it runs meanwhile: five or six of them, 0.5-0.9 s of a 3.5-s start-up on the 2-core
-VM (measured with ``gc.callbacks``; ``benchmarks/startup.py``). None of those objects is garbage. The ``visionkit``
+them in each full collection it runs meanwhile: five or six of them on the 2-core VM (counted with
+``gc.callbacks``). ``benchmarks/startup.py`` measured ``python -c "import torch, torchvision"`` at 4.28 s and
+3.45 s with the collector off (median of 5). None of those objects is garbage. The ``visionkit``
 command therefore pauses the collector from its first line until the work starts: :func:`resume_gc` runs when a
 :class:`~visionkit.runner.Runner` or a training loop starts, and after ``PAUSE_LIMIT_S`` at the latest. It then
 freezes what start-up made (``gc.freeze``: never scanned again, as it lives until the process ends) and turns the
