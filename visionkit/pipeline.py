@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -419,6 +420,7 @@ def detector_infer(
     detector.to(device).eval()
     pin = device.type == "cuda"
     tally = {"ok": 0, "failed": 0}  # images run / failed so far: failing on every one is not the images' fault
+    counting = threading.Lock()  # several model workers (visionkit.runner) update the tally at once
 
     def as_input(frame: Frame) -> torch.Tensor:
         img = frame.image.pin_memory() if pin else frame.image
@@ -456,13 +458,16 @@ def detector_infer(
                         outputs[i] = run([frames[i]])[0]
                     except _ModelFailed as failed:
                         outputs[i] = _failed_item(frames[i], failed.error, name)
-                        tally["failed"] += 1
-                        if tally["ok"] == 0 and tally["failed"] >= _SYSTEMATIC:
-                            raise PluginError(f"{name} failed on each of the first {tally['failed']} images "
+                        with counting:
+                            tally["failed"] += 1
+                            systematic = tally["ok"] == 0 and tally["failed"] >= _SYSTEMATIC
+                        if systematic:  # the count is the threshold: another worker may have failed meanwhile
+                            raise PluginError(f"{name} failed on each of the first {_SYSTEMATIC} images "
                                               f"({_cause(failed.error)}): the model, its weights or its device is "
                                               "at fault, not the images; check the config and --weights"
                                               ) from failed.error
-        tally["ok"] += sum(1 for out in outputs if not isinstance(out, BadItem))
+        with counting:
+            tally["ok"] += sum(1 for out in outputs if not isinstance(out, BadItem))
         results: list[Any] = []
         for out in outputs:
             if isinstance(out, BadItem):
