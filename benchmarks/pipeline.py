@@ -18,6 +18,11 @@ on the images and the video, and its in-process end-to-end throughput (start-up 
 "end-to-end >= 90 % of model-only" target.
 
     .venv/bin/python benchmarks/pipeline.py [--images 100] [--rounds 3] [--skip-video]
+
+``--device cuda`` runs the GPU targets instead (:mod:`pipeline_gpu`: 640 x 480 JPEG files through Faster R-CNN
+R50-FPN-v2 at fp32, bf16 and bf16 + ``--compile``, the annotated video, and AP at bf16 against fp32)::
+
+    .venv/bin/python benchmarks/pipeline.py --device cuda [--data .device/data] [--gpu-images 1024]
 """
 
 from __future__ import annotations
@@ -153,11 +158,30 @@ def in_process(source: Path, env: dict[str, str]) -> dict:
             "end_to_end_vs_model_only": figures["end_to_end_vs_model_only"]}
 
 
+def gpu_name() -> str | None:
+    """The card's name as ``nvidia-smi`` gives it (``None`` without one)."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-video", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu: the CPU targets; cuda: the GPU targets (pipeline_gpu)")
+    parser.add_argument("--suite", choices=["cpu", "gpu"], help="default: gpu with --device cuda, else cpu; "
+                        "--suite gpu --device cpu --gpu-images 8 --rounds 1 --smoke is a dry run of the GPU script")
+    parser.add_argument("--data", type=Path, default=DATA, help="the shared datasets (raccoon/, videos/)")
+    parser.add_argument("--gpu-images", type=int, default=1024)
+    parser.add_argument("--smoke", action="store_true", help="GPU suite: 128-px model inputs and 16 video frames "
+                        "(a dry run of the script on a CPU, not a measurement)")
+    parser.add_argument("--weights", default="none", help="GPU suite: R50-FPN-v2 weights (none: random; speed "
+                        "does not depend on them)")
     args = parser.parse_args()
     env = {**os.environ, "VISIONKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}
     # bytecode caches as an installed package has them (pip compiles site-packages; an editable checkout under
@@ -165,16 +189,26 @@ def main() -> None:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     report: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "load_average_before": [round(x, 2) for x in os.getloadavg()]}}
+    if (args.suite or ("gpu" if args.device.startswith("cuda") else "cpu")) == "gpu":
+        from pipeline_gpu import gpu_suite
+
+        report["machine"]["gpu"] = gpu_name()
+        with tempfile.TemporaryDirectory(prefix="visionkit-pipeline-gpu-") as tmp_name:
+            report.update(gpu_suite(args.data, args.device, args.gpu_images, args.rounds, args.weights,
+                                    Path(tmp_name), env, smoke=args.smoke))
+        report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        print(json.dumps(report, indent=2))
+        return
     with tempfile.TemporaryDirectory(prefix="visionkit-pipeline-") as tmp_name:
         tmp = Path(tmp_name)
         folder = tmp / "images"
         folder.mkdir()
-        for p in sorted((DATA / "raccoon" / "images").glob("*.jpg"))[:args.images]:
+        for p in sorted((args.data / "raccoon" / "images").glob("*.jpg"))[:args.images]:
             (folder / p.name).symlink_to(p)
         report["images"] = compare("images", folder, args.images, args.rounds, tmp, env)
         report["images"].update(in_process(folder, env))
         if not args.skip_video:
-            video = DATA / "videos" / "car-detection.mp4"
+            video = args.data / "videos" / "car-detection.mp4"
             report["video"] = compare("video", video, 377, args.rounds, tmp, env)
             report["video"].update(in_process(video, env))
     report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]

@@ -180,7 +180,7 @@ class Pipeline:
         device: str | torch.device | None = None, precision: str | None = None, batch_size: int | None = None,
         score_threshold: float | None = None, classes: Sequence[str | int] | None = None,
         stride: int | None = None, track: bool | str | None = None, workers: int | str | None = None,
-        overrides: Sequence[str] = (), host: Host | None = None,
+        compile: bool | str | None = None, overrides: Sequence[str] = (), host: Host | None = None,
     ) -> Pipeline:
         """Build from a YAML file or mapping (default: Faster R-CNN ResNet-50 FPN with COCO weights).
 
@@ -195,6 +195,10 @@ class Pipeline:
         or more threads, each with half of torch's threads, 1 on a GPU; see
         :func:`visionkit.runner.model_workers`); the detections are the same with any number (bit for bit at the
         same torch threads per worker; another thread count rounds scores differently in the 5th decimal).
+        ``precision``: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (GPU only): autocast, with the backbone in
+        ``channels_last``. ``compile``: ``True`` (or a torch.compile mode such as ``"max-autotune"``) compiles the
+        backbone at its first call (a minute on a CPU, seconds once cached; see
+        :func:`visionkit.inference.compiled_backbone`); where it cannot, a warning and the eager backbone.
         """
         from visionkit.config import DEFAULT_CONFIG
         from visionkit.pipeline import resolve_with_checkpoint
@@ -202,7 +206,7 @@ class Pipeline:
         user = load_config(config)
         given: dict[str, Any] = {k: v for k, v in {
             "device": plain_option(device), "precision": precision, "batch_size": batch_size,
-            "score_threshold": score_threshold, "workers": workers,
+            "score_threshold": score_threshold, "workers": workers, "compile": compile,
         }.items() if v is not None}
         if weights is not _UNSET:
             weights = plain_option(weights)
@@ -246,7 +250,7 @@ class Pipeline:
         plugin = self.host.registry.get("head", name).plugin
         return detector_infer(self.detector, self.device, self.config.get("precision") or "fp32",
                               score_threshold=threshold, keep_labels=self.keep_labels,
-                              name=f"head '{name}' (plugin '{plugin}')")
+                              name=f"head '{name}' (plugin '{plugin}')", compile=self.config.get("compile") or False)
 
     def _tracked_infer(self, tracking: TrackingStage | None) -> tuple[Callable[[list[Frame]], list[Any]], Any]:
         """The batch function of :meth:`run` and :meth:`stream` and the stage to run on its results in input order
@@ -344,6 +348,7 @@ class Pipeline:
         skipped and listed in the summary's ``bad``. An ``out`` that holds files already is refused unless
         ``exist_ok`` (same names are then replaced). ``on_item`` is called once per frame or bad item,
         ``on_result(frame, detections, seconds)`` once per frame with its detections and model time."""
+        from visionkit.inference import frame_stager
         from visionkit.outputs import check_fresh_output_dir
         from visionkit.pipeline import build_sinks, next_run_dir
         from visionkit.runner import RunInterrupted, Runner
@@ -362,7 +367,7 @@ class Pipeline:
         infer, ordered = self._tracked_infer(tracking)
         workers, threads = self._workers()
         runner = Runner(infer, sinks, batch_size=int(self.config.get("batch_size") or 1), workers=workers,
-                        threads=threads, ordered=ordered)
+                        threads=threads, ordered=ordered, stage=frame_stager(self.device))
         try:
             summary = runner.run(items, on_item, on_result)
         except RunInterrupted as stopped:
@@ -378,6 +383,7 @@ class Pipeline:
                          on_result: Callable[[Frame, Detections, float], None] | None = None) -> RunSummary:
         """:meth:`run` as one rank of a torchrun job (see :mod:`visionkit.workflows.distributed`); ``on_result``
         is not called (a rank sees only its share of the frames)."""
+        from visionkit.inference import frame_stager
         from visionkit.pipeline import check_inputs
         from visionkit.workflows import distributed
 
@@ -392,7 +398,7 @@ class Pipeline:
             return distributed.run_sharded(info, inputs, self.config, self.host, out_dir, self.class_names,
                                            infer, batch_size=int(self.config.get("batch_size") or 1),
                                            only=only, on_item=on_item, workers=workers, threads=threads,
-                                           ordered=ordered)
+                                           ordered=ordered, stage=frame_stager(self.device))
 
 
 class ProposerPipeline:

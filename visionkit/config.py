@@ -10,7 +10,8 @@ A config is a mapping with these top-level keys (all optional)::
     classes:      null                                       # list of names for ids 1..N, or null
     weights:      null                                       # torchvision weights name, file, or null
     device:       auto                                       # auto | cpu | cuda | cuda:N
-    precision:    fp32                                       # fp32 | fp16 | bf16
+    precision:    fp32                                       # fp32 | fp16 | bf16 (bf16/fp16: channels_last too)
+    compile:      false                                      # torch.compile the backbone: false | true | a mode
     batch_size:   2
     workers:      auto                                       # batches in the model at once: auto | N
     score_threshold: 0.5
@@ -59,6 +60,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "weights": None,
     "device": "auto",
     "precision": "fp32",
+    "compile": False,
     "batch_size": 2,
     "workers": "auto",
     "score_threshold": 0.5,
@@ -74,6 +76,8 @@ _SCALARS: dict[str, tuple[type, ...]] = {
 }
 TOP_LEVEL_KEYS: tuple[str, ...] = tuple(DEFAULT_CONFIG)
 PRECISIONS = ("fp32", "fp16", "bf16")
+#: torch.compile modes ``compile`` takes besides true/false (visionkit.inference.COMPILE_MODES, which imports torch)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def merge(base: Mapping[str, Any], *overrides: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -172,6 +176,10 @@ def check_top_level(config: Mapping[str, Any]) -> None:
                           f"got {short_repr(config['precision'])}")
     if config.get("batch_size") is not None and config["batch_size"] < 1:
         raise ConfigError(f"config: 'batch_size' must be >= 1, got {config['batch_size']}")
+    compile_ = config.get("compile")
+    if compile_ is not None and not isinstance(compile_, bool) and compile_ not in COMPILE_MODES:
+        raise ConfigError(f"config: 'compile' must be true, false or a torch.compile mode "
+                          f"({', '.join(COMPILE_MODES)}), got {short_repr(compile_)}")
     workers = config.get("workers")
     if workers is not None and workers != "auto" and not (isinstance(workers, int) and workers >= 1):
         raise ConfigError(f"config: 'workers' must be 'auto' or a whole number >= 1 (batches the model runs at "

@@ -41,3 +41,8 @@ class InputError(VisionkitError):
 
 class WeightsError(VisionkitError):
     """Weights could not be found, downloaded or loaded into the model."""
+
+
+class VisionkitWarning(UserWarning):
+    """Something a user should know that does not stop the run (e.g. ``--compile`` fell back to eager). The CLI
+    prints it as one ``warning:`` line."""

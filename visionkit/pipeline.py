@@ -1,17 +1,14 @@
 """Assemble components from a config into a runnable pipeline.
 
 Data flow: inputs -> source plugins -> frames (decoded in a background thread) -> batches
-moved to the device -> detector (``torch.inference_mode`` + optional autocast) or proposer
--> results -> sink plugins (written in a background thread). The loop that runs it is
+moved to the device -> detector (``torch.inference_mode`` + optional autocast; :mod:`visionkit.inference`) or
+proposer -> results -> sink plugins (written in a background thread). The loop that runs it is
 :class:`visionkit.runner.Runner` (re-exported here with its summary types).
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,15 +19,16 @@ import torch
 from visionkit.components import optional
 from visionkit.config import component_section
 from visionkit.errors import ConfigError, PluginError, UsageError, VisionkitError
+from visionkit.inference import autocast_context, detector_infer
 from visionkit.params import short_repr
 from visionkit.plugins import Host
 from visionkit.runner import RunInterrupted, Runner, RunSummary, Sinks
-from visionkit.types import BadItem, Detections, Frame
+from visionkit.types import BadItem, Frame
 
 __all__ = [
     "select_device", "autocast_context", "build_detector", "build_proposer", "build_sinks",
     "open_inputs", "check_inputs", "count_frames", "Runner", "RunSummary", "RunInterrupted", "Sinks", "next_run_dir",
-    "class_filter",
+    "class_filter", "detector_infer",
     "read_checkpoint_config",
     "resolve_with_checkpoint",
 ]
@@ -51,18 +49,6 @@ def select_device(spec: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UsageError(f"device '{spec}' does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
     return device
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """Autocast for ``fp16``/``bf16``; a no-op for ``fp32``."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
-    if dtype is None:
-        raise UsageError(f"unknown precision '{precision}'; use fp32, fp16 or bf16")
-    if device.type == "cpu" and dtype is torch.float16:
-        raise UsageError("precision fp16 needs a GPU; use --precision bf16 or fp32 on the CPU")
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def read_checkpoint_config(weights: str | None) -> dict[str, Any]:
@@ -339,148 +325,6 @@ def class_filter(classes: Sequence[str] | None, class_names: Mapping[int, str]) 
                 raise UsageError(f"--classes: unknown class '{part}'{did}; give names the model knows or ids")
     return keep
 
-
-
-class _ModelFailed(Exception):
-    """The detector raised on a group of images (one of them may be beyond what it can take)."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-#: a run whose first this-many images all fail in the model stops (a broken model, not bad images)
-_SYSTEMATIC = 3
-
-
-def _cause(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:300] if text else "no message"
-
-
-def _failed_item(frame: Frame, error: BaseException, name: str) -> BadItem:
-    return BadItem(frame.meta.source, f"{name} failed on this {frame.width}x{frame.height} image "
-                                      f"({_cause(error)}); if its size or aspect ratio is extreme, crop or resize it")
-
-
-def _one_image_at_a_time(detector: torch.nn.Module) -> Callable[..., list[Any]] | None:
-    """For a torchvision two-stage detector (``GeneralizedRCNN`` with its own ``forward`` and transform): its eval
-    forward with each image converted to float, normalised and resized one at a time, by the model's own
-    transform methods, so that only one full-size float copy is alive at once (a 720p frame is 11 MB as
-    float32; torchvision converts the whole batch first). The same operations in the same order: the same
-    numbers, bit for bit (``tests/test_workers.py``). ``None`` for any other model (it runs as it is)."""
-    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
-    from torchvision.models.detection.image_list import ImageList
-    from torchvision.models.detection.transform import GeneralizedRCNNTransform
-
-    if not (isinstance(detector, GeneralizedRCNN) and type(detector).forward is GeneralizedRCNN.forward
-            and type(detector.transform) is GeneralizedRCNNTransform):
-        return None
-    transform = detector.transform
-
-    def forward(group: list[Frame], as_input: Callable[[Frame], torch.Tensor]) -> list[Any]:
-        if detector.training:
-            raise VisionkitError("the detector is in training mode; inference needs detector.eval()")
-        originals: list[tuple[int, int]] = []
-        images = []
-        for frame in group:
-            image = as_input(frame)
-            if image.dim() != 3:
-                raise ValueError(f"images are [C, H, W] tensors, got {tuple(image.shape)}")
-            originals.append((int(image.shape[-2]), int(image.shape[-1])))
-            image, _ = transform.resize(transform.normalize(image), None)
-            images.append(image)
-        sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
-        batch = ImageList(transform.batch_images(images, size_divisible=transform.size_divisible), sizes)
-        del images
-        features = detector.backbone(batch.tensors)
-        if isinstance(features, torch.Tensor):
-            features = OrderedDict([("0", features)])
-        proposals, _ = detector.rpn(batch, features)
-        detections, _ = detector.roi_heads(features, proposals, batch.image_sizes)
-        return transform.postprocess(detections, batch.image_sizes, originals)
-
-    return forward
-
-
-def detector_infer(
-    detector: torch.nn.Module, device: torch.device, precision: str, *,
-    score_threshold: float = 0.0, keep_labels: set[int] | None = None, name: str = "the detector",
-) -> Callable[[list[Frame]], list[Detections]]:
-    """An ``infer`` function for :class:`Runner` running a torchvision-style detector.
-
-    Results never depend on an image's batch neighbours: a batch is split into groups of one image size and
-    each group runs as one call (torchvision pads a batch to its largest image, which moves boxes; images of
-    one size are padded alike). Video frames all share a size, so ``batch_size`` still batches them. ``name``
-    (e.g. ``"head 'faster-rcnn' (plugin 'visionkit_faster_rcnn')"``) names the component when its output
-    breaks the :class:`~visionkit.components.Detector` contract. An image the detector raises on (a 1 x 40000
-    strip that its resize makes 0 pixels high, a GPU out of memory on one huge image) becomes a
-    :class:`~visionkit.types.BadItem` in its place; the other images of its batch still run.
-    """
-    detector.to(device).eval()
-    pin = device.type == "cuda"
-    tally = {"ok": 0, "failed": 0}  # images run / failed so far: failing on every one is not the images' fault
-    counting = threading.Lock()  # several model workers (visionkit.runner) update the tally at once
-
-    def as_input(frame: Frame) -> torch.Tensor:
-        img = frame.image.pin_memory() if pin else frame.image
-        return img.to(device, non_blocking=pin).float().div_(255.0)
-
-    prepared = _one_image_at_a_time(detector)
-
-    def run(group: list[Frame]) -> list[Any]:
-        try:
-            with torch.inference_mode(), autocast_context(device, precision):
-                outputs = prepared(group, as_input) if prepared is not None else \
-                    detector([as_input(f) for f in group])
-        except (RuntimeError, ValueError, IndexError, ZeroDivisionError) as exc:  # not a VisionkitError
-            raise _ModelFailed(exc) from exc
-        if not isinstance(outputs, (list, tuple)) or len(outputs) != len(group) or \
-                not all(isinstance(o, Mapping) and {"boxes", "scores", "labels"} <= set(o) for o in outputs):
-            got = type(outputs).__name__ if not isinstance(outputs, (list, tuple)) else \
-                f"{len(outputs)} item(s) of {', '.join(sorted({type(o).__name__ for o in outputs})) or 'nothing'}"
-            raise VisionkitError(f"{name} returned {got} for {len(group)} image(s); a detector returns one dict "
-                                 "with 'boxes', 'scores' and 'labels' per image (visionkit.components.Detector)")
-        return list(outputs)
-
-    def infer(frames: list[Frame]) -> list[Detections]:
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, f in enumerate(frames):
-            by_size.setdefault((int(f.image.shape[1]), int(f.image.shape[2])), []).append(i)
-        outputs: list[Any] = [None] * len(frames)
-        for indices in by_size.values():
-            try:
-                for i, out in zip(indices, run([frames[i] for i in indices]), strict=True):
-                    outputs[i] = out
-            except _ModelFailed:  # find the image(s) it failed on; the others of the group still run
-                for i in indices:
-                    try:
-                        outputs[i] = run([frames[i]])[0]
-                    except _ModelFailed as failed:
-                        outputs[i] = _failed_item(frames[i], failed.error, name)
-                        with counting:
-                            tally["failed"] += 1
-                            systematic = tally["ok"] == 0 and tally["failed"] >= _SYSTEMATIC
-                        if systematic:  # the count is the threshold: another worker may have failed meanwhile
-                            raise PluginError(f"{name} failed on each of the first {_SYSTEMATIC} images "
-                                              f"({_cause(failed.error)}): the model, its weights or its device is "
-                                              "at fault, not the images; check the config and --weights"
-                                              ) from failed.error
-        with counting:
-            tally["ok"] += sum(1 for out in outputs if not isinstance(out, BadItem))
-        results: list[Any] = []
-        for out in outputs:
-            if isinstance(out, BadItem):
-                results.append(out)
-                continue
-            det = Detections.from_torchvision({k: v.detach().float() if k != "labels" else v for k, v in out.items()})
-            keep = det.scores >= score_threshold
-            if keep_labels is not None:
-                keep &= torch.isin(det.labels, torch.tensor(sorted(keep_labels), device=det.labels.device))
-            results.append(det[keep].cpu())
-        return results
-
-    return infer
 
 
 def next_run_dir(root: str | Path, name: str = "run") -> Path:

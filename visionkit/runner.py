@@ -200,7 +200,8 @@ class Runner:
     memory of the frames in the model what ``batch_size`` says, whatever the workers (on the CPU, batching
     gains next to nothing: 4 video frames per call were 1.5 % faster than 2). ``ordered(frames, results) ->
     results``, when given, runs on each batch's results in input order in the calling thread (tracking: a
-    tracker must see frames in order).
+    tracker must see frames in order). ``stage(frame) -> frame``, when given, runs on each decoded frame in the
+    decode thread (:func:`visionkit.inference.frame_stager` pins it for an asynchronous copy to the GPU).
 
     A stopped run keeps every finished frame: on Ctrl-C or SIGTERM the results already inferred are
     written, every sink is closed (the JSONL ends at the last finished frame, a video is finalised with
@@ -210,8 +211,10 @@ class Runner:
 
     def __init__(self, infer: Callable[[list[Frame]], list[Result]], sinks: Sequence[Any], *,
                  batch_size: int = 1, prefetch: int = 8, workers: int = 1, threads: int | None = None,
-                 ordered: Callable[[list[Frame], list[Any]], list[Any]] | None = None) -> None:
+                 ordered: Callable[[list[Frame], list[Any]], list[Any]] | None = None,
+                 stage: Callable[[Frame], Frame] | None = None) -> None:
         self.infer = infer
+        self.stage = stage
         self.sinks = sinks if isinstance(sinks, Sinks) else list(sinks)
         self.workers = max(1, int(workers))
         self.batch_size = max(1, -(-max(1, int(batch_size)) // self.workers))  # per call of infer
@@ -256,9 +259,12 @@ class Runner:
                 while True:
                     t0 = time.perf_counter()
                     item = next(source, _DONE)
-                    stages["decode"] += time.perf_counter() - t0
                     if item is _DONE or stop.is_set():
+                        stages["decode"] += time.perf_counter() - t0
                         break
+                    if self.stage is not None and isinstance(item, Frame):
+                        item = self.stage(item)  # e.g. pinned for the GPU (visionkit.inference.frame_stager)
+                    stages["decode"] += time.perf_counter() - t0
                     frames_q.put(item)
             except BaseException as exc:  # reported by the main thread
                 failures.append(_Failure(exc))

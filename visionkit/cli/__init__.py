@@ -55,6 +55,7 @@ def _main(
                                                 help="Do not register this component, as KIND:NAME (e.g. "
                                                 "head:rcnn; repeatable)."),
 ) -> None:
+    common.print_visionkit_warnings()
     given = ctx.obj if isinstance(ctx.obj, dict) else {}
     ctx.obj = {**given, "host_args": {"allow": plugin or None, "deny": disable_plugin or None,
                                       "disable": disable_component or None}}

@@ -22,6 +22,8 @@ def bench_cmd(
     device: str = common.device_option(),
     batch_size: int = common.batch_size_option(),
     workers: str = common.workers_option(),
+    precision: str = common.precision_option(),
+    compile_: bool = common.compile_option(),
     set_: list[str] = typer.Option(None, "--set", show_default="none", help="Override a config key (repeatable): "
                                    "--set head.min_size=600."),
     rounds: int = typer.Option(3, "--rounds", metavar="<int>", min=1, help="Timed rounds (the median is reported)."),
@@ -39,7 +41,8 @@ def bench_cmd(
     if out is not None:
         check_output_file(out)  # before the minutes of timing
     report = bench(source, config=config, weights=weights, device=device, batch_size=batch_size,
-                   workers=common.parse_workers(workers), overrides=set_ or [], rounds=rounds,
+                   workers=common.parse_workers(workers), precision=precision, compile=compile_,
+                   overrides=set_ or [], rounds=rounds,
                    vs_hand_loop=vs_hand_loop, host=common.host(ctx))
     if out is not None:
         write_json(out, report)

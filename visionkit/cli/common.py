@@ -115,6 +115,27 @@ def warn(lines: list[str]) -> None:
         typer.echo(f"warning: {line}", err=True)
 
 
+def print_visionkit_warnings() -> None:
+    """Show a :class:`~visionkit.errors.VisionkitWarning` raised during a command (``--compile`` falling back to
+    eager) as one ``warning:`` line on stderr, like :func:`warn`'s; other warnings are shown as Python shows them."""
+    import warnings
+
+    from visionkit.errors import VisionkitWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "visionkit", False):
+        return
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, VisionkitWarning):
+            warn([str(message)])
+        else:
+            shown(message, category, *args, **kwargs)
+
+    show.visionkit = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 def progress(quiet: bool, total: int | None) -> tuple[Any, Callable[[Any], None], Callable[[int], None]]:
     """``(context manager, on_item, set_total)``: a rich progress bar with items/s, and the time left when the
     total is known (no-ops when quiet)."""
@@ -294,6 +315,14 @@ def workers_option() -> Any:
                         help="Batches the model runs at once, in threads, each with torch's threads / N (auto: 2 "
                         "on a CPU, 1 on a GPU). The detections do not depend on it (a different thread count "
                         "only rounds scores differently in the 5th decimal).")
+
+
+def compile_option() -> Any:
+    """``--compile``, as every command that runs a detector over many images declares it."""
+    return typer.Option(None, "--compile/--no-compile", show_default="the config's, else off",
+                        help="torch.compile the backbone (a minute on a CPU the first time, cached after; a mode: "
+                        "--set compile=max-autotune). Where it cannot compile: a warning, and the model runs "
+                        "uncompiled.")
 
 
 def parse_workers(value: str | None) -> int | str | None:

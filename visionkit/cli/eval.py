@@ -185,6 +185,7 @@ def evaluate_pipeline(
     precision: str = common.precision_option(),
     batch_size: int = common.batch_size_option(),
     workers: str = common.workers_option(),
+    compile_: bool = common.compile_option(),
     out: Path = typer.Option(None, "--out", "-o", show_default="runs/eval/runN", help="Folder for "
                              "coco_eval_bbox.json, the PR curves, confusion_matrix.png and predictions."),
     quiet: bool = typer.Option(False, "--quiet", "-q", show_default="off", help="No progress bar."),
@@ -202,7 +203,7 @@ def evaluate_pipeline(
     with bar:
         result = evaluate_run(config, dataset, split_file=split_file, split=split, weights=weights, device=device,
                               precision=precision, batch_size=batch_size, workers=common.parse_workers(workers),
-                              overrides=set_ or [], out=out,
+                              compile=compile_, overrides=set_ or [], out=out,
                               host=common.host(ctx), on_item=on_item, on_start=set_total,
                               confusion_iou=confusion_iou, confusion_threshold=confusion_threshold, report=report)
     if not main_rank:

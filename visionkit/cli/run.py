@@ -31,6 +31,7 @@ def detect(
     precision: str = common.precision_option(),
     batch_size: int = common.batch_size_option(),
     workers: str = common.workers_option(),
+    compile_: bool = common.compile_option(),
     score_threshold: float = typer.Option(None, "--score-threshold", metavar="<float>", min=0.0, max=1.0,
                                           show_default="the config's, else 0.5",
                                           help="Drop detections scoring below this."),
@@ -74,7 +75,7 @@ def detect(
     kwargs = {} if weights is None else {"weights": weights}
     pipe = Pipeline.from_config(config, device=device, precision=precision, batch_size=batch_size,
                                 score_threshold=score_threshold, classes=classes, stride=stride,
-                                track=True if track else None, workers=common.parse_workers(workers),
+                                track=True if track else None, workers=common.parse_workers(workers), compile=compile_,
                                 overrides=[*_sink_flags(save_frames, save_crops, save_txt, save_conf, show),
                                            *(set_ or [])],
                                 host=common.host(ctx), **kwargs)

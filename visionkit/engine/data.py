@@ -264,19 +264,22 @@ def predict_dataset(detector: torch.nn.Module, ds: DetectionDataset, device: tor
                     batch_size: int = 2, precision: str = "fp32", score_threshold: float = 0.0,
                     indices: Sequence[int] | None = None,
                     on_item: Callable[[Frame | BadItem], None] | None = None,
-                    workers: int | str | None = 1) -> tuple[dict[int, Detections], Any]:
+                    workers: int | str | None = 1, compile: bool | str = False,
+                    ) -> tuple[dict[int, Detections], Any]:
     """Run ``detector`` over ``ds`` (batched, decoded in a background thread): ``({image_id: Detections}, summary)``.
     ``workers``: batches in the model at once (``"auto"``: :func:`visionkit.runner.model_workers`; 1, the default,
-    leaves torch's thread count alone, as training wants).
+    leaves torch's thread count alone, as training wants). ``precision`` and ``compile``: as
+    :func:`visionkit.inference.detector_infer` takes them.
 
     The detector is left in eval mode; switch it back with ``train()`` when training goes on.
     """
-    from visionkit.pipeline import detector_infer
+    from visionkit.inference import detector_infer, frame_stager
     from visionkit.runner import Runner, model_workers
 
     sink = _Collect()
-    infer = detector_infer(detector, device, precision, score_threshold=score_threshold)
+    infer = detector_infer(detector, device, precision, score_threshold=score_threshold, compile=compile)
     count, threads = (1, None) if workers == 1 else model_workers(workers, device)
-    summary = Runner(infer, [sink], batch_size=batch_size, workers=count, threads=threads).run(
+    summary = Runner(infer, [sink], batch_size=batch_size, workers=count, threads=threads,
+                     stage=frame_stager(device)).run(
         dataset_frames(ds, indices), on_item)
     return sink.results, summary

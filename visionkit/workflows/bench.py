@@ -51,10 +51,11 @@ def hand_loop(model: Any, inputs: Sequence[str], out_dir: Path, *, score_thresho
     from visionkit.imageio import IMAGE_EXTENSIONS
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    device = next(model.parameters()).device  # on a GPU the loop moves each image there, as a user's would
     found: list[list[list[float]]] = []
     with (out_dir / "predictions.jsonl").open("w") as jsonl:
         def detect(bgr: Any, name: str) -> Any:
-            rgb = torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).float().div(255)
+            rgb = torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).to(device).float().div(255)
             with torch.inference_mode():
                 out = model([rgb])[0]
             keep = out["scores"] >= score_threshold
@@ -104,19 +105,21 @@ def _files(inputs: Sequence[str]) -> list[str]:
 def bench(
     inputs: Sequence[PathLike], *, config: PathLike | Mapping[str, Any] | None = None, weights: str | None = None,
     device: str | None = None, batch_size: int | None = None, workers: int | str | None = None,
+    precision: str | None = None, compile: bool | str | None = None,
     overrides: Sequence[str] = (), rounds: int = 3, vs_hand_loop: bool = False, host: Host | None = None,
 ) -> dict[str, Any]:
     """Time ``inputs`` through the pipeline (see the module docstring); returns the figures as a dict."""
     import torch
 
     from visionkit.api import Pipeline, _open
+    from visionkit.inference import frame_stager
     from visionkit.runner import Runner
     from visionkit.types import BadItem
 
     uris = [os.fspath(i) for i in inputs]
     kwargs = {} if weights is None else {"weights": weights}
-    pipe = Pipeline.from_config(config, device=device, batch_size=batch_size, workers=workers, overrides=overrides,
-                                host=host, **kwargs)
+    pipe = Pipeline.from_config(config, device=device, batch_size=batch_size, workers=workers, precision=precision,
+                                compile=compile, overrides=overrides, host=host, **kwargs)
     start = time.perf_counter()
     frames = [f for f in _open(uris, pipe.config, pipe.host) if not isinstance(f, BadItem)]
     decode_s = time.perf_counter() - start
@@ -124,11 +127,12 @@ def bench(
         from visionkit.errors import InputError
 
         raise InputError("bench: no readable frame in the inputs")
-    sample = frames[:MODEL_FRAMES]
     infer = pipe._infer()
     size = int(pipe.config.get("batch_size") or 1)
     count, threads = pipe._workers()
-    model_only = Runner(infer, [], batch_size=size, workers=count, threads=threads)  # no sinks: the model stage
+    sample = frames[:max(MODEL_FRAMES, 4 * size * count)]  # at least 4 batches per worker
+    model_only = Runner(infer, [], batch_size=size, workers=count, threads=threads,  # no sinks: the model stage
+                        stage=frame_stager(pipe.device))
     model_only.run(sample[:size * count])  # warm-up
     model_runs = []
     for _ in range(max(1, rounds)):
@@ -167,7 +171,7 @@ def bench(
     report: dict[str, Any] = {
         "inputs": uris, "frames": summary.items, "device": str(pipe.device), "batch_size": size,
         "workers": count, "threads_per_worker": threads, "torch_threads": torch.get_num_threads(),
-        "precision": pipe.config.get("precision"), "rounds": rounds,
+        "precision": pipe.config.get("precision"), "compile": pipe.config.get("compile"), "rounds": rounds,
         "ms_per_frame": {k: round(v, 2) for k, v in ms.items()},
         "frames_per_s": {k: round(1000 / v, 2) for k, v in ms.items()},
         "end_to_end_vs_model_only": round(ms["model"] / ms["end_to_end"], 3),

@@ -180,7 +180,8 @@ def evaluate_run(
     config: PathLike | Mapping[str, Any] | None = None, dataset: PathLike | None = None, *,
     split_file: PathLike | None = None, split: str | None = None, weights: str | None = None,
     device: str | None = None, precision: str | None = None, batch_size: int | None = None,
-    workers: int | str | None = None, overrides: Sequence[str] = (), out: PathLike | None = None,
+    workers: int | str | None = None, compile: bool | str | None = None, overrides: Sequence[str] = (),
+    out: PathLike | None = None,
     host: Host | None = None, on_item: Callable[[Any], None] | None = None,
     on_start: Callable[[int], None] | None = None, confusion_iou: float = 0.5, confusion_threshold: float = 0.25,
     report: bool = False,
@@ -193,7 +194,8 @@ def evaluate_run(
     ``confusion_matrix`` (as :func:`evaluate_coco`'s, at ``confusion_iou`` / ``confusion_threshold``),
     ``images``, ``detections``, ``seconds``, ``skipped`` (``[source, error]``) and ``files``.
     ``on_start(total)`` is called once the dataset is loaded; ``on_item`` once per image. ``workers``: batches in the
-    model at once (default: the config's, else ``auto``; the metrics are the same with any number).
+    model at once (default: the config's, else ``auto``; the metrics are the same with any number). ``compile``:
+    compile the backbone (:func:`visionkit.inference.compiled_backbone`).
     """
     from visionkit.api import _host, load_config
     from visionkit.engine.data import predict_dataset, resolve_dataset
@@ -221,7 +223,8 @@ def evaluate_run(
 
     weights, device = plain_option(weights), plain_option(device)
     given: dict[str, Any] = {k: v for k, v in {"weights": weights, "device": device, "precision": precision,
-                                               "batch_size": batch_size, "workers": workers}.items()
+                                               "batch_size": batch_size, "workers": workers,
+                                               "compile": compile}.items()
                                 if v is not None}
     if weights is not None and weights.lower() == "none":
         given["weights"] = None
@@ -244,7 +247,7 @@ def evaluate_run(
             on_start(len(ds))
         preds, summary = predict_dataset(detector, ds, dev, batch_size=resolved["batch_size"],
                                          precision=resolved["precision"], on_item=on_item,
-                                         workers=resolved.get("workers"))
+                                         workers=resolved.get("workers"), compile=resolved.get("compile") or False)
         result = _evaluate_predictions(ds, preds, summary.detections, summary.seconds,
                                        [[b.source, b.error] for b in summary.bad], class_names, out_dir, confusion)
     if not resolved.get("weights") and isinstance(result, dict) and "warnings" in result:
@@ -302,7 +305,8 @@ def _evaluate_run_distributed(ds: Any, detector: Any, class_names: Mapping[int, 
         try:
             preds, summary = predict_dataset(detector, ds, dev, batch_size=resolved["batch_size"],
                                              precision=resolved["precision"], indices=mine, on_item=on_item,
-                                             workers=resolved.get("workers"))
+                                             workers=resolved.get("workers"),
+                                             compile=resolved.get("compile") or False)
             sent = (preds, [(b.source, b.error) for b in summary.bad], summary.detections)
         except KeyboardInterrupt:
             raise
