@@ -104,14 +104,34 @@ def test_detect_images_and_video_equal_one_process(inputs: list[str], tmp_path: 
 
 
 def test_eval_run_equal_one_process(tmp_path: Path) -> None:
-    args = ["eval", "run", *MODEL, "--dataset", str(RACCOON), "--split-file", "test_labels.csv", "-q"]
+    args = ["eval", "run", *MODEL, "--dataset", str(RACCOON), "--split-file", "test_labels.csv"]
     one = _single([*args, "--out", str(tmp_path / "one")], tmp_path)
-    two = _torchrun([*args, "--out", str(tmp_path / "two")], tmp_path)
+    two = _torchrun([*args, "--out", str(tmp_path / "two")], tmp_path)  # with rank 0's progress bar
     assert one.returncode == 0 and two.returncode == 0, two.stderr
+    images = len({row.split(",")[0] for row in (RACCOON / "data" / "test_labels.csv").read_text().splitlines()[1:]})
+    assert re.search(rf"\b{images}/{images}\b", two.stdout), two.stdout  # the whole job's images, not rank 0's half
     assert _report(one.stdout, tmp_path / "one") == _report(two.stdout, tmp_path / "two")
     assert (tmp_path / "one" / "predictions.json").read_bytes() == (tmp_path / "two" / "predictions.json").read_bytes()
     stats = [json.loads((tmp_path / d / "coco_eval_bbox.json").read_text())["stats"] for d in ("one", "two")]
     assert stats[0] == stats[1]
+
+
+def test_the_progress_bar_counts_the_whole_job(tmp_path: Path) -> None:
+    """Rank 0's bar counts every rank's items (torchrun's store), and its rate is the summary's: 6 images at batch
+    1 are dealt 3 to each rank, and the bar ends at 6/6, not 3/3."""
+    folder = tmp_path / "six"
+    folder.mkdir()
+    for i, p in enumerate(sorted(IMAGES.glob("*.jpg")) * 2):
+        shutil.copy(p, folder / f"{i}-{p.name}")
+    run = _torchrun(["detect", str(folder), *MODEL, "--no-save", "-b", "1", "--out", str(tmp_path / "out")], tmp_path)
+    assert run.returncode == 0, run.stderr
+    bar = [ln for ln in run.stdout.splitlines() if " items/s " in ln]
+    assert bar and re.search(r"\b6/6\b", bar[-1]), run.stdout
+    shown = float(re.search(r"([\d.]+) items/s ", bar[-1]).group(1))
+    summary = float(re.search(r"^6 item\(s\).*\(([\d.]+) items/s\)", run.stdout, re.M).group(1))
+    # the bar counts from the run's start, as the summary does (before, it counted from the first finished batch
+    # and showed thousands of items/s); its last update may come a moment after the summary's end
+    assert 0.3 * summary <= shown <= 2 * summary, run.stdout
 
 
 def test_propose_equal_one_process(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
@@ -164,7 +165,7 @@ def progress(quiet: bool, total: int | None) -> tuple[Any, Callable[[Any], None]
     def on_item(item: Any) -> None:
         lazy.start()
         bar.advance(task)
-        elapsed = bar.tasks[0].elapsed or 0.0
+        elapsed = time.perf_counter() - lazy.entered  # from the run's start: the first batch's time counts
         done = bar.tasks[0].completed
         meta = getattr(item, "meta", None)
         source = meta.source if meta is not None else getattr(item, "source", "")
@@ -180,6 +181,7 @@ class _LazyBar:
     def __init__(self, bar: Any, task: Any) -> None:
         self.bar, self.task, self.started = bar, task, False
         self.console = bar.console
+        self.entered = time.perf_counter()
 
     def start(self) -> None:
         if not self.started:
@@ -188,6 +190,7 @@ class _LazyBar:
             self.bar.start_task(self.task)
 
     def __enter__(self) -> _LazyBar:
+        self.entered = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:

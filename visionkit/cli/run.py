@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -81,7 +80,7 @@ def detect(
                                 host=common.host(ctx), **kwargs)
     if main_rank:
         common.warn(pipe.warnings)
-    total = None if quiet else _total(pipe.count(source))
+    total = None if quiet else pipe.count(source)
     bar, on_item, _ = common.progress(quiet, total)
     on_result = None if quiet else common.result_lines(bar, total, pipe.class_names)
     with bar:
@@ -101,16 +100,6 @@ def _sink_flags(save_frames: bool, save_crops: bool, save_txt: bool, save_conf: 
             *(["sinks.yolo-txt={}"] if save_txt else []),
             *(["sinks.yolo-txt.save_conf=true"] if save_conf else []),
             *(["sinks.show={}"] if show else [])]
-
-
-def _total(total: int | None) -> int | None:
-    """The progress bar's total: every frame, or under torchrun rank 0's share (its bar shows its own shard)."""
-    from visionkit.workflows import distributed
-
-    if total is None or not distributed.launched():
-        return total
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return len(range(0, total, world))
 
 
 def propose(
@@ -142,7 +131,7 @@ def propose(
     quiet = quiet or not main_rank
     pipe = ProposerPipeline.from_config(config, top=top, workers=workers, overrides=set_ or [],
                                         host=common.host(ctx), mode=mode, color_spaces=color_spaces)
-    bar, on_item, _ = common.progress(quiet, None if quiet else _total(pipe.count(source)))
+    bar, on_item, _ = common.progress(quiet, None if quiet else pipe.count(source))
     with bar:
         summary = pipe.run(source, out, exist_ok=exist_ok, on_item=on_item)
     if main_rank:

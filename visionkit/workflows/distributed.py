@@ -330,6 +330,7 @@ def run_sharded(
     from visionkit.pipeline import build_sinks, open_inputs
     from visionkit.runner import Runner, Sinks
     from visionkit.types import BadItem, Frame
+    from visionkit.workflows.job_progress import job_progress
 
     start = time.perf_counter()
     names = [n for n in (config.get("sinks") or {}) if only is None or n in only]
@@ -363,27 +364,30 @@ def run_sharded(
     error: BaseException | None = None
     tracked: list[_Tracked] = []
     keep = _Keep()
-    try:
-        built = build_sinks(config, host, rank_dir, class_names, only=file_names) if file_names else Sinks()
-        tracked = [_Tracked(s) for s in built]
-        # the JSONL streams on every rank as frames finish (OUT/.rank<r>/predictions.jsonl, rank-local index):
-        # a reader can follow the job, and a stopped or failed job keeps it; rank 0 writes the merged one
-        streamed = build_sinks(config, host, rank_dir, class_names, only=["jsonl"]) if "jsonl" in names \
-            else Sinks()
-        ran = Runner(infer, Sinks([*tracked, *streamed, keep], [*built.labels, *streamed.labels, "rank results"]),
-                     batch_size=batch_size, workers=workers, threads=threads, ordered=ordered,
-                     stage=stage).run(items(), on_item)
-        reported = {id(b) for _, b in sent.bad}
-        for bad in ran.bad:  # frames the model could not take (the sources' own bad items are in sent.bad)
-            if id(bad) not in reported:
-                key = last_key.get(bad.source, (len(units), 0))
-                sent.bad.append((key, bad))
-                sent.failed.append(key)
-    except KeyboardInterrupt:
-        raise  # Ctrl-C reaches every rank of the job; each keeps its folder, nothing is merged
-    except Exception as exc:  # reported on every rank by exchange_status
-        error = exc
-    exchange_status(info, error)
+    with job_progress(info, on_item) as (count, counted):  # rank 0's bar: the whole job's items
+        try:
+            built = build_sinks(config, host, rank_dir, class_names, only=file_names) if file_names else Sinks()
+            tracked = [_Tracked(s) for s in built]
+            # the JSONL streams on every rank as frames finish (OUT/.rank<r>/predictions.jsonl, rank-local index):
+            # a reader can follow the job, and a stopped or failed job keeps it; rank 0 writes the merged one
+            streamed = build_sinks(config, host, rank_dir, class_names, only=["jsonl"]) if "jsonl" in names \
+                else Sinks()
+            ran = Runner(infer, Sinks([*tracked, *streamed, keep], [*built.labels, *streamed.labels,
+                                                                    "rank results"]),
+                         batch_size=batch_size, workers=workers, threads=threads, ordered=ordered,
+                         stage=stage).run(items(), count)
+            reported = {id(b) for _, b in sent.bad}
+            for bad in ran.bad:  # frames the model could not take (the sources' own bad items are in sent.bad)
+                if id(bad) not in reported:
+                    key = last_key.get(bad.source, (len(units), 0))
+                    sent.bad.append((key, bad))
+                    sent.failed.append(key)
+        except KeyboardInterrupt:
+            raise  # Ctrl-C reaches every rank of the job; each keeps its folder, nothing is merged
+        except Exception as exc:  # reported on every rank by exchange_status
+            error = exc
+        counted()
+        exchange_status(info, error)
 
     sent.frames = [(keys[meta.index], meta, result) for meta, result in keep.frames]
     sent.sinks = [([_relative(p, rank_dir) for p in t.paths], [(keys[i], still, first) for i, still, first in t.frames])

@@ -293,26 +293,29 @@ def _evaluate_run_distributed(ds: Any, detector: Any, class_names: Mapping[int, 
     from visionkit.engine.data import predict_dataset
     from visionkit.pipeline import next_run_dir, select_device
     from visionkit.workflows import distributed
+    from visionkit.workflows.job_progress import job_progress
 
     dev = distributed.rank_device(select_device(resolved["device"]))
     start = time.perf_counter()
     with distributed.session(dev) as info:
         mine = distributed.shard(len(ds), info.rank, info.world_size, resolved["batch_size"])
         if on_start is not None:
-            on_start(len(mine))
+            on_start(len(ds))  # rank 0's bar shows the whole job (visionkit.workflows.job_progress)
         error: BaseException | None = None
         sent: tuple[dict[int, Any], list[tuple[str, str]], int] = ({}, [], 0)
-        try:
-            preds, summary = predict_dataset(detector, ds, dev, batch_size=resolved["batch_size"],
-                                             precision=resolved["precision"], indices=mine, on_item=on_item,
-                                             workers=resolved.get("workers"),
-                                             compile=resolved.get("compile") or False)
-            sent = (preds, [(b.source, b.error) for b in summary.bad], summary.detections)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            error = exc
-        distributed.exchange_status(info, error)
+        with job_progress(info, on_item) as (count, counted):
+            try:
+                preds, summary = predict_dataset(detector, ds, dev, batch_size=resolved["batch_size"],
+                                                 precision=resolved["precision"], indices=mine, on_item=count,
+                                                 workers=resolved.get("workers"),
+                                                 compile=resolved.get("compile") or False)
+                sent = (preds, [(b.source, b.error) for b in summary.bad], summary.detections)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                error = exc
+            counted()
+            distributed.exchange_status(info, error)
         shards = distributed.gather_to_main(info, sent)
         result: dict[str, Any] | None = None
         error = None
