@@ -229,3 +229,44 @@ def test_classify_equal_one_process(tmp_path: Path) -> None:
     got = json.loads((tmp_path / "two" / "predictions.json").read_text())
     want = json.loads((tmp_path / "one" / "predictions.json").read_text())
     assert got == want and len(want["predictions"]) == 5 and want["skipped"] == [str(tmp_path / "digit9.png")]
+
+
+def test_caption_equal_one_process(tmp_path: Path) -> None:
+    """``visionkit caption`` under torchrun: each rank captions every 2nd image and draws into its own folder;
+    rank 0 writes the same captions.json and the same captioned images under the same names as one process (two
+    inputs share a file stem; one input is corrupt: listed, exit 1). The captioner is a tiny one trained here."""
+    import yaml
+
+    mini = ROOT.parent / "shared" / "data" / "coco_captions_mini"
+    full = json.loads((mini / "annotations" / "captions_train2017.json").read_text())
+    images = full["images"][:4]
+    ids = {im["id"] for im in images}
+    subset = tmp_path / "subset.json"
+    subset.write_text(json.dumps({"images": images, "annotations": [a for a in full["annotations"]
+                                                                    if a["image_id"] in ids]}))
+    head = {"name": "captioning", "input_size": 48, "feature_grid": 4, "embed_dim": 16, "hidden_dim": 24,
+            "attention_dim": 12, "dropout": 0.0, "min_count": 1, "max_length": 8, "images": str(mini / "train2017")}
+    config = tmp_path / "cap.yaml"
+    config.write_text(yaml.safe_dump({"head": head, "device": "cpu",
+                                      "backbone": {"name": "small-cnn", "layers": ["conv:8:3", "relu", "maxpool:2"]},
+                                      "train": {"epochs": 1, "batch_size": 4, "max_steps": 2, "warmup_iters": 0,
+                                                "threads": 1, "seed": 0}}))
+    trained = _single(["train", "--config", str(config), "--dataset", str(subset), "--out", str(tmp_path / "run"),
+                       "--quiet"], tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    files = [mini / "train2017" / im["file_name"] for im in images]
+    shutil.copy(files[0], other / files[0].name)  # the same stem as the first: named <stem>_<id> as one process does
+    (other / "broken.jpg").write_bytes(b"not a jpeg")
+    inputs = [*map(str, files[:2]), str(other / "broken.jpg"), *map(str, files[2:]), str(other / files[0].name)]
+    args = ["caption", *inputs, "--weights", str(tmp_path / "run" / "last.pt"), "--device", "cpu"]
+    one = _single([*args, "--out", str(tmp_path / "one")], tmp_path)
+    two = _torchrun([*args, "--out", str(tmp_path / "two")], tmp_path)
+    assert one.returncode == 1, one.stderr
+    assert two.returncode != 0 and "broken.jpg" in two.stderr, two.stderr
+    skipped = [ln for ln in one.stderr.splitlines() if ln.startswith(("skipped", "error:"))]
+    assert skipped and skipped == [ln for ln in two.stderr.splitlines() if ln.startswith(("skipped", "error:"))]
+    got, want = _files(tmp_path / "two"), _files(tmp_path / "one")
+    assert sorted(got) == sorted(want) and len([n for n in want if n.startswith("images/")]) == 5
+    assert got == want  # captions.json and every captioned image, byte for byte; no .rank folders left

@@ -98,6 +98,10 @@ def caption(
 ) -> None:
     """Caption images (Show, Attend and Tell / Show and Tell heads); with --regions, each region too."""
     from visionkit.api import caption as run
+    from visionkit.workflows import distributed
+
+    main_rank = distributed.is_main_process()  # under torchrun only rank 0 prints and reports
+    quiet = quiet or not main_rank
 
     def show(record: dict[str, Any]) -> None:
         if quiet:
@@ -110,6 +114,8 @@ def caption(
                  detector_config=detector_config, detector_weights=detector_weights, proposer=proposer, top_n=top_n,
                  save_images=not no_images, device=device, overrides=set_ or [], out=out, host=common.host(ctx),
                  on_item=show)
+    if not main_rank:
+        return
     common.warn(result.warnings)
     if not quiet:
         typer.echo(f"wrote {result.files[0]}")

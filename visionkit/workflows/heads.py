@@ -193,8 +193,9 @@ def caption(
     overrides: Sequence[str] = (), out: PathLike | None = None, host: Host | None = None,
     on_item: Callable[[dict[str, Any]], None] | None = None,
 ) -> CaptionResult:
-    """Caption image files with a captioning head; with ``regions``, also each of the ``top_n`` regions of a
-    detector (``detector_config``/``detector_weights``) or of a proposer (``proposer`` or the config's
+    """Caption image files with a captioning head (under torchrun: each rank every N-th image, merged on rank 0
+    as one process writes them; see :func:`_caption_distributed`); with ``regions``, also each of the ``top_n``
+    regions of a detector (``detector_config``/``detector_weights``) or of a proposer (``proposer`` or the config's
     ``proposer`` section), each crop through the same model (Karpathy & Fei-Fei, 2015).
 
     Writes ``captions.json`` (COCO caption results: ``image_id`` is the file name's number for COCO-named
@@ -231,7 +232,11 @@ def caption(
     if not isinstance(model, Captioner):
         raise UsageError(f"head '{_head_name(resolved)}' is not a captioning head (it has no caption()); use "
                          "head: captioning, or 'visionkit detect' / 'visionkit classify' for other heads")
+    from visionkit.workflows import distributed
+
     dev = select_device(resolved.get("device") or "auto")
+    if distributed.launched():
+        dev = distributed.rank_device(dev)  # cuda:LOCAL_RANK, or the CPU
     model.to(dev).eval()
     region_detector: Pipeline | None = None
     region_proposer = None
@@ -245,40 +250,117 @@ def caption(
     decode: dict[str, Any] = {k: v for k, v in {"beam_size": beam, "max_length": max_length}.items() if v is not None}
     out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "caption")
     paths = [Path(p) for p in _paths(images)]
+    image_ids = assign_image_ids(paths)
     result = CaptionResult([], warnings=warnings)
-    written_names: set[str] = set()
-    for path, image_id in zip(paths, assign_image_ids(paths), strict=True):
-        try:
-            rgb = decode_image(path)
-        except InputError as exc:
-            result.skipped.append((str(path), str(exc)))
-            continue
-        with torch.inference_mode():
-            text = model.caption([rgb], **decode)[0]
-            record: dict[str, Any] = {"image_id": image_id, "file_name": path.name, "caption": text}
-            found = []
-            if region_detector is not None:
-                found = detect_regions(region_detector.detector, rgb, top_n,
-                                       float(region_detector.config.get("score_threshold") or 0.0))
-            elif region_proposer is not None:
-                found = propose_regions(region_proposer, rgb, top_n)
-            if regions:
-                found = caption_regions(model, rgb, found, **decode)
-                names = region_detector.class_names if region_detector is not None else {}
-                record["regions"] = [r.to_json(names) for r in found]
-        result.captions.append(record)
-        if on_item is not None:
-            on_item({**record, "path": str(path), "found": found})
-        if save_images:
-            name = path.stem if path.stem not in written_names else f"{path.stem}_{image_id}"
-            written_names.add(name)
-            target = out_dir / "images" / f"{name}.jpg"
-            drawn = to_bgr_numpy(draw_captions(rgb, text, found))
-            with atomic_path(target) as tmp:
-                if not cv2.imwrite(str(tmp), drawn):
-                    raise InputError(f"could not write {target}; check the folder is writable")
-            result.files.append(target)
+    names: list[str] = []  # the drawn image's name for each input, fixed before any rank starts
+    for path, image_id in zip(paths, image_ids, strict=True):
+        names.append(path.stem if path.stem not in names else f"{path.stem}_{image_id}")
+
+    def run(positions: Sequence[int], image_dir: Path) -> tuple[list[Any], list[Any], list[tuple[int, Path]]]:
+        """``(captions, skipped, drawn files)``, each with its input position, for the images at ``positions``."""
+        done: list[Any] = []
+        bad: list[Any] = []
+        files: list[tuple[int, Path]] = []
+        for pos in positions:
+            path = paths[pos]
+            try:
+                rgb = decode_image(path)
+            except InputError as exc:
+                bad.append((pos, (str(path), str(exc))))
+                continue
+            with torch.inference_mode():
+                text = model.caption([rgb], **decode)[0]
+                record: dict[str, Any] = {"image_id": image_ids[pos], "file_name": path.name, "caption": text}
+                found = []
+                if region_detector is not None:
+                    found = detect_regions(region_detector.detector, rgb, top_n,
+                                           float(region_detector.config.get("score_threshold") or 0.0))
+                elif region_proposer is not None:
+                    found = propose_regions(region_proposer, rgb, top_n)
+                if regions:
+                    found = caption_regions(model, rgb, found, **decode)
+                    classes = region_detector.class_names if region_detector is not None else {}
+                    record["regions"] = [r.to_json(classes) for r in found]
+            done.append((pos, record))
+            if on_item is not None:
+                on_item({**record, "path": str(path), "found": found})
+            if save_images:
+                target = image_dir / f"{names[pos]}.jpg"
+                drawn = to_bgr_numpy(draw_captions(rgb, text, found))
+                with atomic_path(target) as tmp:
+                    if not cv2.imwrite(str(tmp), drawn):
+                        raise InputError(f"could not write {target}; check the folder is writable")
+                files.append((pos, target))
+        return done, bad, files
+
+    from visionkit.workflows import distributed
+
+    if distributed.launched():
+        done, bad, files = _caption_distributed(run, len(paths), dev, out_dir)
+        if distributed.env_rank() != 0:
+            result.captions = [record for _, record in done]
+            result.skipped = [item for _, item in bad]
+            return result  # rank 0 writes captions.json
+    else:
+        done, bad, files = run(range(len(paths)), out_dir / "images")
+    result.captions = [record for _, record in done]
+    result.skipped = [item for _, item in bad]
+    result.files = [f for _, f in files]
     target = out_dir / "captions.json"
     write_json(target, result.captions)
     result.files.insert(0, target)
     return result
+
+
+def _caption_distributed(run: Callable[[Sequence[int], Path], tuple[list[Any], list[Any], list[tuple[int, Path]]]],
+                         count: int, device: Any, out_dir: Path) -> tuple[list[Any], list[Any], list[tuple[int, Path]]]:
+    """:func:`caption` as one rank of a torchrun job: this rank captions every N-th image (``run``) and draws into
+    ``OUT/.rank<r>/images``; rank 0 gathers the captions, puts them in input order and moves the drawn images into
+    ``OUT/images`` under the names one process gives them (a rank on a machine whose folder rank 0 cannot see sends
+    the files' bytes instead). Every rank returns the merged lists; a failed rank fails the job, naming it."""
+    import shutil
+
+    from visionkit.atomic import atomic_path
+    from visionkit.workflows import distributed
+    from visionkit.workflows.distributed import _MARKER, _visible_ranks
+
+    with distributed.session(device) as info:
+        rank_dir = out_dir / f".rank{info.rank}"
+        rank_dir.mkdir(parents=True, exist_ok=True)
+        (rank_dir / _MARKER).write_text(str(info.rank), encoding="utf-8")
+        error: BaseException | None = None
+        mine: tuple[list[Any], list[Any], list[tuple[int, Path]]] = ([], [], [])
+        try:
+            mine = run(distributed.shard(count, info.rank, info.world_size), rank_dir / "images")
+        except Exception as exc:  # reported on every rank by exchange_status
+            error = exc
+        distributed.exchange_status(info, error)
+        visible = distributed.broadcast_from_main(
+            info, _visible_ranks(out_dir, info.world_size) if info.rank == 0 else None)
+        done, bad, files = mine
+        sent = [(pos, f.name, None if info.rank in visible else f.read_bytes()) for pos, f in files]
+        shards = distributed.gather_to_main(info, (info.rank, done, bad, sent))
+        merged = None
+        if shards is not None:
+            try:
+                moved: list[tuple[int, Path]] = []
+                for rank, _, _, drawn in shards:
+                    for pos, name, data in drawn:
+                        target = out_dir / "images" / name
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        if data is None:
+                            os.replace(out_dir / f".rank{rank}" / "images" / name, target)
+                        else:
+                            with atomic_path(target) as tmp:
+                                Path(tmp).write_bytes(data)
+                        moved.append((pos, target))
+                for rank in visible:
+                    shutil.rmtree(out_dir / f".rank{rank}", ignore_errors=True)
+                merged = (sorted((d for s in shards for d in s[1]), key=lambda d: d[0]),
+                          sorted((b for s in shards for b in s[2]), key=lambda b: b[0]), sorted(moved))
+            except Exception as exc:  # every rank hears of it (not a hang until the collective timeout)
+                error = exc
+        distributed.exchange_status(info, error)
+        if info.rank not in visible:
+            shutil.rmtree(rank_dir, ignore_errors=True)
+        return distributed.broadcast_from_main(info, merged)
