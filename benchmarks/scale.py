@@ -73,12 +73,11 @@ def timed(name, fn):
     return run
 d.gather_to_main = timed("gather_s", d.gather_to_main)
 d._merge = timed("merge_s", d._merge)
+if os.environ.get("RANK") == "0":  # the CLI ends with os._exit after the atexit handlers
+    import atexit
+    atexit.register(lambda: open(os.environ["VISIONKIT_MERGE_TIMES"], "w").write(json.dumps(timings)))
 from visionkit.cli import main
-try:
-    main(sys.argv[1:])
-finally:
-    if os.environ.get("RANK") == "0":
-        open(os.environ["VISIONKIT_MERGE_TIMES"], "w").write(json.dumps(timings))
+main(sys.argv[1:])
 """
 
 
