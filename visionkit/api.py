@@ -474,13 +474,14 @@ class ProposerPipeline:
         items = _open(_inputs(inputs), self.config, self.host)
         sinks = build_sinks(self.config, self.host, out_dir, None)
         with self.inference() as (infer, batch_size):  # worker processes forked before the run's threads start
-            return Runner(infer, sinks, batch_size=batch_size).run(items, on_item)
+            return Runner(infer, sinks, batch_size=batch_size, workers=self.batches_in_flight).run(items, on_item)
 
     @contextlib.contextmanager
     def inference(self) -> Iterator[tuple[Callable[[list[Frame]], list[Proposals]], int]]:
-        """``(infer, batch size)`` for a :class:`~visionkit.runner.Runner`: proposals of a batch of frames, in
-        this process or, with ``workers > 1``, in that many forked processes (16 images per worker and
-        batch, since a batch waits for its slowest image). The workers end when the block does."""
+        """``(infer, batch size)`` for a :class:`~visionkit.runner.Runner` with :attr:`batches_in_flight` workers:
+        proposals of a batch of frames, in this process or, with ``workers > 1``, in that many forked processes
+        (16 images per process and call, two calls in flight, so the processes never wait for a batch's slowest
+        image to start on the next). The workers end when the block does."""
         if self.workers == 1:
             yield (lambda frames: [self._propose_one(f.image) for f in frames]), 1
             return
@@ -488,7 +489,13 @@ class ProposerPipeline:
 
         with ForkPool(self._propose_array, self.workers) as pool:
             yield (lambda frames: [self._from_arrays(r) for r in pool.map(f.image.numpy() for f in frames)],
-                   16 * self.workers)
+                   16 * self.workers * self.batches_in_flight)
+
+    @property
+    def batches_in_flight(self) -> int:
+        """Calls of :meth:`inference`'s function the Runner keeps going at once: 2 with worker processes (one
+        batch's stragglers overlap the next batch), else 1."""
+        return 2 if self.workers > 1 else 1
 
     def _run_distributed(self, inputs: list[str], out: PathLike | None,
                          on_item: Callable[[Frame | BadItem], None] | None) -> RunSummary:
@@ -504,7 +511,8 @@ class ProposerPipeline:
             out_dir = _shared_run_dir(info, out, "propose")
             with self.inference() as (infer, batch_size):
                 return distributed.run_sharded(info, inputs, self.config, self.host, out_dir, None, infer,
-                                               batch_size=batch_size, on_item=on_item)
+                                               batch_size=batch_size, on_item=on_item,
+                                               workers=self.batches_in_flight)
 
     def _propose_one(self, image: torch.Tensor) -> Proposals:
         return self._checked(self.proposer.propose(image)).top(self.top)

@@ -382,7 +382,8 @@ def evaluate_proposals(
 
     frames = dataset_frames(ds, None if limit is None else range(total))
     with pipe.inference() as (infer, batch_size):
-        summary = Runner(infer, [EvaluatorSink()], batch_size=batch_size).run(frames, on_item)
+        summary = Runner(infer, [EvaluatorSink()], batch_size=batch_size, workers=pipe.batches_in_flight).run(
+            frames, on_item)
     metrics = evaluator.compute()
     out_dir = Path(out) if out is not None else next_run_dir(Path("runs") / "eval-proposals")
     section = pipe.config["proposer"]
