@@ -207,9 +207,10 @@ def detector_infer(
 
     Results never depend on an image's batch neighbours: a batch is split into groups of one image size and
     each group runs as one call. Video frames all share a size, so ``batch_size`` still batches them.
-    ``precision`` ``bf16``/``fp16`` also puts the backbone in ``channels_last``. ``compile`` (``True`` or a mode
-    of :data:`COMPILE_MODES`) compiles the backbone (:func:`compiled_backbone`; torchvision two-stage detectors
-    only, others get a warning and run as they are). ``preprocess_at_once``: images of a group converted,
+    ``precision`` ``bf16``/``fp16`` also puts the backbone of a torchvision two-stage detector in
+    ``channels_last``. ``compile`` (``True`` or a mode of :data:`~visionkit.config.COMPILE_MODES`) compiles the
+    backbone (:func:`compiled_backbone`; torchvision two-stage detectors only, others get a warning and run as
+    they are). ``preprocess_at_once``: images of a group converted,
     normalised and resized as one tensor (default: the whole group on a GPU, 1 on the CPU, where batching gains
     nothing and one image at a time keeps one full-size float copy alive: a 720p frame is 11 MB as float32; the
     numbers are the same either way). ``name`` (e.g. ``"head 'faster-rcnn' (plugin
