@@ -410,3 +410,30 @@ def test_copied_video_with_other_name_and_glob(tmp_path, car):
     items = list(VideoSource(VideoParams(stride=100)).frames(str(tmp_path / "*.mp4")))
     assert isinstance(items[0], BadItem) and items[0].source.endswith("a.mp4")
     assert [f.meta.frame_index for f in items[1:]] == [0, 100, 200, 300]
+
+
+def test_images_decoded_in_threads_come_in_order_with_the_same_pixels_and_bad_items(host, tmp_path):
+    """``sources.images.decode_threads``: a folder decoded 3 at a time gives what one thread gives, frame for
+    frame (pixels, order, sizes) with its unreadable files in their places; stopping early does not hang."""
+    photos = sorted(data("raccoon", "images").glob("*.jpg"))[:12]
+    for i, p in enumerate(photos):
+        shutil.copyfile(p, tmp_path / f"{i:02d}.jpg")
+    (tmp_path / "03b.jpg").write_bytes(photos[3].read_bytes()[:1500])  # truncated
+    (tmp_path / "07b.jpg").write_text("not an image\n")
+    runs = {}
+    for threads in (1, 3):
+        source = host.registry.build("source", "images", {"decode_threads": threads})
+        runs[threads] = list(source.frames(str(tmp_path)))
+    one, three = runs[1], runs[3]
+    assert [type(x).__name__ for x in one] == [type(x).__name__ for x in three]
+    assert sum(isinstance(x, BadItem) for x in one) == 2 and len(one) == 14
+    for a, b in zip(one, three, strict=True):
+        if isinstance(a, BadItem):
+            assert (a.source, a.error) == (b.source, b.error)
+        else:
+            assert a.meta == b.meta and torch.equal(a.image, b.image)
+    stopped = host.registry.build("source", "images", {"decode_threads": 3}).frames(str(tmp_path))
+    assert isinstance(next(stopped), Frame)
+    stopped.close()  # the pool's queued decodes are dropped
+    with pytest.raises(ConfigError, match="decode_threads"):
+        host.registry.build("source", "images", {"decode_threads": 0})
