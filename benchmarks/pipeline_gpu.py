@@ -16,6 +16,9 @@ speed does not depend on the weights, only the detections drawn do):
 * ``fp32_b8``: fp32, batch 8, with ``--vs-hand-loop`` (the torchvision loop, one image at a time, alternated);
 * ``bf16_b32``: bf16 + channels_last, batch 32;
 * ``bf16_b32_compile``: the same with ``--compile``;
+* ``bf16_b32_compile_w2``: the same with ``--workers 2``: two model threads, each on its own CUDA stream, so one
+  batch's host-to-device copy and Python-side pre/post-processing overlap the other's kernels (``workers: auto``
+  is 1 on a GPU until this row says otherwise);
 * ``video``: car-detection.mp4 (377 frames, 1280 x 720) at bf16, batch 32, ``--compile``;
 * ``ap``: ``visionkit eval run`` of the shipped raccoon checkpoint on the raccoon test split at fp32 and bf16:
   COCO AP must agree within 0.002.
@@ -104,6 +107,8 @@ def gpu_suite(data: Path, device: str, images: int, rounds: int, weights: str, t
     report["bf16_b32"] = bench_row(folder, config, device, [*common, "--precision", "bf16", "-b", "32"], env, timeout)
     report["bf16_b32_compile"] = bench_row(folder, config, device, [*common, "--precision", "bf16", "-b", "32",
                                                                     "--compile"], env, timeout)
+    report["bf16_b32_compile_w2"] = bench_row(folder, config, device, [*common, "--precision", "bf16", "-b", "32",
+                                                                       "--compile", "--workers", "2"], env, timeout)
     report["video"] = bench_row(data / "videos" / "car-detection.mp4", config, device,
                                 [*common, "--precision", "bf16", "-b", "32", "--compile"], env, timeout)
     aps = [coco_ap(data, device, p, tmp / f"ap-{p}", env, timeout) for p in ("fp32", "bf16")]
@@ -114,7 +119,7 @@ def gpu_suite(data: Path, device: str, images: int, rounds: int, weights: str, t
     def e2e(row: dict[str, Any]) -> float:
         return float((row.get("frames_per_s") or {}).get("end_to_end") or 0.0)
 
-    best = max(e2e(report["bf16_b32"]), e2e(report["bf16_b32_compile"]))
+    best = max(e2e(report[k]) for k in ("bf16_b32", "bf16_b32_compile", "bf16_b32_compile_w2"))
     video = report["video"]
     report["targets_met"] = {
         "images_bf16_end_to_end_600": best >= 600,
