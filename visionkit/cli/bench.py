@@ -41,7 +41,7 @@ def bench_cmd(
     if out is not None:
         check_output_file(out)  # before the minutes of timing
     report = bench(source, config=config, weights=weights, device=device, batch_size=batch_size,
-                   workers=common.parse_workers(workers), precision=precision, compile=compile_,
+                   workers=common.parse_workers(workers), precision=precision, compile=compile_ or None,
                    overrides=set_ or [], rounds=rounds,
                    vs_hand_loop=vs_hand_loop, host=common.host(ctx))
     if out is not None:

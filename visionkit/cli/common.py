@@ -321,11 +321,11 @@ def workers_option() -> Any:
 
 
 def compile_option() -> Any:
-    """``--compile``, as every command that runs a detector over many images declares it."""
-    return typer.Option(None, "--compile/--no-compile", show_default="the config's, else off",
-                        help="torch.compile the backbone (a minute on a CPU the first time, cached after; a mode: "
-                        "--set compile=max-autotune). Where it cannot compile: a warning, and the model runs "
-                        "uncompiled.")
+    """``--compile``, as every command that runs a detector over many images declares it (pass
+    ``True if value else None`` on: off means "the config's")."""
+    return typer.Option(False, "--compile", show_default="the config's, else off",
+                        help="torch.compile the backbone: a minute the first time on a CPU, then cached. Modes: "
+                        "--set compile=MODE. If it cannot compile: a warning, run uncompiled.")
 
 
 def parse_workers(value: str | None) -> int | str | None:

@@ -203,7 +203,7 @@ def evaluate_pipeline(
     with bar:
         result = evaluate_run(config, dataset, split_file=split_file, split=split, weights=weights, device=device,
                               precision=precision, batch_size=batch_size, workers=common.parse_workers(workers),
-                              compile=compile_, overrides=set_ or [], out=out,
+                              compile=compile_ or None, overrides=set_ or [], out=out,
                               host=common.host(ctx), on_item=on_item, on_start=set_total,
                               confusion_iou=confusion_iou, confusion_threshold=confusion_threshold, report=report)
     if not main_rank:

@@ -74,7 +74,8 @@ def detect(
     kwargs = {} if weights is None else {"weights": weights}
     pipe = Pipeline.from_config(config, device=device, precision=precision, batch_size=batch_size,
                                 score_threshold=score_threshold, classes=classes, stride=stride,
-                                track=True if track else None, workers=common.parse_workers(workers), compile=compile_,
+                                track=True if track else None, workers=common.parse_workers(workers),
+                                compile=compile_ or None,
                                 overrides=[*_sink_flags(save_frames, save_crops, save_txt, save_conf, show),
                                            *(set_ or [])],
                                 host=common.host(ctx), **kwargs)
