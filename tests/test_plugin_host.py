@@ -353,3 +353,31 @@ def test_a_disabled_component_says_it_is_disabled_and_aliases_count():
     assert "coco-json" not in host.registry.names("sink")
     with pytest.raises(visionkit.VisionkitError, match=r"sink 'coco-json' is disabled \(--disable-component"):
         host.registry.get("sink", "coco-json")
+
+
+def test_a_sink_declares_whether_it_needs_the_pixels(host):
+    """``register(..., pixels=False)``: the capability that puts a sink on rank 0 only under torchrun
+    (:func:`visionkit.workflows.distributed.result_sinks`); the built-in JSONL and COCO sinks declare it, the
+    drawing sinks do not, and a component that is not a sink cannot."""
+    from visionkit.workflows.distributed import result_sinks
+
+    names = ["annotated-images", "jsonl", "annotated-video", "coco", "crops"]
+    assert result_sinks(names, host) == ["jsonl", "coco"]
+    plugin = types.ModuleType("metadata_plugin")
+
+    @visionkit.hookimpl
+    def register_sinks(register):
+        register("count-only", ListSink, pixels=False)
+
+    @visionkit.hookimpl
+    def register_heads(register):
+        register("no-pixels-head", lambda p, **kw: None, pixels=False)
+
+    plugin.register_sinks, plugin.register_heads = register_sinks, register_heads
+    mine = Host(builtins=False, entry_points=False)
+    info = mine.add(plugin, name="metadata")
+    assert info.error == "TypeError: head 'no-pixels-head': only sinks take pixels="
+    sinks_only = types.ModuleType("sinks_only")
+    sinks_only.register_sinks = register_sinks
+    mine.add(sinks_only, name="sinks-only")
+    assert result_sinks(["count-only"], mine) == ["count-only"]

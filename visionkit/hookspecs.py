@@ -52,6 +52,7 @@ class Register(Protocol):
         description: str = "",
         wraps: bool = False,
         trainer: object | None = None,
+        pixels: bool = True,
     ) -> None: ...
 
 
@@ -115,7 +116,10 @@ def register_sinks(register: Register) -> None:
 
     ``factory(params, *, out_dir, class_names) -> Sink``: an object with
     ``write(frame, result)`` and ``close() -> list[Path]`` (see :class:`visionkit.components.Sink`).
-    Files are written atomically.
+    Files are written atomically. ``pixels=False`` declares that the sink writes from each frame's metadata and
+    result alone (``frame.image`` is then a placeholder of the right size): under torchrun such a sink runs once,
+    on rank 0, over every rank's frames in input order (one ``predictions.jsonl``, one COCO file), where a sink
+    that needs the pixels runs on each rank and its files are moved into the output folder.
     """
 
 

@@ -262,12 +262,15 @@ class Host:
             description: str = "",
             wraps: bool = False,
             trainer: object | None = None,
+            pixels: bool = True,
         ) -> None:
             if not callable(factory) and not isinstance(factory, str):
                 raise TypeError(f"{kind} '{name}': factory must be callable or an import reference "
                                 f"'module:attribute', got {type(factory).__name__}")
             if trainer is not None and kind != "head":
                 raise TypeError(f"{kind} '{name}': only heads take trainer=")
+            if pixels is not True and kind != "sink":
+                raise TypeError(f"{kind} '{name}': only sinks take pixels=")
             if any((kind, n) in self.disabled for n in (name, *aliases)):  # by its name or an alias
                 info.disabled.setdefault(kind, []).append(name)
                 self.registry.disabled.update((kind, n) for n in (name, *aliases))
@@ -275,7 +278,7 @@ class Host:
             spec = ComponentSpec(
                 kind=kind, name=name, factory=_relative(factory, base), plugin=plugin,
                 params=_relative(params, base), aliases=tuple(aliases), description=description,
-                wraps=wraps, trainer=_relative(trainer, base),
+                wraps=wraps, trainer=_relative(trainer, base), pixels=pixels,
             )
             self.registry.add(spec)  # a clash raises DuplicateComponentError: this plugin fails, not the host
             info.components.setdefault(kind, []).append(name)

@@ -33,9 +33,9 @@ def register_sinks(register: Register) -> None:
              description="One JPEG per frame with boxes, class names and scores drawn (<stem>.jpg)")
     register("annotated-video", ".video_sink:AnnotatedVideoSink", params=".video_sink:AnnotatedVideoParams",
              description="One H.264 MP4 per input video, same size and frame rate, boxes drawn (<stem>.mp4)")
-    register("coco-json", ".sinks:CocoJsonSink", params=".sinks:CocoJsonParams", aliases=("coco",),
+    register("coco-json", ".sinks:CocoJsonSink", params=".sinks:CocoJsonParams", aliases=("coco",), pixels=False,
              description="COCO results list (image_id, category_id, bbox xywh, score) in one JSON file")
-    register("jsonl", ".sinks:JsonlSink", params=".sinks:JsonlParams", aliases=("json-lines",),
+    register("jsonl", ".sinks:JsonlSink", params=".sinks:JsonlParams", aliases=("json-lines",), pixels=False,
              description="One JSON line per frame: source, frame index, time, size and its detections")
     register("proposals-json", ".sinks:ProposalsJsonSink", params=".sinks:ProposalsJsonParams",
              description="One JSON file per image with its ranked proposals (xyxy boxes and scores)")

@@ -11,8 +11,9 @@ Under torchrun (``WORLD_SIZE`` > 1) :meth:`visionkit.Pipeline.run`, :meth:`visio
    read whole by one rank. A dataset (``eval run``) is sharded by image position the same way.
 3. **Run** (every rank, on ``cuda:LOCAL_RANK`` or the CPU): the usual :class:`~visionkit.runner.Runner`
    over the shard. Sinks that draw or write a file per frame or video (``annotated-images``,
-   ``annotated-video``, ``proposals-json``, plugin sinks) write into ``OUT/.rank<r>/``; the result sinks
-   (``jsonl``, ``coco-json``) are merged on rank 0 from every frame's metadata and result, which each rank keeps;
+   ``annotated-video``, ``proposals-json``, plugin sinks) write into ``OUT/.rank<r>/``; the result sinks (those
+   registered with ``pixels=False``: ``jsonl``, ``coco-json``, a plugin's own) are merged on rank 0 from every
+   frame's metadata and result, which each rank keeps;
    the JSONL also streams on each rank as its frames finish (``OUT/.rank<r>/predictions.jsonl``, rank-local
    ``index``), so a job can be followed, and a stopped or failed one keeps what its ranks finished.
 4. **Check** (every rank): the ranks exchange their status (a gloo collective with a timeout,
@@ -52,10 +53,14 @@ if TYPE_CHECKING:
     from visionkit.types import BadItem, Frame
 
 __all__ = ["RankFailed", "launched", "env_rank", "is_main_process", "session", "rank_device", "expand_inputs",
-           "shard", "run_sharded", "exchange_status", "gather_to_main", "broadcast_from_main", "RESULT_SINKS"]
+           "shard", "run_sharded", "exchange_status", "gather_to_main", "broadcast_from_main", "result_sinks"]
 
-#: sinks that need only a frame's metadata and result: run once, on rank 0, over every rank's frames in order
-RESULT_SINKS = ("jsonl", "coco-json")
+
+
+def result_sinks(names: Sequence[str], host: Host) -> list[str]:
+    """The sinks of ``names`` registered with ``pixels=False`` (they need only a frame's metadata and result:
+    ``jsonl``, ``coco-json``): they run once, on rank 0, over every rank's frames in input order."""
+    return [n for n in names if not host.registry.get("sink", n).pixels]
 _MARKER = ".visionkit-rank"
 
 
@@ -334,8 +339,8 @@ def run_sharded(
 
     start = time.perf_counter()
     names = [n for n in (config.get("sinks") or {}) if only is None or n in only]
-    result_names = [n for n in names if n in RESULT_SINKS]
-    file_names = [n for n in names if n not in RESULT_SINKS]
+    result_names = result_sinks(names, host)
+    file_names = [n for n in names if n not in result_names]
     rank_dir = out_dir / f".rank{info.rank}"
     rank_dir.mkdir(parents=True, exist_ok=True)
     (rank_dir / _MARKER).write_text(str(info.rank), encoding="utf-8")
@@ -368,9 +373,9 @@ def run_sharded(
         try:
             built = build_sinks(config, host, rank_dir, class_names, only=file_names) if file_names else Sinks()
             tracked = [_Tracked(s) for s in built]
-            # the JSONL streams on every rank as frames finish (OUT/.rank<r>/predictions.jsonl, rank-local index):
-            # a reader can follow the job, and a stopped or failed job keeps it; rank 0 writes the merged one
-            streamed = build_sinks(config, host, rank_dir, class_names, only=["jsonl"]) if "jsonl" in names \
+            # the result sinks also run on every rank as frames finish (OUT/.rank<r>/predictions.jsonl, rank-local
+            # index): a reader can follow the job, and a stopped or failed job keeps them; rank 0 writes the merged
+            streamed = build_sinks(config, host, rank_dir, class_names, only=result_names) if result_names \
                 else Sinks()
             ran = Runner(infer, Sinks([*tracked, *streamed, keep], [*built.labels, *streamed.labels,
                                                                     "rank results"]),
@@ -462,7 +467,7 @@ def _merge(shards: list[_Shard], config: Mapping[str, Any], host: Host, out_dir:
         summary.items, summary.detections = done.items, done.detections
         for name, t in zip(result_names, tracked, strict=True):
             by_sink[name] = t.paths
-    file_names = [n for n in names if n not in RESULT_SINKS]
+    file_names = [n for n in names if n not in result_names]
     taken: set[str] = set()
     for k, name in enumerate(file_names):
         by_sink[name] = _move_files(shards, k, order, out_dir, taken)
