@@ -320,6 +320,18 @@ def workers_option() -> Any:
                         "only rounds scores differently in the 5th decimal).")
 
 
+def mode_option() -> Any:
+    """``--mode``, as the commands that run selective search declare it (propose, eval proposals)."""
+    return typer.Option(None, "--mode", show_default="the config's, else fast",
+                        help="Selective search mode: single | fast | quality.")
+
+
+def color_spaces_option() -> Any:
+    """``--color-spaces``, as the commands that run selective search declare it."""
+    return typer.Option(None, "--color-spaces", show_default="the config's, else the mode's",
+                        help="Comma-separated colour spaces, e.g. hsv,lab.")
+
+
 def compile_option() -> Any:
     """``--compile``, as every command that runs a detector over many images declares it (pass
     ``True if value else None`` on: off means "the config's")."""

@@ -227,10 +227,8 @@ def proposals(
     dataset: Path = typer.Option(..., "--dataset", "-d", help="COCO JSON, Pascal VOC folder, or YOLO folder/YAML."),
     split: str = typer.Option(None, "--split", show_default="every image",
                               help="A VOC ImageSets list or a YOLO split."),
-    mode: str = typer.Option(None, "--mode", show_default="the config's, else fast",
-                             help="Selective search mode: single | fast | quality."),
-    color_spaces: str = typer.Option(None, "--color-spaces", show_default="the config's, else the mode's",
-                                     help="Comma-separated colour spaces, e.g. hsv,lab."),
+    mode: str = common.mode_option(),
+    color_spaces: str = common.color_spaces_option(),
     workers: int = typer.Option(1, "--workers", metavar="<int>", min=1, help="Processes that run images in parallel "
                                 "(the proposer's own threads: --set proposer.workers=N)."),
     config: Path = typer.Option(None, "--config", "-c", show_default="selective search",

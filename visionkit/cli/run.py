@@ -106,10 +106,8 @@ def _sink_flags(save_frames: bool, save_crops: bool, save_txt: bool, save_conf: 
 def propose(
     ctx: typer.Context,
     source: list[str] = typer.Argument(..., help="Images, folders, globs or .txt lists (videos too)."),
-    mode: str = typer.Option(None, "--mode", show_default="the config's, else fast",
-                             help="Selective search mode: single | fast | quality."),
-    color_spaces: str = typer.Option(None, "--color-spaces", show_default="the config's, else the mode's",
-                                     help="Comma-separated colour spaces, e.g. hsv,lab."),
+    mode: str = common.mode_option(),
+    color_spaces: str = common.color_spaces_option(),
     top: int = typer.Option(None, "--top", metavar="<int>", min=1, show_default="all; 100 drawn",
                             help="Keep the N best proposals per image (and draw them)."),
     workers: int = typer.Option(1, "--workers", metavar="<int>", min=1, help="Processes that run images in parallel "
