@@ -195,7 +195,9 @@ def main() -> None:
         report["machine"]["gpu"] = gpu_name()
         with tempfile.TemporaryDirectory(prefix="visionkit-pipeline-gpu-") as tmp_name:
             report.update(gpu_suite(args.data, args.device, args.gpu_images, args.rounds, args.weights,
-                                    Path(tmp_name), env, smoke=args.smoke))
+                                    Path(tmp_name), env, smoke=args.smoke,
+                                    partial=Path(os.environ["OUT"]) / "gpu_pipeline_partial.json"
+                                    if os.environ.get("OUT") else None))
         report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         print(json.dumps(report, indent=2))
         return

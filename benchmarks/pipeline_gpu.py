@@ -91,9 +91,10 @@ def coco_ap(data: Path, device: str, precision: str, out: Path, env: dict[str, s
 
 
 def gpu_suite(data: Path, device: str, images: int, rounds: int, weights: str, tmp: Path,
-              env: dict[str, str], smoke: bool = False) -> dict[str, Any]:
+              env: dict[str, str], smoke: bool = False, partial: Path | None = None) -> dict[str, Any]:
     """Every row above; ``targets_met`` says which targets the figures reach. ``smoke``: 128-px model inputs and 16
-    video frames, to try the script on a CPU."""
+    video frames, to try the script on a CPU. ``partial``: the report so far is written there after each row (a
+    device run stopped at its time limit keeps the rows it finished)."""
     folder = make_jpegs(data / "raccoon" / "images", images, tmp / "jpeg640x480")
     config = tmp / "r50_fpn_v2.yaml"
     model = {**R50_V2, "head": {**R50_V2["head"], "min_size": 128, "max_size": 160}} if smoke else R50_V2
@@ -102,16 +103,27 @@ def gpu_suite(data: Path, device: str, images: int, rounds: int, weights: str, t
     common = ["--weights", weights, "--rounds", str(rounds), *(["--set", "sources.video.max_frames=16"] if smoke
                                                                else [])]
     report: dict[str, Any] = {"inputs": {"images": images, "size": "640x480", "video": "car-detection.mp4"}}
+
+    def save() -> None:
+        if partial is not None:
+            partial.write_text(json.dumps(report, indent=2))
+
     report["fp32_b8"] = bench_row(folder, config, device, [*common, "--precision", "fp32", "-b", "8",
                                                            "--vs-hand-loop"], env, timeout)
+    save()
     report["bf16_b32"] = bench_row(folder, config, device, [*common, "--precision", "bf16", "-b", "32"], env, timeout)
+    save()
     report["bf16_b32_compile"] = bench_row(folder, config, device, [*common, "--precision", "bf16", "-b", "32",
                                                                     "--compile"], env, timeout)
+    save()
     report["bf16_b32_compile_w2"] = bench_row(folder, config, device, [*common, "--precision", "bf16", "-b", "32",
                                                                        "--compile", "--workers", "2"], env, timeout)
+    save()
     report["video"] = bench_row(data / "videos" / "car-detection.mp4", config, device,
                                 [*common, "--precision", "bf16", "-b", "32", "--compile"], env, timeout)
+    save()
     aps = [coco_ap(data, device, p, tmp / f"ap-{p}", env, timeout) for p in ("fp32", "bf16")]
+    save()
     report["ap"] = {"rows": aps}
     if all("AP" in a for a in aps):
         report["ap"]["bf16_minus_fp32"] = round(aps[1]["AP"] - aps[0]["AP"], 4)
