@@ -17,7 +17,7 @@ if [[ "${1:-}" == "run" ]]; then
     python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir -e .
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-    # ~6-8 minutes on an H200 at these sizes (7 bench processes, two of them compiling); each row is saved to
+    # expected (not yet measured) to take 6-8 minutes on an H200 at these sizes: 7 bench processes, 3 compiling; each row goes to
     # $OUT/gpu_pipeline_partial.json as it finishes, so a run stopped at the 10-minute limit keeps what it did
     python3 benchmarks/pipeline.py --device cuda --data .gpu-data --rounds "${ROUNDS:-2}" \
         --gpu-images "${GPU_IMAGES:-512}" | tee "${OUT:-.}/gpu_pipeline.json"
