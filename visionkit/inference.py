@@ -126,10 +126,9 @@ def _staged_forward(detector: torch.nn.Module, device: torch.device, channels_la
     """For a torchvision two-stage detector (``GeneralizedRCNN`` with its own ``forward`` and transform): its eval
     forward on a group of frames of one size, preprocessed by the model's own transform methods as one
     ``[B, 3, H, W]`` tensor on the device (``B`` = ``chunk`` images at a time, ``None`` for the whole group). The
-    same operations as
-    torchvision's: normalising broadcasts over the batch and the resize treats each colour plane alone, so the
-    numbers are the same bit for bit (``tests/test_inference.py``). ``None`` for any other model (it runs as it
-    is)."""
+    same operations as torchvision's: normalising broadcasts over the batch and the resize treats each colour
+    plane alone, so the numbers are the same bit for bit (``tests/test_inference.py``). ``None`` for any other
+    model (it runs as it is)."""
     from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
     from torchvision.models.detection.image_list import ImageList
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
@@ -148,7 +147,9 @@ def _staged_forward(detector: torch.nn.Module, device: torch.device, channels_la
     def preprocess(frames: list[Frame]) -> torch.Tensor:
         """``[b, 3, h, w]`` float, normalised and resized, from ``b`` frames of one size."""
         images = [f.image.to(device, non_blocking=pinned and f.image.is_pinned()) for f in frames]
-        batch = images[0][None] if len(images) == 1 else torch.stack(images)
+        # contiguous: a frame decoded as a strided view (HWC memory) is copied once here, so that the planes can be
+        # viewed as [b * 3, h, w] (the values are the same either way)
+        batch = (images[0][None] if len(images) == 1 else torch.stack(images)).contiguous()
         del images
         batch = transform.normalize(batch.float().div_(255.0))
         b, c, h, w = batch.shape
