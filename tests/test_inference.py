@@ -49,7 +49,8 @@ def test_a_group_preprocessed_as_one_tensor_gives_torchvisions_numbers_bit_for_b
     pipe = visionkit.Pipeline.from_config(CONFIG, weights=str(WEIGHTS), device="cpu")
     one = _frames([1])[0]
     flipped = Frame(one.image.flip(-1).contiguous(), FrameMeta(source="flipped", index=1))
-    group = [one, flipped, one]  # one size: one group, one call
+    strided = Frame(one.image.permute(1, 2, 0).contiguous().permute(2, 0, 1), FrameMeta(source="hwc", index=2))
+    group = [one, flipped, strided]  # one size: one group, one call; the last one a CHW view of HWC memory
     ours = detector_infer(pipe.detector, torch.device("cpu"), "fp32", preprocess_at_once=3)(group)
     with torch.inference_mode():
         theirs = pipe.detector([f.image.float().div(255.0) for f in group])
