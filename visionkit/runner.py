@@ -27,7 +27,7 @@ from visionkit.components import optional
 from visionkit.errors import PluginError, VisionkitError
 from visionkit.types import BadItem, Detections, Frame, Proposals
 
-__all__ = ["Runner", "RunSummary", "RunInterrupted", "Sinks", "model_workers", "MAX_AUTO_WORKERS"]
+__all__ = ["Runner", "RunSummary", "RunInterrupted", "Sinks", "model_workers", "MAX_AUTO_WORKERS", "sigterm_raises"]
 
 Result = Detections | Proposals
 
@@ -93,9 +93,10 @@ class _Failure:
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[list[int]]:
+def sigterm_raises() -> Iterator[list[int]]:
     """While running, SIGTERM raises ``KeyboardInterrupt`` in the main thread (as Ctrl-C does), so a stopped run
-    keeps its finished frames; the yielded list receives the signal number. Only when SIGTERM has its default
+    keeps its finished frames (a Runner) or stops cleanly and resumably (training, :mod:`visionkit.engine.loop`);
+    the yielded list receives the signal number. Only when SIGTERM has its default
     handler and this is the main thread (an application's own handler is left alone)."""
     got: list[int] = []
     if threading.current_thread() is not threading.main_thread() or \
@@ -132,7 +133,7 @@ def _interrupts_deferred() -> Iterator[list[int]]:
     previous = {}
     for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
         current = signal.getsignal(signum)
-        if current is default or getattr(current, "__qualname__", "").startswith("_sigterm_raises"):
+        if current is default or getattr(current, "__qualname__", "").startswith("sigterm_raises"):
             previous[signum] = current
             signal.signal(signum, on_signal)
     try:
@@ -298,7 +299,7 @@ class Runner:
         writer = threading.Thread(target=write, name="visionkit-write", daemon=True)
         start = time.perf_counter()
         interrupted: int | None = None
-        with _sigterm_raises() as signals:
+        with sigterm_raises() as signals:
             producer.start()
             writer.start()
             try:

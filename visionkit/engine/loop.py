@@ -72,6 +72,7 @@ import torch
 from torch import nn
 
 from visionkit.errors import VisionkitError
+from visionkit.runner import sigterm_raises
 
 __all__ = [
     "CheckpointPolicy", "Evaluation", "LoopState", "NonFiniteLoss", "StepFn", "TrainResult", "TrainingError",
@@ -343,7 +344,7 @@ class TrainingLoop:
         epoch = start
         bar = _progress(self.progress and self.is_main)
         with torch_settings(threads=self.threads, deterministic=self.deterministic), \
-                bar if bar is not None else contextlib.nullcontext(), _sigterm_as_interrupt():
+                bar if bar is not None else contextlib.nullcontext(), sigterm_raises():
             try:
                 for epoch in range(start + 1, self.epochs + 1):
                     row = self._train_epoch(epoch, bar)
@@ -454,23 +455,3 @@ def _progress(enabled: bool) -> Any:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[rate]} items/s"),
                     TimeElapsedColumn(), transient=False)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (what ``kill`` and schedulers send) stops training like Ctrl-C: a clean, resumable stop."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
