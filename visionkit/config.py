@@ -76,7 +76,7 @@ _SCALARS: dict[str, tuple[type, ...]] = {
 }
 TOP_LEVEL_KEYS: tuple[str, ...] = tuple(DEFAULT_CONFIG)
 PRECISIONS = ("fp32", "fp16", "bf16")
-#: torch.compile modes ``compile`` takes besides true/false (visionkit.inference.COMPILE_MODES, which imports torch)
+#: torch.compile modes ``compile`` takes besides true/false (kept here, where checking a config imports no torch)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
