@@ -34,7 +34,10 @@ def detect(out: Path, *extra: str) -> subprocess.Popen[str]:
             str(CHECKPOINT), "--device", "cpu", "--stride", "2", "--set", "sinks.coco-json={}",
             "--out", str(out), "--quiet", *extra]
     env = {**os.environ, "VISIONKIT_DISABLE_PLUGIN_AUTOLOAD": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    # a terminal's Ctrl-C: SIGINT at its default in the child, as in a foreground shell (a shell that starts the
+    # test run in the background without job control passes SIGINT on ignored, and Python then leaves it so)
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_lines(path: Path, n: int, proc: subprocess.Popen[str], timeout: float = 120.0) -> int:
