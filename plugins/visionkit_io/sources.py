@@ -60,8 +60,7 @@ class ImagesParams:
     """``recursive``: also read images in the subfolders of a folder input. ``decode_threads``: images of a
     folder, glob or list decoded at once, in threads (OpenCV and Pillow release the GIL while they decode); the
     frames still come in order. ``null`` (auto): half the CPU cores, at most 8, at least 1 (1 on two cores, where
-    the model workers use both; a GPU run on a 16-core machine gets 8, enough for ~1,000 640 x 480 JPEGs a
-    second)."""
+    the model workers use both; 8 on a 16-core GPU machine)."""
 
     recursive: bool = False
     decode_threads: int | None = None
@@ -135,17 +134,20 @@ class ImageSource:
         if threads == 1:
             yield from (item if isinstance(item, BadItem) else _decode(item) for item in self._paths(uri))
             return
-        ahead: deque[Any] = deque()
+        ahead: deque[Any] = deque()  # bad items and decodes in flight, in input order
+
+        def oldest() -> tuple[Path, Any] | BadItem:
+            first = ahead.popleft()
+            return first if isinstance(first, BadItem) else first.result()
+
         with ThreadPoolExecutor(threads, thread_name_prefix="visionkit-decode-image") as pool:
             try:
                 for item in self._paths(uri):
                     ahead.append(item if isinstance(item, BadItem) else pool.submit(_decode, item))
-                    while len(ahead) > 2 * threads:
-                        first = ahead.popleft()
-                        yield first if isinstance(first, BadItem) else first.result()
+                    if len(ahead) > 2 * threads:
+                        yield oldest()
                 while ahead:
-                    first = ahead.popleft()
-                    yield first if isinstance(first, BadItem) else first.result()
+                    yield oldest()
             finally:
                 for job in ahead:  # a stopped run: drop what is queued, wait only for what is decoding
                     if not isinstance(job, BadItem):

@@ -55,13 +55,13 @@ if TYPE_CHECKING:
 __all__ = ["RankFailed", "launched", "env_rank", "is_main_process", "session", "rank_device", "expand_inputs",
            "shard", "run_sharded", "exchange_status", "gather_to_main", "broadcast_from_main", "result_sinks"]
 
+_MARKER = ".visionkit-rank"
 
 
 def result_sinks(names: Sequence[str], host: Host) -> list[str]:
     """The sinks of ``names`` registered with ``pixels=False`` (they need only a frame's metadata and result:
     ``jsonl``, ``coco-json``): they run once, on rank 0, over every rank's frames in input order."""
     return [n for n in names if not host.registry.get("sink", n).pixels]
-_MARKER = ".visionkit-rank"
 
 
 class RankFailed(VisionkitError):

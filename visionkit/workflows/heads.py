@@ -253,8 +253,10 @@ def caption(
     image_ids = assign_image_ids(paths)
     result = CaptionResult([], warnings=warnings)
     names: list[str] = []  # the drawn image's name for each input, fixed before any rank starts
+    taken: set[str] = set()
     for path, image_id in zip(paths, image_ids, strict=True):
-        names.append(path.stem if path.stem not in names else f"{path.stem}_{image_id}")
+        names.append(path.stem if path.stem not in taken else f"{path.stem}_{image_id}")
+        taken.add(names[-1])
 
     def run(positions: Sequence[int], image_dir: Path) -> tuple[list[Any], list[Any], list[tuple[int, Path]]]:
         """``(captions, skipped, drawn files)``, each with its input position, for the images at ``positions``."""
@@ -293,18 +295,14 @@ def caption(
                 files.append((pos, target))
         return done, bad, files
 
-    from visionkit.workflows import distributed
-
     if distributed.launched():
         done, bad, files = _caption_distributed(run, len(paths), dev, out_dir)
-        if distributed.env_rank() != 0:
-            result.captions = [record for _, record in done]
-            result.skipped = [item for _, item in bad]
-            return result  # rank 0 writes captions.json
     else:
         done, bad, files = run(range(len(paths)), out_dir / "images")
     result.captions = [record for _, record in done]
     result.skipped = [item for _, item in bad]
+    if distributed.env_rank() != 0:
+        return result  # rank 0 writes captions.json and lists the files
     result.files = [f for _, f in files]
     target = out_dir / "captions.json"
     write_json(target, result.captions)
@@ -344,10 +342,11 @@ def _caption_distributed(run: Callable[[Sequence[int], Path], tuple[list[Any], l
         if shards is not None:
             try:
                 moved: list[tuple[int, Path]] = []
+                if any(drawn for *_, drawn in shards):
+                    (out_dir / "images").mkdir(parents=True, exist_ok=True)
                 for rank, _, _, drawn in shards:
                     for pos, name, data in drawn:
                         target = out_dir / "images" / name
-                        target.parent.mkdir(parents=True, exist_ok=True)
                         if data is None:
                             os.replace(out_dir / f".rank{rank}" / "images" / name, target)
                         else:
