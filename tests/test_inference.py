@@ -1,6 +1,6 @@
 """The frame path into a detector (``visionkit.inference``): batched preprocessing, the GPU path's options run on the
-CPU (``--precision bf16`` with channels_last, ``--compile`` and its fallback), pinning in the decode thread and
-one device-to-host copy per group.
+CPU (``--precision bf16`` with channels_last, ``--compile`` and its fallback), staging on the device in the decode
+thread and one device-to-host copy per group.
 
 The oracle is torchvision's own ``model(images)`` on the same images, and for ``--compile`` the same pipeline
 uncompiled. ``--compile`` needs a C++ compiler on the CPU (Inductor); the fallback test takes it away
@@ -24,7 +24,7 @@ import yaml
 import visionkit
 from tests.conftest import ROOT, data_path
 from visionkit.errors import ConfigError, VisionkitWarning
-from visionkit.inference import _pack_to_host, detector_infer, frame_stager
+from visionkit.inference import StagedFrame, _pack_to_host, detector_infer, frame_stager
 from visionkit.runner import Runner
 from visionkit.types import Frame, FrameMeta
 
@@ -96,6 +96,36 @@ def test_the_stage_runs_in_the_decode_thread_and_feeds_the_model():
     summary = Runner(infer, [], batch_size=2, stage=stage).run(frames)
     assert summary.items == 3 and seen == ["visionkit-decode"] * 3
     assert got == [f.meta.source + "#staged" for f in frames]
+
+
+def test_frames_staged_on_the_device_in_the_decode_thread_feed_the_model_there():
+    """Copy/compute overlap with one model worker: :func:`frame_stager` copies each frame to the model's device in
+    the decode thread (on CUDA on that thread's own stream; ``copy=True`` runs the same path on the CPU), and the
+    model reads that copy, not the host image. To tell them apart the host image is blanked after staging: the
+    detections are still those of the real pixels (oracle: the same frames unstaged)."""
+    pipe = visionkit.Pipeline.from_config(CONFIG, weights=str(WEIGHTS), device="cpu")
+    cpu = torch.device("cpu")
+    stage = frame_stager(cpu, copy=True)
+    assert stage is not None and frame_stager(cpu) is None
+
+    def staged_then_blanked(frame: Frame) -> Frame:
+        out = stage(frame)
+        assert isinstance(out, StagedFrame) and torch.equal(out.on_device, frame.image)
+        assert out.on_device.data_ptr() != frame.image.data_ptr()
+        out.image.zero_()  # the host copy no longer holds the picture
+        return out
+
+    frames = _frames([1, 2, 3])
+    infer = detector_infer(pipe.detector, cpu, "fp32")
+    expected = infer([Frame(f.image.clone(), f.meta) for f in frames])
+    got = dict(zip([f.meta.source for f in frames], expected, strict=True))
+    results: dict[str, visionkit.Detections] = {}
+    Runner(infer, [], batch_size=2, stage=staged_then_blanked).run(
+        frames, on_result=lambda frame, det, _s: results.__setitem__(frame.meta.source, det))
+    assert set(results) == set(got)
+    for source, det in results.items():
+        assert len(det) > 0 and torch.equal(det.boxes, got[source].boxes)
+        assert torch.equal(det.scores, got[source].scores)
 
 
 def test_one_packed_copy_to_the_host_keeps_every_box_score_and_label():

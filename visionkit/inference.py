@@ -4,8 +4,9 @@ Follow a batch of frames (``uint8`` RGB ``[3, H, W]`` on the host) through :func
 
 1. **Grouped by size.** Images of one size run as one call, so an image's detections never depend on its batch
    neighbours (torchvision pads a batch to its largest image, which moves boxes).
-2. **Staged.** On CUDA, :func:`frame_stager` has already copied each frame to page-locked memory in the decode
-   thread, so its copy to the GPU is asynchronous and overlaps the model.
+2. **Staged.** On CUDA, :func:`frame_stager` has already copied each frame to the GPU in the decode thread, on
+   that thread's own stream (through page-locked memory), so the copy of the next batch overlaps the model's
+   work on this one even with one model worker.
 3. **Preprocessed in one go** (torchvision two-stage detectors): a group is stacked, converted to float,
    normalised and resized by the model's own ``GeneralizedRCNNTransform`` methods as one ``[B, 3, H, W]``
    tensor on the device (on the CPU one image at a time, so that only one full-size float copy is alive),
@@ -25,7 +26,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from visionkit.config import COMPILE_MODES
 from visionkit.errors import PluginError, UsageError, VisionkitError, VisionkitWarning
 from visionkit.types import BadItem, Detections, Frame
 
-__all__ = ["autocast_context", "detector_infer", "frame_stager", "compiled_backbone", "COMPILE_MODES"]
+__all__ = ["autocast_context", "detector_infer", "frame_stager", "StagedFrame", "compiled_backbone", "COMPILE_MODES"]
 
 
 #: a run whose first this-many images all fail in the model stops (a broken model, not bad images)
@@ -54,17 +55,69 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def frame_stager(device: torch.device) -> Callable[[Frame], Frame] | None:
-    """What the decode thread does to each frame before the model sees it (``Runner(stage=...)``): on CUDA, copy
-    its pixels to page-locked (pinned) host memory, so that the host-to-device copy can be asynchronous and
-    overlap the model's work on the previous batch; ``None`` on other devices (nothing to do)."""
-    if device.type != "cuda":
+@dataclass(frozen=True)
+class StagedFrame(Frame):
+    """A frame whose pixels are also on the model's device already (``on_device``, the same ``uint8`` RGB
+    ``[3, H, W]``): :func:`frame_stager` copied them there in the decode thread. ``image`` stays on the host for
+    the sinks that draw."""
+
+    on_device: torch.Tensor | None = field(default=None, compare=False, repr=False)
+
+
+def _is_on(tensor: torch.Tensor, device: torch.device) -> bool:
+    """Whether ``tensor`` is on ``device`` (``cuda`` without an index means the current CUDA device)."""
+    if tensor.device.type != device.type:
+        return False
+    if device.index is None or tensor.device.index is None:
+        return device.type != "cuda" or (tensor.device.index or 0) == torch.cuda.current_device()
+    return tensor.device.index == device.index
+
+
+def frame_stager(device: torch.device, *, copy: bool | None = None) -> Callable[[Frame], Frame] | None:
+    """What the decode thread does to each frame before the model sees it (``Runner(stage=...)``).
+
+    On CUDA: the pixels are copied to page-locked (pinned) host memory and from there to the GPU on a stream of
+    the decode thread's own, so that with one model worker the next batch's host-to-device copy runs while the
+    model computes on the current one (copy/compute overlap). The frame comes back as a :class:`StagedFrame`;
+    the model's stream waits for nothing (the decode thread waited for its copy) and marks the device tensor
+    used by its stream (``record_stream``), so that the memory is not reused under it. A frame already on the
+    GPU (decoded there by ``jpeg_decoder: nvjpeg``) is left as it is.
+
+    ``copy`` forces the copy on (``True``, on any device: the CPU's copy is a plain clone, the same code path
+    the tests run) or off (``False``); ``None`` (default) copies on CUDA only. ``None`` when there is nothing to
+    do (the CPU)."""
+    copy = device.type == "cuda" if copy is None else copy
+    if not copy:
         return None
+    cuda = device.type == "cuda"
+    side = torch.cuda.Stream(device) if cuda else None
 
     def stage(frame: Frame) -> Frame:
-        return frame if frame.image.is_pinned() else replace(frame, image=frame.image.pin_memory())
+        image = frame.image
+        if image.device.type != "cpu":
+            return frame  # decoded on the device
+        if side is None:
+            return StagedFrame(image, frame.meta, on_device=image.to(device, copy=True))
+        host = image if image.is_pinned() else image.pin_memory()
+        with torch.cuda.stream(side):
+            on_device = host.to(device, non_blocking=True)
+        side.synchronize()  # the decode thread waits for its own copy; the model's stream never does
+        return StagedFrame(host, frame.meta, on_device=on_device)
 
     return stage
+
+
+def _on_device(frame: Frame, device: torch.device) -> torch.Tensor:
+    """The frame's pixels on ``device``: its staged copy, its image where it was decoded there, else a copy
+    (asynchronous from pinned memory)."""
+    image = frame.image
+    if isinstance(frame, StagedFrame) and frame.on_device is not None and _is_on(frame.on_device, device):
+        image = frame.on_device
+    if not _is_on(image, device):
+        return image.to(device, non_blocking=image.is_pinned())
+    if image.is_cuda:  # made on another thread's stream: its memory is not reused until this stream is done
+        image.record_stream(torch.cuda.current_stream(image.device))
+    return image
 
 
 class _ModelFailed(Exception):
@@ -142,11 +195,10 @@ def _staged_forward(detector: torch.nn.Module, device: torch.device, channels_la
         detector.backbone.to(memory_format=torch.channels_last)
     if compile_mode is not None:
         backbone = compiled_backbone(detector.backbone, compile_mode, name)
-    pinned = device.type == "cuda"
 
     def preprocess(frames: list[Frame]) -> torch.Tensor:
         """``[b, 3, h, w]`` float, normalised and resized, from ``b`` frames of one size."""
-        images = [f.image.to(device, non_blocking=pinned and f.image.is_pinned()) for f in frames]
+        images = [_on_device(f, device) for f in frames]
         # contiguous: a frame decoded as a strided view (HWC memory) is copied once here, so that the planes can be
         # viewed as [b * 3, h, w] (the values are the same either way)
         batch = (images[0][None] if len(images) == 1 else torch.stack(images)).contiguous()
@@ -228,13 +280,11 @@ def detector_infer(
     if mode is not None and staged is None:
         warnings.warn(f"--compile compiles the backbone of torchvision two-stage detectors; {name} "
                       f"({type(detector).__name__}) runs uncompiled", VisionkitWarning, stacklevel=2)
-    pinned = device.type == "cuda"
     tally = {"ok": 0, "failed": 0}  # images run / failed so far: failing on every one is not the images' fault
     counting = threading.Lock()  # several model workers (visionkit.runner) update the tally at once
 
     def as_input(frame: Frame) -> torch.Tensor:
-        img = frame.image
-        return img.to(device, non_blocking=pinned and img.is_pinned()).float().div_(255.0)
+        return _on_device(frame, device).float().div_(255.0)
 
     def run(group: list[Frame]) -> list[Any]:
         try:
