@@ -8,6 +8,9 @@
 # the 64 MiB a call may carry); installs visionkit without touching the image's torch, then runs the suite:
 #     bash benchmarks/gpu_prepare.sh run
 # The JSON lands in $OUT/gpu_pipeline.json (and on stdout).
+# Then, if device time is left, the decoders (jpeg_decoder opencv vs nvjpeg; TorchCodec's wheel, 10 MB, does not
+# fit the first carry beside PyAV's), as a second run that carries [".gpu-data", ".whl-tc"]:
+#     bash benchmarks/gpu_prepare.sh run-decode        ->  $OUT/gpu_decode.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +27,15 @@ if [[ "${1:-}" == "run" ]]; then
     exit 0
 fi
 
+if [[ "${1:-}" == "run-decode" ]]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl-tc/*.whl
+    export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+    python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir -e .
+    python3 benchmarks/pipeline.py --device cuda --suite gpu-decode --data .gpu-data --rounds "${ROUNDS:-2}" \
+        --gpu-images "${GPU_IMAGES:-512}" | tee "${OUT:-.}/gpu_decode.json"
+    exit 0
+fi
+
 shared=../shared/data
 rm -rf .gpu-data && mkdir -p .gpu-data/raccoon/images .gpu-data/raccoon/data .gpu-data/videos
 cp "$shared"/raccoon/data/test_labels.csv .gpu-data/raccoon/data/
@@ -37,4 +49,7 @@ cp "$shared"/videos/car-detection.mp4 .gpu-data/videos/
 rm -rf .whl && python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .whl "av>=12" "pycocotools>=2.0.7"
-du -sh .gpu-data .whl
+rm -rf .whl-tc && python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+    -d .whl-tc "torchcodec>=0.16" "pycocotools>=2.0.7"
+du -sh .gpu-data .whl .whl-tc

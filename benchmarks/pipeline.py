@@ -174,8 +174,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-video", action="store_true")
     parser.add_argument("--device", default="cpu", help="cpu: the CPU targets; cuda: the GPU targets (pipeline_gpu)")
-    parser.add_argument("--suite", choices=["cpu", "gpu"], help="default: gpu with --device cuda, else cpu; "
-                        "--suite gpu --device cpu --gpu-images 8 --rounds 1 --smoke is a dry run of the GPU script")
+    parser.add_argument("--suite", choices=["cpu", "gpu", "gpu-decode"], help="default: gpu with --device cuda, "
+                        "else cpu; --suite gpu --device cpu --gpu-images 8 --rounds 1 --smoke is a dry run of the GPU "
+                        "script; gpu-decode: jpeg_decoder opencv against nvjpeg (pipeline_gpu.decode_suite)")
     parser.add_argument("--data", type=Path, default=DATA, help="the shared datasets (raccoon/, videos/)")
     parser.add_argument("--gpu-images", type=int, default=1024)
     parser.add_argument("--smoke", action="store_true", help="GPU suite: 128-px model inputs and 16 video frames "
@@ -189,15 +190,17 @@ def main() -> None:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     report: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "load_average_before": [round(x, 2) for x in os.getloadavg()]}}
-    if (args.suite or ("gpu" if args.device.startswith("cuda") else "cpu")) == "gpu":
-        from pipeline_gpu import gpu_suite
+    suite = args.suite or ("gpu" if args.device.startswith("cuda") else "cpu")
+    if suite in ("gpu", "gpu-decode"):
+        from pipeline_gpu import decode_suite, gpu_suite
 
         report["machine"]["gpu"] = gpu_name()
         with tempfile.TemporaryDirectory(prefix="visionkit-pipeline-gpu-") as tmp_name:
-            report.update(gpu_suite(args.data, args.device, args.gpu_images, args.rounds, args.weights,
-                                    Path(tmp_name), env, smoke=args.smoke,
-                                    partial=Path(os.environ["OUT"]) / "gpu_pipeline_partial.json"
-                                    if os.environ.get("OUT") else None))
+            run = gpu_suite if suite == "gpu" else decode_suite
+            name = "gpu_pipeline_partial.json" if suite == "gpu" else "gpu_decode_partial.json"
+            partial = Path(os.environ["OUT"]) / name if os.environ.get("OUT") else None
+            report.update(run(args.data, args.device, args.gpu_images, args.rounds, args.weights, Path(tmp_name), env,
+                              smoke=args.smoke, partial=partial))
         report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         print(json.dumps(report, indent=2))
         return

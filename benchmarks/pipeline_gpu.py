@@ -23,6 +23,10 @@ speed does not depend on the weights, only the detections drawn do):
 * ``ap``: ``visionkit eval run`` of the shipped raccoon checkpoint on the raccoon test split at fp32 and bf16:
   COCO AP must agree within 0.002.
 
+``--suite gpu-decode`` (a second, smaller device run: TorchCodec does not fit the first one's 64 MiB carry with
+PyAV) times the decoders on the same JPEG files, alternated: ``bf16_b32_compile`` with ``jpeg_decoder`` opencv
+(``decode_threads`` CPU threads) against nvjpeg (batches of 32 on the GPU, TorchCodec), and reports their ratio.
+
 Targets (issue #11): end to end >= 600 img/s at bf16; video >= 280 fps and >= 85 % of its model-only rate; AP
 within 0.002 of fp32. ``--suite gpu --device cpu --gpu-images 8 --rounds 1 --smoke`` runs the same script on the
 CPU (a dry run of the script, not a measurement).
@@ -88,6 +92,33 @@ def coco_ap(data: Path, device: str, precision: str, out: Path, env: dict[str, s
         return {"precision": precision, "error": done.stderr.strip().splitlines()[-3:]}
     stats = json.loads((out / "coco_eval_bbox.json").read_text())
     return {"precision": precision, "AP": stats["stats"]["AP"], "AP50": stats["stats"]["AP50"]}
+
+
+def decode_suite(data: Path, device: str, images: int, rounds: int, weights: str, tmp: Path,
+                 env: dict[str, str], smoke: bool = False, partial: Path | None = None) -> dict[str, Any]:
+    """``jpeg_decoder`` opencv against nvjpeg (``torchcodec`` on a CPU, for a dry run) end to end, bf16, batch 32,
+    ``--compile``, alternated ``rounds`` times (one bench round a process); frames per second and their ratio."""
+    folder = make_jpegs(data / "raccoon" / "images", images, tmp / "jpeg640x480")
+    config = tmp / "r50_fpn_v2.yaml"
+    model = {**R50_V2, "head": {**R50_V2["head"], "min_size": 128, "max_size": 160}} if smoke else R50_V2
+    config.write_text(json.dumps(model))
+    gpu = "nvjpeg" if device.startswith("cuda") else "torchcodec"
+    report: dict[str, Any] = {"inputs": {"images": images, "size": "640x480"}, "opencv": [], gpu: []}
+    for _ in range(rounds):
+        for decoder in ("opencv", gpu):
+            report[decoder].append(bench_row(folder, config, device, [
+                "--weights", weights, "--rounds", "1", "--precision", "bf16", "-b", "32", "--compile",
+                "--set", f"sources.images.jpeg_decoder={decoder}"], env, 300))
+            if partial is not None:
+                partial.write_text(json.dumps(report, indent=2))
+
+    def best(rows: list[dict[str, Any]]) -> float:
+        return max(float((r.get("frames_per_s") or {}).get("end_to_end") or 0.0) for r in rows)
+
+    report["end_to_end"] = {"opencv": best(report["opencv"]), gpu: best(report[gpu])}
+    if report["end_to_end"]["opencv"]:
+        report["end_to_end"][f"{gpu}_vs_opencv"] = round(report["end_to_end"][gpu] / report["end_to_end"]["opencv"], 3)
+    return report
 
 
 def gpu_suite(data: Path, device: str, images: int, rounds: int, weights: str, tmp: Path,

@@ -488,7 +488,7 @@ class ProposerPipeline:
         from visionkit.parallel import ForkPool
 
         with ForkPool(self._propose_array, self.workers) as pool:
-            yield (lambda frames: [self._from_arrays(r) for r in pool.map(f.image.numpy() for f in frames)],
+            yield (lambda frames: [self._from_arrays(r) for r in pool.map(f.image.cpu().numpy() for f in frames)],
                    16 * self.workers * self.batches_in_flight)
 
     @property

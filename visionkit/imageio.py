@@ -35,7 +35,7 @@ from visionkit.errors import InputError
 
 __all__ = [
     "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "MAX_PIXELS", "MAX_PIXELS_ENV", "max_pixels", "decode_image",
-    "decode_image_bytes",
+    "decode_image_bytes", "read_image_file", "check_encoded",
     "from_numpy", "to_bgr_numpy", "to_rgb_numpy", "natural_key", "list_images", "is_image_path",
 ]
 
@@ -91,13 +91,19 @@ def decode_image(path: str | os.PathLike[str]) -> torch.Tensor:
     unsupported extension, an empty, truncated or undecodable file, or more pixels than
     :func:`max_pixels` allows.
     """
+    return decode_image_bytes(read_image_file(path), name=str(path))
+
+
+def read_image_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of an image file, with :func:`decode_image`'s errors for a missing or unreadable file or an
+    unsupported extension (nothing is decoded)."""
     path = Path(path)
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise InputError(f"unsupported image type '{path.suffix or '(no extension)'}': {path}; "
                          f"supported: {_SUPPORTED}")
     _check_regular_file(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"no such file or directory: {path}") from None
     except IsADirectoryError:
@@ -106,7 +112,6 @@ def decode_image(path: str | os.PathLike[str]) -> torch.Tensor:
         if exc.errno == errno.ELOOP:
             raise InputError(f"cannot read {path}: it is a symbolic link loop; fix or remove the link") from None
         raise InputError(f"cannot read {path}: {exc.strerror or exc}; check its permissions") from None
-    return decode_image_bytes(data, name=str(path))
 
 
 _SPECIAL_FILES = ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
@@ -144,21 +149,8 @@ def decode_image_bytes(data: bytes, name: str = "<bytes>") -> torch.Tensor:
 
     ``name`` is used in error messages. Same conversions and errors as :func:`decode_image`.
     """
-    if len(data) == 0:
-        raise InputError(f"empty file (0 bytes): {name}; re-export or re-download it")
-    if len(data) < 8:  # no supported format fits in fewer bytes than its signature
-        raise InputError(f"not an image: {name} has only {len(data)} byte(s); re-export or re-download it")
-    size = _header_size(data)
+    size = check_encoded(data, name)
     kind = _signature(data)
-    if size is not None and not (0 < size[0] < 2**31 and 0 < size[1] < 2**31):
-        raise InputError(f"cannot decode {name}: corrupt {kind or 'image'} header (it states {size[0]}x{size[1]} "
-                         "pixels); re-download or re-export it")
-    limit = max_pixels()
-    if size is not None and size[0] * size[1] > limit:
-        raise InputError(f"image too large: {name} is {size[0]}x{size[1]} pixels, more than the limit of {limit}; "
-                         f"downscale it, or raise the limit with {MAX_PIXELS_ENV}={size[0] * size[1]}")
-    _check_chunks(data, name)
-    _check_not_truncated(data, name)
     try:
         array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     except cv2.error as exc:  # OpenCV's own size limits (CV_IO_MAX_IMAGE_WIDTH/HEIGHT/PIXELS) and decoder asserts
@@ -174,6 +166,29 @@ def decode_image_bytes(data: bytes, name: str = "<bytes>") -> torch.Tensor:
     elif array.dtype != np.uint8:
         raise InputError(f"unsupported sample type {array.dtype} in {name}; convert it to 8- or 16-bit integers")
     return from_numpy(array, bgr=True)
+
+
+def check_encoded(data: bytes, name: str = "<bytes>") -> tuple[int, int] | None:
+    """The checks :func:`decode_image_bytes` makes before decoding (empty, too short, a corrupt or oversized
+    header, corrupt PNG chunks, a truncated JPEG or PNG), raising its :class:`InputError`. Returns the
+    ``(width, height)`` the header states (``None`` where Pillow does not read the header). For a decoder other
+    than OpenCV's, so that a file is refused the same way whichever decodes it."""
+    if len(data) == 0:
+        raise InputError(f"empty file (0 bytes): {name}; re-export or re-download it")
+    if len(data) < 8:  # no supported format fits in fewer bytes than its signature
+        raise InputError(f"not an image: {name} has only {len(data)} byte(s); re-export or re-download it")
+    size = _header_size(data)
+    kind = _signature(data)
+    if size is not None and not (0 < size[0] < 2**31 and 0 < size[1] < 2**31):
+        raise InputError(f"cannot decode {name}: corrupt {kind or 'image'} header (it states {size[0]}x{size[1]} "
+                         "pixels); re-download or re-export it")
+    limit = max_pixels()
+    if size is not None and size[0] * size[1] > limit:
+        raise InputError(f"image too large: {name} is {size[0]}x{size[1]} pixels, more than the limit of {limit}; "
+                         f"downscale it, or raise the limit with {MAX_PIXELS_ENV}={size[0] * size[1]}")
+    _check_chunks(data, name)
+    _check_not_truncated(data, name)
+    return size
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:

@@ -24,7 +24,18 @@ from typing import Any
 import cv2
 
 from visionkit.errors import InputError
-from visionkit.imageio import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, decode_image, from_numpy, list_images, natural_key
+from visionkit.imageio import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    check_encoded,
+    decode_image,
+    decode_image_bytes,
+    from_numpy,
+    list_images,
+    natural_key,
+    read_image_file,
+)
+from visionkit.jpeg_decode import JPEG_DECODERS, DecodeStream, decode_jpegs, decoder_device, takes_jpeg
 from visionkit.types import BadItem, Frame, FrameMeta
 
 __all__ = ["ImagesParams", "ImageSource", "CameraParams", "CameraSource", "is_url", "is_glob", "expand_glob"]
@@ -60,14 +71,24 @@ class ImagesParams:
     """``recursive``: also read images in the subfolders of a folder input. ``decode_threads``: images of a
     folder, glob or list decoded at once, in threads (OpenCV and Pillow release the GIL while they decode); the
     frames still come in order. ``null`` (auto): half the CPU cores, at most 8, at least 1 (1 on two cores, where
-    the model workers use both; 8 on a 16-core GPU machine)."""
+    the model workers use both; 8 on a 16-core GPU machine).
+
+    ``jpeg_decoder`` (:mod:`visionkit.jpeg_decode`): ``opencv`` (default); ``nvjpeg`` decodes JPEGs on the GPU
+    in batches of up to 32 (TorchCodec's nvJPEG, which applies the EXIF orientation there too), so that the frames reach
+    a GPU model without a copy and the CPU is free of decoding (the sinks that draw copy a frame back); the
+    files are still read and checked by ``decode_threads`` threads. ``torchcodec``: the same on the CPU
+    (libjpeg-turbo, OpenCV's pixels). Both need TorchCodec (``pip install 'visionkit[gpu]'``); other formats
+    and the JPEGs they do not take (CMYK, 12-bit) are decoded by OpenCV."""
 
     recursive: bool = False
     decode_threads: int | None = None
+    jpeg_decoder: str = "opencv"
 
     def __post_init__(self) -> None:
         if self.decode_threads is not None and (isinstance(self.decode_threads, bool) or self.decode_threads < 1):
             raise ValueError(f"decode_threads must be >= 1 or null (auto), got {self.decode_threads!r}")
+        if self.jpeg_decoder not in JPEG_DECODERS:
+            raise ValueError(f"jpeg_decoder must be one of {', '.join(JPEG_DECODERS)}, got {self.jpeg_decoder!r}")
 
     def threads(self) -> int:
         """``decode_threads``, with auto resolved."""
@@ -76,11 +97,55 @@ class ImagesParams:
         return max(1, min(8, (os.cpu_count() or 1) // 2))
 
 
+#: JPEGs decoded by one TorchCodec call (``jpeg_decoder`` nvjpeg or torchcodec): nvJPEG is fastest on batches
+_JPEG_BATCH = 32
+
+
 def _decode(path: Path) -> tuple[Path, Any] | BadItem:
     try:
         return path, decode_image(path)
     except InputError as exc:
         return BadItem(str(path), str(exc))
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """A JPEG read and checked, for :mod:`visionkit.jpeg_decode` to decode with others."""
+
+    path: Path
+    data: bytes
+
+
+def _read(path: Path) -> tuple[Path, Any] | _Encoded | BadItem:
+    """A file read and checked as :func:`~visionkit.imageio.decode_image` does: an :class:`_Encoded` JPEG where
+    :func:`~visionkit.jpeg_decode.takes_jpeg` takes it, else decoded by OpenCV (or a bad item)."""
+    try:
+        data = read_image_file(path)
+        check_encoded(data, str(path))
+        return _Encoded(path, data) if takes_jpeg(data) else (path, decode_image_bytes(data, str(path)))
+    except InputError as exc:
+        return BadItem(str(path), str(exc))
+
+
+def _decode_jpegs(items: list[tuple[Path, Any] | _Encoded | BadItem], device: Any, stream: Any
+                  ) -> list[tuple[Path, Any] | BadItem]:
+    """``items`` with their JPEGs decoded by one TorchCodec call; where it raises, one at a time, and a JPEG
+    TorchCodec fails on goes to OpenCV (its error, if it fails too, is the bad item's)."""
+    encoded = [item for item in items if isinstance(item, _Encoded)]
+    try:
+        images = decode_jpegs([e.data for e in encoded], device, stream)
+        decoded = {id(e): (e.path, image) for e, image in zip(encoded, images, strict=True)}
+    except Exception:  # one bad file fails the whole call: find it
+        decoded = {}
+        for e in encoded:
+            try:
+                decoded[id(e)] = (e.path, decode_jpegs([e.data], device, stream)[0])
+            except Exception:  # OpenCV decodes it, or says what is wrong with it
+                try:
+                    decoded[id(e)] = (e.path, decode_image_bytes(e.data, str(e.path)))
+                except InputError as exc:
+                    decoded[id(e)] = BadItem(str(e.path), str(exc))
+    return [decoded[id(item)] if isinstance(item, _Encoded) else item for item in items]
 
 
 class ImageSource:
@@ -100,6 +165,8 @@ class ImageSource:
 
     def __init__(self, params: ImagesParams | None = None) -> None:
         self.params = params or ImagesParams()
+        # refused here, before any input is read: nvjpeg without a GPU, either TorchCodec decoder without it
+        self._jpeg_device = None if self.params.jpeg_decoder == "opencv" else decoder_device(self.params.jpeg_decoder)
 
     def accepts(self, uri: str) -> bool:
         if is_url(uri) or _CAMERA.match(uri):
@@ -131,6 +198,9 @@ class ImageSource:
         """``(path, image)`` or a bad item per file, in order; with ``decode_threads`` > 1, up to twice that many
         files are decoding ahead in a thread pool (the memory of those images is all it costs)."""
         threads = self.params.threads()
+        if self.params.jpeg_decoder != "opencv":
+            yield from self._decoded_in_batches(uri, threads)
+            return
         if threads == 1:
             yield from (item if isinstance(item, BadItem) else _decode(item) for item in self._paths(uri))
             return
@@ -150,6 +220,32 @@ class ImageSource:
                     yield oldest()
             finally:
                 for job in ahead:  # a stopped run: drop what is queued, wait only for what is decoding
+                    if not isinstance(job, BadItem):
+                        job.cancel()
+
+    def _decoded_in_batches(self, uri: str, threads: int) -> Iterator[tuple[Path, Any] | BadItem]:
+        """:meth:`_decoded` with ``jpeg_decoder`` nvjpeg or torchcodec: ``threads`` threads read and check the
+        files (and decode the other formats with OpenCV); the JPEGs of every :data:`_JPEG_BATCH` files in a row
+        are decoded by one call, in this thread, on the decoder's device (on a GPU on a stream of this thread's
+        own, waited for before the frames go on)."""
+        device = self._jpeg_device
+        stream = DecodeStream(device)
+        ahead: deque[Any] = deque()  # bad items and reads in flight, in input order
+
+        def batch() -> Iterator[tuple[Path, Any] | BadItem]:
+            items = [job if isinstance(job, BadItem) else job.result() for job in ahead]
+            ahead.clear()
+            yield from _decode_jpegs(items, device, stream)
+
+        with ThreadPoolExecutor(threads, thread_name_prefix="visionkit-read-image") as pool:
+            try:
+                for item in self._paths(uri):
+                    ahead.append(item if isinstance(item, BadItem) else pool.submit(_read, item))
+                    if len(ahead) >= _JPEG_BATCH:
+                        yield from batch()
+                yield from batch()
+            finally:
+                for job in ahead:
                     if not isinstance(job, BadItem):
                         job.cancel()
 
