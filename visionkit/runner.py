@@ -202,7 +202,7 @@ class Runner:
     gains next to nothing: 4 video frames per call were 1.5 % faster than 2). ``ordered(frames, results) ->
     results``, when given, runs on each batch's results in input order in the calling thread (tracking: a
     tracker must see frames in order). ``stage(frame) -> frame``, when given, runs on each decoded frame in the
-    decode thread (:func:`visionkit.inference.frame_stager` pins it for an asynchronous copy to the GPU).
+    decode thread (:func:`visionkit.inference.frame_stager` copies it to the GPU on that thread's own CUDA stream).
 
     A stopped run keeps every finished frame: on Ctrl-C or SIGTERM the results already inferred are
     written, every sink is closed (the JSONL ends at the last finished frame, a video is finalised with
@@ -264,7 +264,7 @@ class Runner:
                         stages["decode"] += time.perf_counter() - t0
                         break
                     if self.stage is not None and isinstance(item, Frame):
-                        item = self.stage(item)  # e.g. pinned for the GPU (visionkit.inference.frame_stager)
+                        item = self.stage(item)  # e.g. copied to the GPU (visionkit.inference.frame_stager)
                     stages["decode"] += time.perf_counter() - t0
                     frames_q.put(item)
             except BaseException as exc:  # reported by the main thread

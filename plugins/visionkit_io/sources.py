@@ -132,6 +132,8 @@ def _decode_jpegs(items: list[tuple[Path, Any] | _Encoded | BadItem], device: An
     """``items`` with their JPEGs decoded by one TorchCodec call; where it raises, one at a time, and a JPEG
     TorchCodec fails on goes to OpenCV (its error, if it fails too, is the bad item's)."""
     encoded = [item for item in items if isinstance(item, _Encoded)]
+    if not encoded:
+        return [item for item in items if not isinstance(item, _Encoded)]  # no JPEG among them
     try:
         images = decode_jpegs([e.data for e in encoded], device, stream)
         decoded = {id(e): (e.path, image) for e, image in zip(encoded, images, strict=True)}
