@@ -339,21 +339,38 @@ def from_numpy(array: np.ndarray, *, bgr: bool = False) -> torch.Tensor:
     if array.ndim != 3 or array.shape[2] not in (3, 4):
         raise ValueError(f"expected an image array [H, W], [H, W, 3] or [H, W, 4], got {array.shape}")
     out = np.empty((3, array.shape[0], array.shape[1]), np.uint8)
+    if array.shape[2] == 3 and array.flags.c_contiguous:
+        # OpenCV's SIMD split writes the planes straight into ``out`` (a quarter of the time of the plane-by-plane
+        # strided copy below); it would allocate new planes were ``out``'s not what it wants: then copy them
+        planes = [out[2], out[1], out[0]] if bgr else [out[0], out[1], out[2]]
+        written = cv2.split(array, planes)
+        if any(w.ctypes.data != p.ctypes.data for w, p in zip(written, planes, strict=True)):
+            for w, p in zip(written, planes, strict=True):
+                p[...] = w
+        return torch.from_numpy(out)
     for c in range(3):  # one plane at a time: faster than a strided copy of the whole transpose
         out[c] = array[:, :, 2 - c if bgr else c]
     return torch.from_numpy(out)
 
 
+def _interleaved(image: torch.Tensor, order: tuple[int, int, int]) -> np.ndarray:
+    """``image``'s planes in ``order`` as a contiguous ``[H, W, 3]`` array (a copy): OpenCV's SIMD merge of the
+    planes, ~20x faster than numpy's strided copy of a transpose (0.04 against 0.75 ms for a 450 x 480 photo)."""
+    _check_image(image)
+    planes = image.detach().cpu().numpy()
+    if not planes.flags.c_contiguous:  # a strided view (HWC memory seen as CHW): numpy copies any layout
+        return np.ascontiguousarray(planes[list(order)].transpose(1, 2, 0))
+    return cv2.merge([planes[c] for c in order]).reshape(planes.shape[1], planes.shape[2], 3)
+
+
 def to_rgb_numpy(image: torch.Tensor) -> np.ndarray:
     """A ``uint8`` RGB ``[3, H, W]`` tensor as a contiguous ``[H, W, 3]`` RGB array (a copy)."""
-    _check_image(image)
-    return np.ascontiguousarray(image.detach().cpu().numpy().transpose(1, 2, 0))
+    return _interleaved(image, (0, 1, 2))
 
 
 def to_bgr_numpy(image: torch.Tensor) -> np.ndarray:
     """A ``uint8`` RGB ``[3, H, W]`` tensor as a contiguous ``[H, W, 3]`` BGR array for OpenCV (a copy)."""
-    _check_image(image)
-    return np.ascontiguousarray(image.detach().cpu().numpy()[::-1].transpose(1, 2, 0))
+    return _interleaved(image, (2, 1, 0))
 
 
 def _check_image(image: torch.Tensor) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 
 from visionkit.atomic import sync, write_bytes, write_json
 from visionkit.errors import InputError
-from visionkit.imageio import to_bgr_numpy
+from visionkit.imageio import to_bgr_numpy, to_rgb_numpy
 from visionkit.tracking import sequence_key
 from visionkit.types import Detections, Frame, Proposals
 from visionkit_io.draw import Trails, draw_bgr, line_width_for
@@ -75,10 +75,7 @@ class DrawParams:
         cached = _DRAWN.get(frame, result, key)
         if cached is not None:
             return cached
-        if order == "bgr":
-            pixels = to_bgr_numpy(frame.image)
-        else:
-            pixels = np.ascontiguousarray(frame.image.detach().cpu().numpy().transpose(1, 2, 0))
+        pixels = to_bgr_numpy(frame.image) if order == "bgr" else to_rgb_numpy(frame.image)
         if trails is not None and isinstance(result, Detections) and result.track_ids is not None and self.trail:
             trails.update(frame, sequence_key(frame.meta), result)
             trails.draw(pixels, result, self.line_width or line_width_for(frame.height, frame.width), order)
