@@ -122,6 +122,34 @@ def test_kill_9_leaves_valid_jsonl_and_the_next_run_cleans_up(tmp_path):
     assert video_frames(out / "car-detection.mp4") == (4, 4)
 
 
+def test_outputs_get_the_umasks_permissions_while_threads_write_at_once(tmp_path):
+    """Atomic outputs are created as ``open`` creates files (0o666 less the umask), from 8 threads at once and
+    with a strict umask: every file gets the umask's permissions, every temporary name is unique, none is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from visionkit.atomic import atomic_path, temp_name_pattern, write_bytes
+
+    names: list[str] = []
+
+    def write(i: int) -> None:
+        write_bytes(tmp_path / f"out{i}.jpg", bytes([i % 256]) * 1000, durable=False)
+        with atomic_path(tmp_path / f"via-path{i}.mp4") as tmp:
+            names.append(tmp.name)
+            tmp.write_bytes(b"x")
+
+    saved = os.umask(0o027)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(write, range(400)))
+    finally:
+        os.umask(saved)
+    files = sorted(tmp_path.iterdir())
+    assert len(files) == 800 and not [f for f in files if f.name.startswith(".")]
+    assert {f.stat().st_mode & 0o777 for f in files} == {0o640}
+    assert len(set(names)) == 400 and all(temp_name_pattern.match(n) for n in names)
+    assert (tmp_path / "out7.jpg").read_bytes() == bytes([7]) * 1000
+
+
 def test_stale_temps_of_live_processes_are_kept(tmp_path):
     from visionkit.atomic import atomic_path, remove_stale_temps
 

@@ -1,7 +1,7 @@
 """Atomic file output: write to a temporary file beside the target, then rename over it.
 
 An interrupted run leaves either the old file or the new one, never half of one.
-Temporary files are named ``.<target name>.<pid>.<random><suffix>``: after a ``kill -9`` the next
+Temporary files are named ``.<target name>.<pid>.<8 hex digits><suffix>``: after a ``kill -9`` the next
 run writing into that folder removes the ones whose process is gone (:func:`remove_stale_temps`).
 JSON is strict: NaN and infinity are refused (:class:`~visionkit.errors.InputError` naming the file
 and the key), never written as the bare ``NaN`` most JSON readers reject.
@@ -18,11 +18,11 @@ would have prevented at a cost of several milliseconds each.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -32,28 +32,47 @@ from visionkit.errors import InputError
 __all__ = ["atomic_path", "atomic_open", "write_json", "write_bytes", "write_text", "sync", "remove_stale_temps",
            "temp_name_pattern", "find_non_finite"]
 
-#: ``.<target>.<pid>.<8 random characters><suffix>``, as :func:`atomic_path` names its temporary files
+#: ``.<target>.<pid>.<8 characters><suffix>``, as :func:`atomic_path` names its temporary files (8 hex digits; the
+#: letters and ``_`` of ``tempfile``'s names, which earlier versions used, still match)
 temp_name_pattern = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[a-z0-9_]{8}(?P<suffix>(\.[^.]+)?)$")
+
+
+_COUNTER = itertools.count()  # a process's temporary names are unique without a random draw (thread-safe in CPython)
+
+
+def _create_temp(target: Path, suffix: str) -> tuple[int, Path]:
+    """A new, empty temporary file beside ``target``, opened for writing: ``(fd, path)``. Created with mode
+    ``0o666`` less the umask (as ``open`` creates files; no ``chmod`` and no process-wide ``umask`` change, which
+    would race with other threads) and ``O_EXCL``, so it is never someone else's."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = target.parent / f".{target.name}.{os.getpid()}.{next(_COUNTER) % 2**32:08x}{suffix}"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # a file a dead process with this pid left: take the next name
+            continue
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success it is renamed to ``target``.
+    """Yield a temporary path beside ``target`` (an empty file); on success it is renamed to ``target``.
 
     ``suffix`` defaults to the target's suffix (some writers pick the format from it).
     On an exception the temporary file is removed and ``target`` is left as it was.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.",
-                               suffix=suffix if suffix is not None else target.suffix, dir=target.parent)
+    fd, tmp_path = _create_temp(target, suffix if suffix is not None else target.suffix)
     os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
-    try:
+    with _renamed(tmp_path, target):
         yield tmp_path
+
+
+@contextlib.contextmanager
+def _renamed(tmp_path: Path, target: Path) -> Iterator[None]:
+    """Rename ``tmp_path`` to ``target`` when the block finishes; remove it when it raises."""
+    try:
+        yield
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -66,7 +85,9 @@ def atomic_open(target: str | os.PathLike[str], mode: str = "w", *, durable: boo
                 **kwargs: Any) -> Iterator[IO[Any]]:
     """``open`` for writing that only replaces ``target`` once the block finishes without error; ``durable``
     fsyncs the data before the rename (see the module docstring)."""
-    with atomic_path(target) as tmp, open(tmp, mode, **kwargs) as fh:
+    target = Path(target)
+    fd, tmp_path = _create_temp(target, target.suffix)
+    with _renamed(tmp_path, target), open(fd, mode, **kwargs) as fh:  # open(fd) owns and closes the descriptor
         yield fh
         fh.flush()
         if durable:
