@@ -150,7 +150,7 @@ def in_process(source: Path, env: dict[str, str]) -> dict:
     is built (start-up excluded: decode, drawing and writing hidden behind the model or not), and the ratio."""
     bench = subprocess.run([shutil.which("visionkit", path=str(Path(sys.executable).parent)) or "visionkit",
                             "bench", str(source), "--config", str(CONFIG), "--weights", str(WEIGHTS),
-                            "--device", "cpu", "--rounds", "2", "--json"], capture_output=True, text=True,
+                            "--device", "cpu", "--rounds", "3", "--json"], capture_output=True, text=True,
                            env=env, check=True)
     figures = json.loads(bench.stdout)
     return {"bench": {k: figures[k] for k in ("frames_per_s", "ms_per_frame", "workers", "threads_per_worker")},
