@@ -155,7 +155,8 @@ def in_process(source: Path, env: dict[str, str]) -> dict:
     figures = json.loads(bench.stdout)
     return {"bench": {k: figures[k] for k in ("frames_per_s", "ms_per_frame", "workers", "threads_per_worker")},
             "model_only_frames_per_s": figures["frames_per_s"]["model"],
-            "end_to_end_vs_model_only": figures["end_to_end_vs_model_only"]}
+            "end_to_end_vs_model_only": figures["end_to_end_vs_model_only"],
+            "end_to_end_vs_model_only_rounds": figures["end_to_end_vs_model_only_rounds"]}
 
 
 def gpu_name() -> str | None:
