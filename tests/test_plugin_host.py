@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import types
 from dataclasses import dataclass
@@ -353,6 +354,55 @@ def test_a_disabled_component_says_it_is_disabled_and_aliases_count():
     assert "coco-json" not in host.registry.names("sink")
     with pytest.raises(visionkit.VisionkitError, match=r"sink 'coco-json' is disabled \(--disable-component"):
         host.registry.get("sink", "coco-json")
+
+
+def test_a_sink_registered_as_annotated_is_left_out_by_save_false(tmp_path):
+    """``register(..., annotated=True)``: the capability ``Pipeline.run(save=False)`` (``detect --no-save``) reads
+    to leave a sink out. A third-party drawing sink declares it and is skipped like the built-in annotated images;
+    a sink that does not declare it still runs; a component that is not a sink cannot declare it."""
+    written: dict[str, list[str]] = {"drawn": [], "kept": []}
+
+    class Recorder:
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        def write(self, frame, result) -> None:
+            written[self.key].append(frame.meta.source)
+
+        def close(self) -> list:
+            return []
+
+    plugin = types.ModuleType("drawing_plugin")
+
+    @visionkit.hookimpl
+    def register_sinks(register):
+        register("my-drawing", lambda params, **kw: Recorder("drawn"), annotated=True)
+        register("my-log", lambda params, **kw: Recorder("kept"))
+
+    plugin.register_sinks = register_sinks
+    mine = Host(entry_points=False)
+    mine.add(plugin, name="drawing")
+    assert mine.registry.get("sink", "annotated-images").annotated and not mine.registry.get("sink", "jsonl").annotated
+    sinks = {"annotated-images": {}, "jsonl": {}, "my-drawing": {}, "my-log": {}}
+    pipe = visionkit.Pipeline.from_config(ROOT / "configs" / "raccoon_faster_rcnn.yaml", host=mine,
+                                          weights=str(ROOT / "samples" / "checkpoints" / "raccoon_frcnn.pt"),
+                                          overrides=[f"sinks={json.dumps(sinks)}"])
+    sample = ROOT / "samples" / "images" / "raccoon-57.jpg"
+    pipe.run([sample], tmp_path / "nosave", save=False)
+    assert written == {"drawn": [], "kept": [str(sample)]}
+    assert sorted(p.name for p in (tmp_path / "nosave").iterdir()) == ["predictions.jsonl"]
+    pipe.run([sample], tmp_path / "save")
+    assert written["drawn"] == [str(sample)] and (tmp_path / "save" / "raccoon-57.jpg").is_file()
+
+    heads = types.ModuleType("annotated_head")
+
+    @visionkit.hookimpl
+    def register_heads(register):
+        register("drawing-head", lambda p, **kw: None, annotated=True)
+
+    heads.register_heads = register_heads
+    assert Host(builtins=False, entry_points=False).add(heads, name="h").error == \
+        "TypeError: head 'drawing-head': only sinks take annotated="
 
 
 def test_a_sink_declares_whether_it_needs_the_pixels(host):

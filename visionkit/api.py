@@ -344,7 +344,8 @@ class Pipeline:
             on_result: Callable[[Frame, Detections, float], None] | None = None) -> RunSummary:
         """Run over ``inputs`` and write the config's sinks (annotated images and videos, ``predictions.jsonl``,
         ...) under ``out`` (default ``runs/detect/runN``): exactly ``visionkit detect``. Decoding and writing run
-        in background threads. ``save=False`` skips the annotated images and videos. Bad inputs are
+        in background threads. ``save=False`` skips the annotated images and videos (the sinks registered with
+        ``annotated=True``). Bad inputs are
         skipped and listed in the summary's ``bad``. An ``out`` that holds files already is refused unless
         ``exist_ok`` (same names are then replaced). ``on_item`` is called once per frame or bad item,
         ``on_result(frame, detections, seconds)`` once per frame with its detections and model time."""
@@ -355,7 +356,8 @@ class Pipeline:
         from visionkit.workflows import distributed
 
         names = list(self.config.get("sinks") or {})
-        only = None if save else [n for n in names if n not in ("annotated-images", "annotated-video")]
+        # save=False: the sinks registered with annotated=True are left out (visionkit.hookspecs.register_sinks)
+        only = None if save else [n for n in names if not self.host.registry.get("sink", n).annotated]
         if out is not None:
             check_fresh_output_dir(out, exist_ok=exist_ok)
         if distributed.launched():

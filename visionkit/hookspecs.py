@@ -53,6 +53,7 @@ class Register(Protocol):
         wraps: bool = False,
         trainer: object | None = None,
         pixels: bool = True,
+        annotated: bool = False,
     ) -> None: ...
 
 
@@ -119,7 +120,9 @@ def register_sinks(register: Register) -> None:
     Files are written atomically. ``pixels=False`` declares that the sink writes from each frame's metadata and
     result alone (``frame.image`` is then a placeholder of the right size): under torchrun such a sink runs once,
     on rank 0, over every rank's frames in input order (one ``predictions.jsonl``, one COCO file), where a sink
-    that needs the pixels runs on each rank and its files are moved into the output folder.
+    that needs the pixels runs on each rank and its files are moved into the output folder. ``annotated=True``
+    declares that it writes the annotated (drawn) outputs: ``visionkit detect --no-save`` and
+    ``Pipeline.run(save=False)`` leave such a sink out (the built-in ``annotated-images`` and ``annotated-video``).
     """
 
 

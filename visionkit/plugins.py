@@ -263,6 +263,7 @@ class Host:
             wraps: bool = False,
             trainer: object | None = None,
             pixels: bool = True,
+            annotated: bool = False,
         ) -> None:
             if not callable(factory) and not isinstance(factory, str):
                 raise TypeError(f"{kind} '{name}': factory must be callable or an import reference "
@@ -271,6 +272,8 @@ class Host:
                 raise TypeError(f"{kind} '{name}': only heads take trainer=")
             if pixels is not True and kind != "sink":
                 raise TypeError(f"{kind} '{name}': only sinks take pixels=")
+            if annotated is not False and kind != "sink":
+                raise TypeError(f"{kind} '{name}': only sinks take annotated=")
             if any((kind, n) in self.disabled for n in (name, *aliases)):  # by its name or an alias
                 info.disabled.setdefault(kind, []).append(name)
                 self.registry.disabled.update((kind, n) for n in (name, *aliases))
@@ -278,7 +281,7 @@ class Host:
             spec = ComponentSpec(
                 kind=kind, name=name, factory=_relative(factory, base), plugin=plugin,
                 params=_relative(params, base), aliases=tuple(aliases), description=description,
-                wraps=wraps, trainer=_relative(trainer, base), pixels=pixels,
+                wraps=wraps, trainer=_relative(trainer, base), pixels=pixels, annotated=annotated,
             )
             self.registry.add(spec)  # a clash raises DuplicateComponentError: this plugin fails, not the host
             info.components.setdefault(kind, []).append(name)

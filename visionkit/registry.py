@@ -48,20 +48,21 @@ class ComponentSpec:
     :attr:`params` import them on first access. ``wraps``: the factory builds other components and
     is called with ``build=`` (see :class:`visionkit.components.ComponentBuilder`). ``trainer``: for a
     head that trains itself (see :class:`visionkit.components.Trainer`), a callable or a reference. ``pixels``:
-    for a sink, whether it needs the frames' pixels (``False``: metadata and results alone; see
+    for a sink, whether it needs the frames' pixels (``False``: metadata and results alone); ``annotated``: for a
+    sink, whether it writes the annotated outputs that ``save=False`` leaves out (see
     :func:`visionkit.hookspecs.register_sinks`).
     """
 
-    __slots__ = ("_factory", "_params", "_trainer", "aliases", "description", "kind", "name", "pixels", "plugin",
-                 "wraps")
+    __slots__ = ("_factory", "_params", "_trainer", "aliases", "annotated", "description", "kind", "name", "pixels",
+                 "plugin", "wraps")
 
     def __init__(
         self, *, kind: str, name: str, factory: Callable[..., Any] | str, params: type | str | None = None,
         plugin: str = "", aliases: tuple[str, ...] = (), description: str = "", wraps: bool = False,
-        trainer: Callable[..., Any] | str | None = None, pixels: bool = True,
+        trainer: Callable[..., Any] | str | None = None, pixels: bool = True, annotated: bool = False,
     ) -> None:
         self.kind, self.name, self.plugin = kind, name, plugin
-        self.pixels = bool(pixels)
+        self.pixels, self.annotated = bool(pixels), bool(annotated)
         self.aliases, self.description, self.wraps = tuple(aliases), description, bool(wraps)
         self._factory = factory
         self._params: Any = NoParams if params is None else params

@@ -29,9 +29,10 @@ def register_sources(register: Register) -> None:
 
 @hookimpl
 def register_sinks(register: Register) -> None:
-    register("annotated-images", ".sinks:AnnotatedImagesSink", params=".sinks:AnnotatedImagesParams",
+    register("annotated-images", ".sinks:AnnotatedImagesSink", params=".sinks:AnnotatedImagesParams", annotated=True,
              description="One JPEG per frame with boxes, class names and scores drawn (<stem>.jpg)")
     register("annotated-video", ".video_sink:AnnotatedVideoSink", params=".video_sink:AnnotatedVideoParams",
+             annotated=True,
              description="One H.264 MP4 per input video, same size and frame rate, boxes drawn (<stem>.mp4)")
     register("coco-json", ".sinks:CocoJsonSink", params=".sinks:CocoJsonParams", aliases=("coco",), pixels=False,
              description="COCO results list (image_id, category_id, bbox xywh, score) in one JSON file")
