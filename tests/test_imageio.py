@@ -248,19 +248,19 @@ def test_numpy_round_trips(rgb):
         from_numpy(rgb.astype(np.float32))
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (480, 640)])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (480, 640), (0, 5)])
 def test_layout_conversions_equal_opencvs_colour_conversion_in_every_memory_layout(shape):
     """The fast paths (OpenCV's split and merge of planes) and the fallbacks (a strided view of HWC memory, a
-    non-contiguous array, BGRA) give what ``cv2.cvtColor`` and a numpy transpose give, for 1-pixel-wide images
-    too."""
+    non-contiguous array, BGRA) give what ``cv2.cvtColor`` and a numpy transpose give, for 1-pixel-wide and
+    0-pixel images too (OpenCV's split and merge refuse the latter)."""
     rng = np.random.default_rng(sum(shape))
     bgr = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr.size else bgr[:, :, ::-1].copy()  # cvtColor refuses 0 px
     chw = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
     assert torch.equal(from_numpy(bgr, bgr=True), chw) and torch.equal(from_numpy(rgb), chw)
     flipped = bgr[:, ::-1]  # not C-contiguous
     assert torch.equal(from_numpy(flipped, bgr=True), chw.flip(-1))
-    bgra = cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)
+    bgra = cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA) if bgr.size else np.zeros((*shape, 4), np.uint8)
     assert torch.equal(from_numpy(bgra, bgr=True), chw)
     strided = torch.from_numpy(rgb).permute(2, 0, 1)  # CHW view of HWC memory
     for image in (chw, strided):

@@ -150,6 +150,16 @@ def test_outputs_get_the_umasks_permissions_while_threads_write_at_once(tmp_path
     assert (tmp_path / "out7.jpg").read_bytes() == bytes([7]) * 1000
 
 
+def test_an_atomic_open_that_open_refuses_leaves_no_descriptor_and_no_file(tmp_path):
+    from visionkit.atomic import atomic_open
+
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(ValueError, match="binary mode"), atomic_open(tmp_path / "x.json", "wb", encoding="utf-8"):
+            pass
+    assert len(os.listdir("/proc/self/fd")) == before and list(tmp_path.iterdir()) == []
+
+
 def test_stale_temps_of_live_processes_are_kept(tmp_path):
     from visionkit.atomic import atomic_path, remove_stale_temps
 

@@ -110,3 +110,33 @@ def test_nvjpeg_without_a_gpu_is_one_line_naming_the_fix(tmp_path, cli):
 def test_an_unknown_decoder_is_refused(host):
     with pytest.raises(ConfigError, match="jpeg_decoder"):
         host.registry.build("source", "images", {"jpeg_decoder": "pillow"})
+
+
+def test_a_decoder_that_fails_where_opencv_decodes_warns_once_then_stops_the_run(host, tmp_path, monkeypatch):
+    """TorchCodec failing on files OpenCV decodes is the decoder's fault (a build without nvJPEG, a CUDA that does
+    not match torch's): the first such file gets one warning naming it and TorchCodec's reason, and when the
+    first three all fail the source stops with one error, instead of quietly decoding everything with OpenCV.
+    The failure is simulated in TorchCodec's own function (the library), once for one file, then for all."""
+    import torchcodec.decoders
+
+    from visionkit.errors import PluginError, VisionkitWarning
+
+    photos = sorted(data_path("raccoon", "images").glob("*.jpg"))[:6]
+    for i, p in enumerate(photos):
+        shutil.copyfile(p, tmp_path / f"{i:02d}.jpg")
+    real = torchcodec.decoders.decode_jpeg
+    refused = {photos[1].read_bytes()}
+
+    def flaky(sources, **kwargs):
+        if any(bytes(s) in refused for s in (sources if isinstance(sources, list) else [sources])):
+            raise RuntimeError("nvjpegDecode failed: 6")
+        return real(sources, **kwargs)
+
+    monkeypatch.setattr(torchcodec.decoders, "decode_jpeg", flaky)
+    with pytest.warns(VisionkitWarning, match=r"could not decode .*01\.jpg \(nvjpegDecode failed: 6\); OpenCV"):
+        frames = _frames(host, tmp_path, "torchcodec")
+    _same(_frames(host, tmp_path, "opencv"), frames)  # the one file OpenCV decoded is OpenCV's, the rest TorchCodec's
+    refused.update(p.read_bytes() for p in photos)
+    with pytest.raises(PluginError, match=r"failed on each of the first 3 JPEGs.*use jpeg_decoder: opencv"), \
+            pytest.warns(VisionkitWarning):
+        _frames(host, tmp_path, "torchcodec")

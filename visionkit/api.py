@@ -228,6 +228,17 @@ class Pipeline:
         name = head.get("name") if isinstance(head, Mapping) else head
         return f"Pipeline(head={name!r}, weights={self.config.get('weights')!r}, device='{self.device}')"
 
+    def _annotated_sink(self, name: str) -> bool:
+        """Whether ``save=False`` leaves the sink ``name`` out: registered with ``annotated=True``, or disabled
+        (``--disable-component sink:annotated-video``: it could not be built, and ``--no-save`` is what such a
+        user wants). An unknown name is kept, for ``build_sinks`` to report."""
+        from visionkit.errors import VisionkitError
+
+        try:
+            return self.host.registry.get("sink", name).annotated
+        except VisionkitError:
+            return ("sink", name) in self.host.registry.disabled
+
     def _tracking(self) -> TrackingStage | None:
         """A fresh tracking stage (new tracks, ids from 1) when the config's ``track`` is set."""
         from visionkit.tracking import TrackingStage, track_section
@@ -357,7 +368,7 @@ class Pipeline:
 
         names = list(self.config.get("sinks") or {})
         # save=False: the sinks registered with annotated=True are left out (visionkit.hookspecs.register_sinks)
-        only = None if save else [n for n in names if not self.host.registry.get("sink", n).annotated]
+        only = None if save else [n for n in names if not self._annotated_sink(n)]
         if out is not None:
             check_fresh_output_dir(out, exist_ok=exist_ok)
         if distributed.launched():
@@ -369,7 +380,7 @@ class Pipeline:
         infer, ordered = self._tracked_infer(tracking)
         workers, threads = self._workers()
         runner = Runner(infer, sinks, batch_size=int(self.config.get("batch_size") or 1), workers=workers,
-                        threads=threads, ordered=ordered, stage=frame_stager(self.device))
+                        threads=threads, ordered=ordered, stage=frame_stager(self.device), device=self.device)
         try:
             summary = runner.run(items, on_item, on_result)
         except RunInterrupted as stopped:
@@ -400,7 +411,7 @@ class Pipeline:
             return distributed.run_sharded(info, inputs, self.config, self.host, out_dir, self.class_names,
                                            infer, batch_size=int(self.config.get("batch_size") or 1),
                                            only=only, on_item=on_item, workers=workers, threads=threads,
-                                           ordered=ordered, stage=frame_stager(self.device))
+                                           ordered=ordered, stage=frame_stager(self.device), device=self.device)
 
 
 class ProposerPipeline:

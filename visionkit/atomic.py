@@ -87,11 +87,17 @@ def atomic_open(target: str | os.PathLike[str], mode: str = "w", *, durable: boo
     fsyncs the data before the rename (see the module docstring)."""
     target = Path(target)
     fd, tmp_path = _create_temp(target, target.suffix)
-    with _renamed(tmp_path, target), open(fd, mode, **kwargs) as fh:  # open(fd) owns and closes the descriptor
-        yield fh
-        fh.flush()
-        if durable:
-            os.fsync(fh.fileno())
+    with _renamed(tmp_path, target):
+        try:
+            fh = open(fd, mode, **kwargs)  # noqa: SIM115 - from here the file object owns and closes the descriptor
+        except BaseException:  # a mode or keyword open refuses
+            os.close(fd)
+            raise
+        with fh:
+            yield fh
+            fh.flush()
+            if durable:
+                os.fsync(fh.fileno())
 
 
 def write_json(target: str | os.PathLike[str], data: Any, *, indent: int | None = 2) -> Path:

@@ -136,7 +136,9 @@ class Sink(Protocol):
     """
 
     def write(self, frame: Frame, result: Detections | Proposals) -> None:
-        """Called once per frame, in input order, from the writer thread."""
+        """Called once per frame, in input order, from the writer thread. ``frame.image`` may be on a GPU
+        (``sources.images.jpeg_decoder: nvjpeg``): :func:`visionkit.imageio.to_bgr_numpy` /
+        :func:`~visionkit.imageio.to_rgb_numpy` copy it to the host, as ``frame.image.cpu()`` does."""
         ...
 
     def close(self) -> list[Path]:

@@ -339,7 +339,7 @@ def from_numpy(array: np.ndarray, *, bgr: bool = False) -> torch.Tensor:
     if array.ndim != 3 or array.shape[2] not in (3, 4):
         raise ValueError(f"expected an image array [H, W], [H, W, 3] or [H, W, 4], got {array.shape}")
     out = np.empty((3, array.shape[0], array.shape[1]), np.uint8)
-    if array.shape[2] == 3 and array.flags.c_contiguous:
+    if array.shape[2] == 3 and array.flags.c_contiguous and array.size:  # OpenCV refuses 0-pixel arrays
         # OpenCV's SIMD split writes the planes straight into ``out`` (a quarter of the time of the plane-by-plane
         # strided copy below); it would allocate new planes were ``out``'s not what it wants: then copy them
         planes = [out[2], out[1], out[0]] if bgr else [out[0], out[1], out[2]]
@@ -358,7 +358,7 @@ def _interleaved(image: torch.Tensor, order: tuple[int, int, int]) -> np.ndarray
     planes, ~20x faster than numpy's strided copy of a transpose (0.04 against 0.75 ms for a 450 x 480 photo)."""
     _check_image(image)
     planes = image.detach().cpu().numpy()
-    if not planes.flags.c_contiguous:  # a strided view (HWC memory seen as CHW): numpy copies any layout
+    if not planes.flags.c_contiguous or not planes.size:  # a strided view (HWC memory seen as CHW), 0 pixels
         return np.ascontiguousarray(planes[list(order)].transpose(1, 2, 0))
     return cv2.merge([planes[c] for c in order]).reshape(planes.shape[1], planes.shape[2], 3)
 

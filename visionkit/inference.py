@@ -1,6 +1,7 @@
 """Running a detector on decoded frames: the ``infer`` function a :class:`~visionkit.runner.Runner` calls.
 
-Follow a batch of frames (``uint8`` RGB ``[3, H, W]`` on the host) through :func:`detector_infer`:
+Follow a batch of frames (``uint8`` RGB ``[3, H, W]``, on the host or, decoded there by ``jpeg_decoder: nvjpeg``,
+on the GPU) through :func:`detector_infer`:
 
 1. **Grouped by size.** Images of one size run as one call, so an image's detections never depend on its batch
    neighbours (torchvision pads a batch to its largest image, which moves boxes).
@@ -55,13 +56,33 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+class _Staged:
+    """The device copy a :class:`StagedFrame` holds until the model has used it."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor: torch.Tensor | None = tensor
+
+
 @dataclass(frozen=True)
 class StagedFrame(Frame):
-    """A frame whose pixels are also on the model's device already (``on_device``, the same ``uint8`` RGB
+    """A frame whose pixels are also on the model's device already (:attr:`on_device`, the same ``uint8`` RGB
     ``[3, H, W]``): :func:`frame_stager` copied them there in the decode thread. ``image`` stays on the host for
-    the sinks that draw."""
+    the sinks that draw. The model releases the device copy once it has run the frame, so that GPU memory is
+    not held while the frame waits for the writer."""
 
-    on_device: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    staged: _Staged | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def on_device(self) -> torch.Tensor | None:
+        """The device copy, ``None`` once released."""
+        return None if self.staged is None else self.staged.tensor
+
+    def release(self) -> None:
+        """Drop the device copy (the frame's ``image`` stays)."""
+        if self.staged is not None:
+            self.staged.tensor = None
 
 
 def _is_on(tensor: torch.Tensor, device: torch.device) -> bool:
@@ -83,9 +104,12 @@ def frame_stager(device: torch.device, *, copy: bool | None = None) -> Callable[
     used by its stream (``record_stream``), so that the memory is not reused under it. A frame already on the
     GPU (decoded there by ``jpeg_decoder: nvjpeg``) is left as it is.
 
-    ``copy`` forces the copy on (``True``, on any device: the CPU's copy is a plain clone, the same code path
-    the tests run) or off (``False``); ``None`` (default) copies on CUDA only. ``None`` when there is nothing to
-    do (the CPU)."""
+    A frame the GPU has no memory for just now (``torch.OutOfMemoryError``) goes on unstaged: the model copies
+    it itself, and fails that one image if it must.
+
+    ``copy`` forces the copy on (``True``, on any device: on the CPU the copy is a plain clone, which is how the
+    tests run a staged frame through the model; the CUDA stream calls themselves need a GPU) or off
+    (``False``); ``None`` (default) copies on CUDA only. ``None`` when there is nothing to do (the CPU)."""
     copy = device.type == "cuda" if copy is None else copy
     if not copy:
         return None
@@ -97,12 +121,15 @@ def frame_stager(device: torch.device, *, copy: bool | None = None) -> Callable[
         if image.device.type != "cpu":
             return frame  # decoded on the device
         if side is None:
-            return StagedFrame(image, frame.meta, on_device=image.to(device, copy=True))
-        host = image if image.is_pinned() else image.pin_memory()
-        with torch.cuda.stream(side):
-            on_device = host.to(device, non_blocking=True)
-        side.synchronize()  # the decode thread waits for its own copy; the model's stream never does
-        return StagedFrame(host, frame.meta, on_device=on_device)
+            return StagedFrame(image, frame.meta, staged=_Staged(image.to(device, copy=True)))
+        try:
+            host = image if image.is_pinned() else image.pin_memory()  # a transient buffer: the frame keeps `image`
+            with torch.cuda.stream(side):
+                on_device = host.to(device, non_blocking=True)
+            side.synchronize()  # the decode thread waits for its own copy; the model's stream never does
+        except torch.OutOfMemoryError:
+            return frame
+        return StagedFrame(image, frame.meta, staged=_Staged(on_device))
 
     return stage
 
@@ -325,6 +352,9 @@ def detector_infer(
                         outputs[i] = run([frames[i]])[0]
                     except _ModelFailed as error:
                         outputs[i] = failed(frames[i], error)
+        for frame in frames:  # the model is done with their pixels on the device
+            if isinstance(frame, StagedFrame):
+                frame.release()
         with counting:
             tally["ok"] += sum(1 for out in outputs if not isinstance(out, BadItem))
         results: list[Any] = []

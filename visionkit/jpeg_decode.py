@@ -9,7 +9,11 @@ Used by the ``images`` source instead of OpenCV. What stays the same whichever d
   (its ``DecodeJpegCuda.cpp``), as OpenCV does (tested against OpenCV on all eight orientations, on the CPU).
 * **The rest goes to OpenCV.** Only 8-bit greyscale and colour JPEGs take this path: CMYK and YCCK JPEGs, 12-bit
   ones, PNGs and the other formats are decoded by OpenCV as before, and so is a file TorchCodec fails on (where
-  OpenCV fails too, its one-line error is what the run reports).
+  OpenCV fails too, its one-line error is what the run reports). A file TorchCodec fails on and OpenCV decodes
+  is the decoder's fault: the first gets a warning, and when the first three all do the run stops
+  (:class:`DecoderFaults`), rather than quietly decoding everything with OpenCV.
+* **Batches** are the JPEGs of up to 32 files in a row of one input (a folder, glob or ``.txt`` list); files given
+  one by one, and the per-file units of a torchrun job, are decoded one at a time.
 
 Pixels: TorchCodec on the CPU gives OpenCV's pixels bit for bit (both are libjpeg-turbo with the same IDCT and
 upsampling; checked on the raccoon photos). nvJPEG's IDCT and chroma upsampling differ from libjpeg-turbo's by a
@@ -19,13 +23,14 @@ grey level or two, so detections on GPU-decoded images can differ slightly from 
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 
 import torch
 
-from visionkit.errors import ConfigError
+from visionkit.errors import ConfigError, PluginError, VisionkitWarning
 
-__all__ = ["JPEG_DECODERS", "takes_jpeg", "decode_jpegs", "decoder_device", "DecodeStream"]
+__all__ = ["JPEG_DECODERS", "takes_jpeg", "decode_jpegs", "decoder_device", "DecodeStream", "DecoderFaults"]
 
 #: values of the ``images`` source's ``jpeg_decoder``
 JPEG_DECODERS: tuple[str, ...] = ("opencv", "torchcodec", "nvjpeg")
@@ -48,8 +53,9 @@ def takes_jpeg(data: bytes) -> bool:
 
 def decoder_device(decoder: str) -> torch.device:
     """The device ``jpeg_decoder`` decodes on: the CPU for ``torchcodec``, for ``nvjpeg`` this process's GPU
-    (``cuda:LOCAL_RANK`` under torchrun). A :class:`~visionkit.errors.ConfigError` for ``nvjpeg`` without a GPU
-    and for either without TorchCodec."""
+    (``cuda:LOCAL_RANK`` under torchrun, else the current CUDA device: with ``--device cuda:1`` outside
+    torchrun, ``torch.cuda.set_device(1)`` first, or each frame is copied from GPU 0 to GPU 1). A
+    :class:`~visionkit.errors.ConfigError` for ``nvjpeg`` without a GPU and for either without TorchCodec."""
     try:
         import torchcodec.decoders  # noqa: F401
     except ImportError as exc:
@@ -64,6 +70,32 @@ def decoder_device(decoder: str) -> torch.device:
 
     device = rank_device(torch.device("cuda"))
     return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
+class DecoderFaults:
+    """How often TorchCodec failed on a JPEG that OpenCV then decoded: that is the decoder's fault, not the file's.
+    The first one is a :class:`~visionkit.errors.VisionkitWarning` naming the file and TorchCodec's reason;
+    when the first :data:`SYSTEMATIC` JPEGs all fail so, it is a :class:`~visionkit.errors.PluginError` (a
+    TorchCodec without nvJPEG, a CUDA that does not match torch's: every frame would quietly be OpenCV's)."""
+
+    SYSTEMATIC = 3
+
+    def __init__(self, decoder: str) -> None:
+        self.decoder, self.ok, self.failed = decoder, 0, 0
+
+    def decoded(self, count: int) -> None:
+        self.ok += count
+
+    def fell_back(self, name: str, error: BaseException) -> None:
+        self.failed += 1
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[-1][:200]
+        if self.ok == 0 and self.failed >= self.SYSTEMATIC:
+            raise PluginError(f"jpeg_decoder {self.decoder}: TorchCodec failed on each of the first {self.failed} "
+                              f"JPEGs, which OpenCV decodes ({reason}); it does not work on this machine: use "
+                              "jpeg_decoder: opencv") from error
+        if self.failed == 1:
+            warnings.warn(f"jpeg_decoder {self.decoder}: TorchCodec could not decode {name} ({reason}); OpenCV "
+                          "decoded it (this is said once a run)", VisionkitWarning, stacklevel=2)
 
 
 class DecodeStream:
@@ -90,6 +122,6 @@ def decode_jpegs(encoded: Sequence[bytes], device: torch.device, stream: DecodeS
     at a time then, and hands a failure to OpenCV)."""
     from torchcodec.decoders import decode_jpeg
 
-    sources = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in encoded]
     with stream if stream is not None else DecodeStream(device):
-        return list(decode_jpeg(sources, mode="RGB", device=device))
+        # contiguous: TorchCodec turns EXIF orientations 5-8 with a transposed view
+        return [image.contiguous() for image in decode_jpeg(list(encoded), mode="RGB", device=device)]

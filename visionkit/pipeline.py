@@ -35,10 +35,12 @@ __all__ = [
 
 
 def select_device(spec: str) -> torch.device:
-    """``auto`` picks CUDA when present; ``cuda[:N]`` must exist."""
+    """``auto`` picks CUDA when present; ``cuda[:N]`` must exist. A CUDA device comes back with its index
+    (``cuda`` is the current device, ``cuda:0`` unless ``torch.cuda.set_device`` chose another): the run's other
+    threads start on GPU 0, so an unindexed ``cuda`` would mean a different GPU in each."""
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(spec)
     except RuntimeError:
@@ -48,6 +50,8 @@ def select_device(spec: str) -> torch.device:
             raise UsageError(f"device '{spec}' requested but CUDA is not available here; use --device cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UsageError(f"device '{spec}' does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 

@@ -203,6 +203,7 @@ class Runner:
     results``, when given, runs on each batch's results in input order in the calling thread (tracking: a
     tracker must see frames in order). ``stage(frame) -> frame``, when given, runs on each decoded frame in the
     decode thread (:func:`visionkit.inference.frame_stager` copies it to the GPU on that thread's own CUDA stream).
+    ``device``: the model's; on CUDA each model worker thread runs on it with a stream of its own.
 
     A stopped run keeps every finished frame: on Ctrl-C or SIGTERM the results already inferred are
     written, every sink is closed (the JSONL ends at the last finished frame, a video is finalised with
@@ -213,9 +214,10 @@ class Runner:
     def __init__(self, infer: Callable[[list[Frame]], list[Result]], sinks: Sequence[Any], *,
                  batch_size: int = 1, prefetch: int = 8, workers: int = 1, threads: int | None = None,
                  ordered: Callable[[list[Frame], list[Any]], list[Any]] | None = None,
-                 stage: Callable[[Frame], Frame] | None = None) -> None:
+                 stage: Callable[[Frame], Frame] | None = None, device: torch.device | None = None) -> None:
         self.infer = infer
         self.stage = stage
+        self.device = device
         self.sinks = sinks if isinstance(sinks, Sinks) else list(sinks)
         self.workers = max(1, int(workers))
         self.batch_size = max(1, -(-max(1, int(batch_size)) // self.workers))  # per call of infer
@@ -376,12 +378,14 @@ class Runner:
                 pool.shutdown(wait=False, cancel_futures=True)
 
     def _worker_init(self) -> None:
-        """Each pool thread: its share of the torch threads; on a GPU, its own CUDA stream (so one worker's copies
-        overlap another's kernels)."""
+        """Each pool thread: its share of the torch threads; on a CUDA ``device``, that device as the thread's own
+        (a new thread starts on GPU 0) and its own stream there (so one worker's copies overlap another's
+        kernels)."""
         if self.threads is not None:
             torch.set_num_threads(self.threads)
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.set_stream(torch.cuda.Stream())
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+            torch.cuda.set_stream(torch.cuda.Stream(self.device))
 
     def _timed(self, batch: list[Frame]) -> tuple[list[Any], float]:
         t0 = time.perf_counter()

@@ -40,7 +40,8 @@ class FrameMeta:
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded image: ``image`` is ``uint8`` RGB ``[3, H, W]``."""
+    """One decoded image: ``image`` is ``uint8`` RGB ``[3, H, W]``, on the CPU, or on the GPU where it was decoded
+    there (``sources.images.jpeg_decoder: nvjpeg``; ``image.cpu()`` before ``.numpy()``)."""
 
     image: torch.Tensor
     meta: FrameMeta

@@ -35,7 +35,14 @@ from visionkit.imageio import (
     natural_key,
     read_image_file,
 )
-from visionkit.jpeg_decode import JPEG_DECODERS, DecodeStream, decode_jpegs, decoder_device, takes_jpeg
+from visionkit.jpeg_decode import (
+    JPEG_DECODERS,
+    DecoderFaults,
+    DecodeStream,
+    decode_jpegs,
+    decoder_device,
+    takes_jpeg,
+)
 from visionkit.types import BadItem, Frame, FrameMeta
 
 __all__ = ["ImagesParams", "ImageSource", "CameraParams", "CameraSource", "is_url", "is_glob", "expand_glob"]
@@ -74,11 +81,13 @@ class ImagesParams:
     the model workers use both; 8 on a 16-core GPU machine).
 
     ``jpeg_decoder`` (:mod:`visionkit.jpeg_decode`): ``opencv`` (default); ``nvjpeg`` decodes JPEGs on the GPU
-    in batches of up to 32 (TorchCodec's nvJPEG, which applies the EXIF orientation there too), so that the frames reach
-    a GPU model without a copy and the CPU is free of decoding (the sinks that draw copy a frame back); the
-    files are still read and checked by ``decode_threads`` threads. ``torchcodec``: the same on the CPU
-    (libjpeg-turbo, OpenCV's pixels). Both need TorchCodec (``pip install 'visionkit[gpu]'``); other formats
-    and the JPEGs they do not take (CMYK, 12-bit) are decoded by OpenCV."""
+    (this process's current one, ``cuda:LOCAL_RANK`` under torchrun) in batches of up to 32 files of one
+    folder, glob or list (TorchCodec's nvJPEG, which applies the EXIF orientation there too), so that the
+    frames reach a model on that GPU without a copy and the CPU is free of decoding (the sinks that draw copy
+    a frame back); the files are still read and checked by ``decode_threads`` threads. ``torchcodec``: the
+    same path on the CPU, in the decode thread alone (libjpeg-turbo, OpenCV's pixels; slower than OpenCV's
+    threads on many cores). Both need TorchCodec (``pip install 'visionkit[gpu]'``); other formats and the
+    JPEGs they do not take (CMYK, 12-bit) are decoded by OpenCV."""
 
     recursive: bool = False
     decode_threads: int | None = None
@@ -127,26 +136,32 @@ def _read(path: Path) -> tuple[Path, Any] | _Encoded | BadItem:
         return BadItem(str(path), str(exc))
 
 
-def _decode_jpegs(items: list[tuple[Path, Any] | _Encoded | BadItem], device: Any, stream: Any
-                  ) -> list[tuple[Path, Any] | BadItem]:
+def _decode_jpegs(items: list[tuple[Path, Any] | _Encoded | BadItem], device: Any, stream: Any,
+                  faults: DecoderFaults) -> list[tuple[Path, Any] | BadItem]:
     """``items`` with their JPEGs decoded by one TorchCodec call; where it raises, one at a time, and a JPEG
-    TorchCodec fails on goes to OpenCV (its error, if it fails too, is the bad item's)."""
+    TorchCodec fails on goes to OpenCV (its error, if it fails too, is the bad item's; if OpenCV decodes it,
+    ``faults`` counts the decoder's failure)."""
     encoded = [item for item in items if isinstance(item, _Encoded)]
     if not encoded:
         return [item for item in items if not isinstance(item, _Encoded)]  # no JPEG among them
     try:
         images = decode_jpegs([e.data for e in encoded], device, stream)
-        decoded = {id(e): (e.path, image) for e, image in zip(encoded, images, strict=True)}
+        decoded: dict[int, tuple[Path, Any] | BadItem] = {id(e): (e.path, image)
+                                                         for e, image in zip(encoded, images, strict=True)}
+        faults.decoded(len(encoded))
     except Exception:  # one bad file fails the whole call: find it
         decoded = {}
         for e in encoded:
             try:
                 decoded[id(e)] = (e.path, decode_jpegs([e.data], device, stream)[0])
-            except Exception:  # OpenCV decodes it, or says what is wrong with it
+                faults.decoded(1)
+            except Exception as error:  # OpenCV decodes it, or says what is wrong with it
                 try:
                     decoded[id(e)] = (e.path, decode_image_bytes(e.data, str(e.path)))
                 except InputError as exc:
                     decoded[id(e)] = BadItem(str(e.path), str(exc))
+                else:
+                    faults.fell_back(str(e.path), error)
     return [decoded[id(item)] if isinstance(item, _Encoded) else item for item in items]
 
 
@@ -169,6 +184,8 @@ class ImageSource:
         self.params = params or ImagesParams()
         # refused here, before any input is read: nvjpeg without a GPU, either TorchCodec decoder without it
         self._jpeg_device = None if self.params.jpeg_decoder == "opencv" else decoder_device(self.params.jpeg_decoder)
+        self._jpeg_stream: DecodeStream | None = None  # one for the source's life, made in the decode thread
+        self._faults = DecoderFaults(self.params.jpeg_decoder)
 
     def accepts(self, uri: str) -> bool:
         if is_url(uri) or _CAMERA.match(uri):
@@ -231,13 +248,15 @@ class ImageSource:
         are decoded by one call, in this thread, on the decoder's device (on a GPU on a stream of this thread's
         own, waited for before the frames go on)."""
         device = self._jpeg_device
-        stream = DecodeStream(device)
+        if self._jpeg_stream is None:
+            self._jpeg_stream = DecodeStream(device)
+        stream = self._jpeg_stream
         ahead: deque[Any] = deque()  # bad items and reads in flight, in input order
 
         def batch() -> Iterator[tuple[Path, Any] | BadItem]:
             items = [job if isinstance(job, BadItem) else job.result() for job in ahead]
             ahead.clear()
-            yield from _decode_jpegs(items, device, stream)
+            yield from _decode_jpegs(items, device, stream, self._faults)
 
         with ThreadPoolExecutor(threads, thread_name_prefix="visionkit-read-image") as pool:
             try:

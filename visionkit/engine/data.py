@@ -280,6 +280,6 @@ def predict_dataset(detector: torch.nn.Module, ds: DetectionDataset, device: tor
     infer = detector_infer(detector, device, precision, score_threshold=score_threshold, compile=compile)
     count, threads = (1, None) if workers == 1 else model_workers(workers, device)
     summary = Runner(infer, [sink], batch_size=batch_size, workers=count, threads=threads,
-                     stage=frame_stager(device)).run(
+                     stage=frame_stager(device), device=device).run(
         dataset_frames(ds, indices), on_item)
     return sink.results, summary

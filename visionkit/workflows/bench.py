@@ -133,7 +133,7 @@ def bench(
     count, threads = pipe._workers()
     sample = frames[:max(MODEL_FRAMES, 4 * size * count)]  # at least 4 batches per worker
     model_only = Runner(infer, [], batch_size=size, workers=count, threads=threads,  # no sinks: the model stage
-                        stage=frame_stager(pipe.device))
+                        stage=frame_stager(pipe.device), device=pipe.device)
     model_only.run(sample[:size * count])  # warm-up
     del frames
     model_runs: list[float] = []
@@ -143,13 +143,17 @@ def bench(
     frames_same = 0
     with tempfile.TemporaryDirectory(prefix="visionkit-bench-") as tmp:
         for r in range(max(1, rounds)):
-            # model-only and end to end alternate round by round (as the hand loop does with the latter): a busy
-            # neighbour slows both, not one of the two the ratio compares
-            start = time.perf_counter()
-            model_only.run(sample)
-            model_runs.append((time.perf_counter() - start) / len(sample))
+            # model-only and end to end alternate round by round, first one then the other (as the hand loop does
+            # with the latter): a busy neighbour slows both, not one of the two the ratio compares
             order = ["visionkit", "hand"] if r % 2 == 0 else ["hand", "visionkit"]
-            for who in order if vs_hand_loop else ["visionkit"]:
+            runs = [*order] if vs_hand_loop else ["visionkit"]
+            runs.insert(0 if r % 2 == 0 else len(runs), "model")
+            for who in runs:
+                if who == "model":
+                    start = time.perf_counter()
+                    model_only.run(sample)
+                    model_runs.append((time.perf_counter() - start) / len(sample))
+                    continue
                 out = Path(tmp) / f"{who}{r}"
                 start = time.perf_counter()
                 if who == "visionkit":

@@ -327,11 +327,11 @@ def run_sharded(
     class_names: Mapping[int, str] | None, infer: Callable[[list[Frame]], list[Any]], *, batch_size: int,
     only: Sequence[str] | None = None, on_item: Callable[[Any], None] | None = None, workers: int = 1,
     threads: int | None = None, ordered: Callable[[list[Frame], list[Any]], list[Any]] | None = None,
-    stage: Callable[[Frame], Frame] | None = None,
+    stage: Callable[[Frame], Frame] | None = None, device: torch.device | None = None,
 ) -> RunSummary:
     """Run this rank's shard of ``inputs`` and merge on rank 0 (see the module doc); every rank returns the
-    merged summary, the same as one process's. ``workers``, ``threads``, ``ordered`` and ``stage`` are
-    :class:`visionkit.runner.Runner`'s."""
+    merged summary, the same as one process's. ``workers``, ``threads``, ``ordered``, ``stage`` and ``device``
+    are :class:`visionkit.runner.Runner`'s."""
     from visionkit.pipeline import build_sinks, open_inputs
     from visionkit.runner import Runner, Sinks
     from visionkit.types import BadItem, Frame
@@ -380,7 +380,7 @@ def run_sharded(
             ran = Runner(infer, Sinks([*tracked, *streamed, keep], [*built.labels, *streamed.labels,
                                                                     "rank results"]),
                          batch_size=batch_size, workers=workers, threads=threads, ordered=ordered,
-                         stage=stage).run(items(), count)
+                         stage=stage, device=device).run(items(), count)
             reported = {id(b) for _, b in sent.bad}
             for bad in ran.bad:  # frames the model could not take (the sources' own bad items are in sent.bad)
                 if id(bad) not in reported:
