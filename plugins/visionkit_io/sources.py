@@ -244,9 +244,9 @@ class ImageSource:
 
     def _decoded_in_batches(self, uri: str, threads: int) -> Iterator[tuple[Path, Any] | BadItem]:
         """:meth:`_decoded` with ``jpeg_decoder`` nvjpeg or torchcodec: ``threads`` threads read and check the
-        files (and decode the other formats with OpenCV); the JPEGs of every :data:`_JPEG_BATCH` files in a row
-        are decoded by one call, in this thread, on the decoder's device (on a GPU on a stream of this thread's
-        own, waited for before the frames go on)."""
+        files (and decode the other formats with OpenCV), a batch ahead; the JPEGs of every :data:`_JPEG_BATCH`
+        files in a row are decoded by one call, in this thread, on the decoder's device (on a GPU on a stream of
+        this source's own, waited for before the frames go on)."""
         device = self._jpeg_device
         if self._jpeg_stream is None:
             self._jpeg_stream = DecodeStream(device)
@@ -254,17 +254,19 @@ class ImageSource:
         ahead: deque[Any] = deque()  # bad items and reads in flight, in input order
 
         def batch() -> Iterator[tuple[Path, Any] | BadItem]:
-            items = [job if isinstance(job, BadItem) else job.result() for job in ahead]
-            ahead.clear()
+            """The oldest :data:`_JPEG_BATCH` items, decoded; the reads of the next batch go on meanwhile."""
+            jobs = [ahead.popleft() for _ in range(min(_JPEG_BATCH, len(ahead)))]
+            items = [job if isinstance(job, BadItem) else job.result() for job in jobs]
             yield from _decode_jpegs(items, device, stream, self._faults)
 
         with ThreadPoolExecutor(threads, thread_name_prefix="visionkit-read-image") as pool:
             try:
                 for item in self._paths(uri):
                     ahead.append(item if isinstance(item, BadItem) else pool.submit(_read, item))
-                    if len(ahead) >= _JPEG_BATCH:
+                    if len(ahead) >= 2 * _JPEG_BATCH:
                         yield from batch()
-                yield from batch()
+                while ahead:
+                    yield from batch()
             finally:
                 for job in ahead:
                     if not isinstance(job, BadItem):
