@@ -203,7 +203,8 @@ class Runner:
     results``, when given, runs on each batch's results in input order in the calling thread (tracking: a
     tracker must see frames in order). ``stage(frame) -> frame``, when given, runs on each decoded frame in the
     decode thread (:func:`visionkit.inference.frame_stager` copies it to the GPU on that thread's own CUDA stream).
-    ``device``: the model's; on CUDA each model worker thread runs on it with a stream of its own.
+    ``device``: the model's; on CUDA each model worker thread and the writer thread run on it, each with a stream
+    of its own.
 
     A stopped run keeps every finished frame: on Ctrl-C or SIGTERM the results already inferred are
     written, every sink is closed (the JSONL ends at the last finished frame, a video is finalised with
@@ -275,6 +276,12 @@ class Runner:
                 frames_q.put(_DONE)
 
         def write() -> None:
+            if self.device is not None and self.device.type == "cuda":
+                # the sinks' copies of GPU-decoded frames to the host (sources.images.jpeg_decoder: nvjpeg) go on a
+                # stream of this thread's own: on the default stream they would queue behind the model's kernels
+                with contextlib.suppress(Exception):  # never a writer that dies before it drains the queue
+                    torch.cuda.set_device(self.device)
+                    torch.cuda.set_stream(torch.cuda.Stream(self.device))
             while True:
                 got = write_q.get()
                 if got is _DONE:
