@@ -35,6 +35,7 @@ import torch
 
 from visionkit.config import COMPILE_MODES
 from visionkit.errors import PluginError, UsageError, VisionkitError, VisionkitWarning
+from visionkit.jpeg_decode import SideStream
 from visionkit.types import BadItem, Detections, Frame
 
 __all__ = ["autocast_context", "detector_infer", "frame_stager", "StagedFrame", "compiled_backbone", "COMPILE_MODES"]
@@ -113,8 +114,7 @@ def frame_stager(device: torch.device, *, copy: bool | None = None) -> Callable[
     copy = device.type == "cuda" if copy is None else copy
     if not copy:
         return None
-    cuda = device.type == "cuda"
-    side = torch.cuda.Stream(device) if cuda else None
+    side = SideStream(device) if device.type == "cuda" else None
 
     def stage(frame: Frame) -> Frame:
         image = frame.image
@@ -124,9 +124,8 @@ def frame_stager(device: torch.device, *, copy: bool | None = None) -> Callable[
             return StagedFrame(image, frame.meta, staged=_Staged(image.to(device, copy=True)))
         try:
             host = image if image.is_pinned() else image.pin_memory()  # a transient buffer: the frame keeps `image`
-            with torch.cuda.stream(side):
+            with side:  # the decode thread waits for its own copy at the end; the model's stream never does
                 on_device = host.to(device, non_blocking=True)
-            side.synchronize()  # the decode thread waits for its own copy; the model's stream never does
         except torch.OutOfMemoryError:
             return frame
         return StagedFrame(image, frame.meta, staged=_Staged(on_device))

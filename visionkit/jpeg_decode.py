@@ -30,7 +30,7 @@ import torch
 
 from visionkit.errors import ConfigError, PluginError, VisionkitWarning
 
-__all__ = ["JPEG_DECODERS", "takes_jpeg", "decode_jpegs", "decoder_device", "DecodeStream", "DecoderFaults"]
+__all__ = ["JPEG_DECODERS", "takes_jpeg", "decode_jpegs", "decoder_device", "SideStream", "DecoderFaults"]
 
 #: values of the ``images`` source's ``jpeg_decoder``
 JPEG_DECODERS: tuple[str, ...] = ("opencv", "torchcodec", "nvjpeg")
@@ -98,8 +98,11 @@ class DecoderFaults:
                           "decoded it (this is said once a run)", VisionkitWarning, stacklevel=2)
 
 
-class DecodeStream:
-    """The decode thread's own CUDA stream (copy and decode overlap the model's work on its stream)."""
+class SideStream:
+    """A thread's own CUDA stream for its copies and decodes, so that they overlap the model's work on its stream:
+    ``with side: ...`` runs the block's CUDA work there and waits for it at the end, so that what it made is
+    complete for any stream. A no-op off CUDA. (The decode thread's: this module's batches and
+    :func:`visionkit.inference.frame_stager`'s copies.)"""
 
     def __init__(self, device: torch.device) -> None:
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -115,13 +118,13 @@ class DecodeStream:
             self.stream.synchronize()  # the decoded pixels are complete when the frame leaves the decode thread
 
 
-def decode_jpegs(encoded: Sequence[bytes], device: torch.device, stream: DecodeStream | None = None
+def decode_jpegs(encoded: Sequence[bytes], device: torch.device, stream: SideStream | None = None
                  ) -> list[torch.Tensor]:
     """JPEGs (checked, and taken by :func:`takes_jpeg`) decoded as one TorchCodec call on ``device``, upright:
     ``uint8`` RGB ``[3, H, W]`` each, on ``device``. Raises whatever TorchCodec raises (the caller decodes one
     at a time then, and hands a failure to OpenCV)."""
     from torchcodec.decoders import decode_jpeg
 
-    with stream if stream is not None else DecodeStream(device):
+    with stream if stream is not None else SideStream(device):
         # contiguous: TorchCodec turns EXIF orientations 5-8 with a transposed view
         return [image.contiguous() for image in decode_jpeg(list(encoded), mode="RGB", device=device)]

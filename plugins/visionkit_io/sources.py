@@ -38,7 +38,7 @@ from visionkit.imageio import (
 from visionkit.jpeg_decode import (
     JPEG_DECODERS,
     DecoderFaults,
-    DecodeStream,
+    SideStream,
     decode_jpegs,
     decoder_device,
     takes_jpeg,
@@ -184,7 +184,7 @@ class ImageSource:
         self.params = params or ImagesParams()
         # refused here, before any input is read: nvjpeg without a GPU, either TorchCodec decoder without it
         self._jpeg_device = None if self.params.jpeg_decoder == "opencv" else decoder_device(self.params.jpeg_decoder)
-        self._jpeg_stream: DecodeStream | None = None  # one for the source's life, made in the decode thread
+        self._jpeg_stream: SideStream | None = None  # one for the source's life, made in the decode thread
         self._faults = DecoderFaults(self.params.jpeg_decoder)
 
     def accepts(self, uri: str) -> bool:
@@ -249,7 +249,7 @@ class ImageSource:
         this source's own, waited for before the frames go on)."""
         device = self._jpeg_device
         if self._jpeg_stream is None:
-            self._jpeg_stream = DecodeStream(device)
+            self._jpeg_stream = SideStream(device)
         stream = self._jpeg_stream
         ahead: deque[Any] = deque()  # bad items and reads in flight, in input order
 
