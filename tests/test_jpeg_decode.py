@@ -140,3 +140,32 @@ def test_a_decoder_that_fails_where_opencv_decodes_warns_once_then_stops_the_run
     with pytest.raises(PluginError, match=r"failed on each of the first 3 JPEGs.*use jpeg_decoder: opencv"), \
             pytest.warns(VisionkitWarning):
         _frames(host, tmp_path, "torchcodec")
+
+
+def test_files_given_one_by_one_decode_in_batches_as_a_folder_does(host, tmp_path, monkeypatch):
+    """``visionkit detect photos/*.jpg`` with the shell expanding the glob gives one input per file: the images
+    source still decodes them 32 to a TorchCodec call (its ``frames_of``), not one by one, and gives the
+    folder's frames and bad items, in order. The batch sizes are read off TorchCodec's own function."""
+    import torchcodec.decoders
+
+    from visionkit.pipeline import open_inputs
+
+    photos = sorted(data_path("raccoon", "images").glob("*.jpg"))[:40]
+    for i, p in enumerate(photos):
+        shutil.copyfile(p, tmp_path / f"{i:02d}.jpg")
+    (tmp_path / "07b.jpg").write_text("not an image\n")
+    files = sorted(str(p) for p in tmp_path.iterdir())  # what the shell passes for tmp_path/*.jpg
+    real, calls = torchcodec.decoders.decode_jpeg, []
+
+    def counted(sources, **kwargs):
+        calls.append(len(sources) if isinstance(sources, list) else 1)
+        return real(sources, **kwargs)
+
+    monkeypatch.setattr(torchcodec.decoders, "decode_jpeg", counted)
+    config = {"sources": {"images": {"jpeg_decoder": "torchcodec", "decode_threads": 2}}}
+    one_by_one = list(open_inputs(files, config, host))
+    assert calls == [31, 9]  # 32 files, then 9; the text file (the 9th) is refused before any decoder
+    folder = list(open_inputs([str(tmp_path)], {"sources": {"images": {"decode_threads": 1}}}, host))
+    assert len(folder) == 41 and isinstance(folder[8], BadItem) and folder[8].source.endswith("07b.jpg")
+    _same(folder, one_by_one)
+

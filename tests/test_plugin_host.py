@@ -7,6 +7,7 @@ import re
 import types
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ import torch
 import visionkit
 from visionkit import hookspecs
 from visionkit.components import HOOKS
-from visionkit.errors import UnknownComponentError
+from visionkit.errors import InputError, UnknownComponentError
 from visionkit.pipeline import Runner, build_sinks, open_inputs
 from visionkit.plugins import BUILTIN_PLUGINS, Host
 from visionkit.types import BadItem, Detections, Frame, FrameMeta, Proposals
@@ -431,3 +432,57 @@ def test_a_sink_declares_whether_it_needs_the_pixels(host):
     sinks_only.register_sinks = register_sinks
     mine.add(sinks_only, name="sinks-only")
     assert result_sinks(["count-only"], mine) == ["count-only"]
+
+
+class TileSource:
+    """A third-party source with ``frames_of``: 'tile:N' is one N x N frame; 'tile:boom' raises, as a source
+    should not; it records each group of inputs the host hands it."""
+
+    groups: ClassVar[list[list[str]]] = []
+
+    def __init__(self, params):
+        pass
+
+    def accepts(self, uri):
+        return uri.startswith("tile:")
+
+    def frames(self, uri):
+        raise AssertionError("the host must use frames_of")
+
+    def frames_of(self, uris):
+        TileSource.groups.append(list(uris))
+        for tag, uri in enumerate(uris):
+            if uri == "tile:boom":
+                raise InputError("tile:boom cannot be read; check the tile server")
+            n = int(uri.split(":")[1])
+            yield tag, Frame(torch.zeros((3, n, n), dtype=torch.uint8), FrameMeta(source=uri, width=n, height=n))
+
+
+class TilePlugin:
+    @visionkit.hookimpl
+    def register_sources(self, register):
+        register("tiles", TileSource)
+
+
+def test_a_source_with_frames_of_gets_each_run_of_its_inputs_at_once():
+    """The host hands ``frames_of`` each run of consecutive inputs that source accepts (an image between them
+    goes to the images source), maps the tags back to the inputs and numbers frames across the run. A raise
+    (instead of a bad item) is a bad item with its message for the input tagged last, and the inputs after that
+    one are handed over again: 'tile:boom' is then reported for itself, and nothing is lost."""
+    from visionkit.pipeline import open_inputs_tagged
+
+    TileSource.groups = []
+    host = Host(autoload=False, plugins={"tiles": TilePlugin()})
+    image = str(ROOT / "samples" / "images" / "raccoon-57.jpg")
+    inputs = ["tile:4", "tile:6", image, "tile:8", "tile:boom", "tile:10", "tile:12"]
+    items = list(open_inputs_tagged(inputs, {}, host))
+    assert TileSource.groups == [["tile:4", "tile:6"], ["tile:8", "tile:boom", "tile:10", "tile:12"],
+                                 ["tile:boom", "tile:10", "tile:12"], ["tile:10", "tile:12"]]
+    assert [tag for tag, _ in items] == [0, 1, 2, 3, 3, 4, 5, 6]
+    assert [x.source if isinstance(x, BadItem) else x.meta.source for _, x in items] == \
+        ["tile:4", "tile:6", image, "tile:8", "tile:8", "tile:boom", "tile:10", "tile:12"]
+    assert [x.error for _, x in items if isinstance(x, BadItem)] == ["tile:boom cannot be read; check the tile "
+                                                                     "server"] * 2
+    frames = [x for _, x in items if isinstance(x, Frame)]
+    assert [x.meta.index for x in frames] == list(range(6))
+    assert [x.meta.width for x in frames if x.meta.source != image] == [4, 6, 8, 10, 12]

@@ -437,3 +437,27 @@ def test_images_decoded_in_threads_come_in_order_with_the_same_pixels_and_bad_it
     stopped.close()  # the pool's queued decodes are dropped
     with pytest.raises(ConfigError, match="decode_threads"):
         host.registry.build("source", "images", {"decode_threads": 0})
+
+
+def test_files_given_one_by_one_decode_ahead_in_the_decode_threads(host, monkeypatch):
+    """With OpenCV, ``decode_threads`` 2 decodes files given one by one two at a time, as it does a folder's
+    (before, each file was a ``frames(uri)`` call of its own: one decode in flight). Seen in ``cv2.imdecode``
+    itself: its first call waits (5 s at most) for a second one to arrive while it is still decoding."""
+    from visionkit.pipeline import open_inputs
+
+    files = [str(p) for p in sorted(data("raccoon", "images").glob("*.jpg"))[:8]]
+    real, barrier, met = cv2.imdecode, threading.Barrier(2, timeout=5), []
+
+    def together(*args):
+        if not met:
+            try:
+                barrier.wait()
+                met.append(True)
+            except threading.BrokenBarrierError:
+                met.append(False)
+        return real(*args)
+
+    monkeypatch.setattr(cv2, "imdecode", together)
+    frames = list(open_inputs(files, {"sources": {"images": {"decode_threads": 2}}}, host))
+    assert met[0] is True, "the second file did not start decoding while the first was"
+    assert [f.meta.source for f in frames] == files and [f.meta.index for f in frames] == list(range(8))

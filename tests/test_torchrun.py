@@ -270,3 +270,33 @@ def test_caption_equal_one_process(tmp_path: Path) -> None:
     got, want = _files(tmp_path / "two"), _files(tmp_path / "one")
     assert sorted(got) == sorted(want) and len([n for n in want if n.startswith("images/")]) == 5
     assert got == want  # captions.json and every captioned image, byte for byte; no .rank folders left
+
+
+def test_each_rank_decodes_its_share_of_a_folder_in_batches(tmp_path: Path) -> None:
+    """A folder's files are dealt to the ranks one by one, and each rank's images source still gets its whole
+    share at once (``frames_of``): with ``jpeg_decoder: torchcodec`` rank 0's 12 of 20 photos (dealt in blocks
+    of the batch size, 4) are one TorchCodec call and rank 1's 8 another, not 20 calls of one; the JSONL is the
+    single OpenCV run's. The calls are counted in TorchCodec's own function, in each rank."""
+    pytest.importorskip("torchcodec", reason="jpeg_decoder torchcodec needs TorchCodec (pip install 'visionkit[gpu]')")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in sorted((RACCOON / "images").glob("*.jpg"))[:20]:
+        shutil.copy(p, folder / p.name)
+    script = tmp_path / "count_decode_calls.py"
+    script.write_text(
+        "import os, torchcodec.decoders as d\n"
+        "real = d.decode_jpeg\n"
+        "def counted(sources, **kw):\n"
+        "    with open(f'calls{os.environ[\"RANK\"]}.txt', 'a') as f:\n"
+        "        f.write(f'{len(sources) if isinstance(sources, list) else 1}\\n')\n"
+        "    return real(sources, **kw)\n"
+        "d.decode_jpeg = counted\n"
+        "from visionkit.cli import main\n"
+        "main()\n", encoding="utf-8")
+    args = ["detect", str(folder), *MODEL, "--no-save", "-q", "--batch-size", "4"]
+    one = _single([*args, "--out", str(tmp_path / "one")], tmp_path)
+    two = _torchrun([*args, "--out", str(tmp_path / "two"), "--set", "sources.images.jpeg_decoder=torchcodec"],
+                    tmp_path, module=[str(script)])
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    assert [(tmp_path / f"calls{r}.txt").read_text().split() for r in (0, 1)] == [["12"], ["8"]]
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")

@@ -116,7 +116,10 @@ class OutputLayer(Protocol):
 
 
 class Source(Protocol):
-    """Turns an input (path, glob, URL, camera index, or any scheme a plugin reads) into frames."""
+    """Turns an input (path, glob, URL, camera index, or any scheme a plugin reads) into frames.
+
+    Optional members (:data:`OPTIONAL_MEMBERS`): ``count(uri)``, ``frames_of(uris)``.
+    """
 
     def accepts(self, uri: str) -> bool:
         """Whether this source reads ``uri``. The host asks the sources in registration order and
@@ -254,6 +257,12 @@ OPTIONAL_MEMBERS: dict[str, dict[str, str]] = {
     "source": {
         "count": "count(uri) -> int | None: how many frames frames(uri) will yield, without decoding (the files "
                  "of a folder, a video's frames), for the progress bar's total and ETA (default: unknown)",
+        "frames_of": "frames_of(uris) -> Iterator[tuple[int, Frame | BadItem]]: the frames of several inputs "
+                     "in one pass, in order, each tagged with the position in uris of the input it comes from "
+                     "(nondecreasing), so that the source can decode ahead across them: in threads, or in GPU "
+                     "batches. The host hands it each run of consecutive inputs that this source accepts "
+                     "(files given one by one: photos/*.jpg expanded by the shell, a torchrun rank's share of a "
+                     "folder); a problem with one input is a BadItem, not a raise (default: frames(uri) per input)",
     },
     "tracker": {},
     "sink": {

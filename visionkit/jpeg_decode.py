@@ -12,8 +12,9 @@ Used by the ``images`` source instead of OpenCV. What stays the same whichever d
   OpenCV fails too, its one-line error is what the run reports). A file TorchCodec fails on and OpenCV decodes
   is the decoder's fault: the first gets a warning, and when the first three all do the run stops
   (:class:`DecoderFaults`), rather than quietly decoding everything with OpenCV.
-* **Batches** are the JPEGs of up to 32 files in a row of one input (a folder, glob or ``.txt`` list); files given
-  one by one, and the per-file units of a torchrun job, are decoded one at a time.
+* **Batches** are the JPEGs of up to 32 files in a row: of one input (a folder, glob or ``.txt`` list), and across
+  inputs given one by one (``photos/*.jpg`` expanded by the shell, a torchrun rank's share of a folder), which
+  the host hands the source at once (its ``frames_of``).
 
 Pixels: TorchCodec on the CPU gives OpenCV's pixels bit for bit (both are libjpeg-turbo with the same IDCT and
 upsampling; checked on the raccoon photos). nvJPEG's IDCT and chroma upsampling differ from libjpeg-turbo's by a

@@ -27,7 +27,8 @@ from visionkit.types import BadItem, Frame
 
 __all__ = [
     "select_device", "autocast_context", "build_detector", "build_proposer", "build_sinks",
-    "open_inputs", "check_inputs", "count_frames", "Runner", "RunSummary", "RunInterrupted", "Sinks", "next_run_dir",
+    "open_inputs", "open_inputs_tagged", "check_inputs", "count_frames", "Runner", "RunSummary", "RunInterrupted",
+    "Sinks", "next_run_dir",
     "class_filter", "detector_infer",
     "read_checkpoint_config",
     "resolve_with_checkpoint",
@@ -281,23 +282,77 @@ def _looks_local(uri: str) -> bool:
 
 def open_inputs(inputs: Sequence[str], config: Mapping[str, Any], host: Host) -> Iterator[Frame | BadItem]:
     """Frames of every input, in order; each input goes to the first source plugin that accepts it."""
+    for _, item in open_inputs_tagged(inputs, config, host):
+        yield item
+
+
+def open_inputs_tagged(inputs: Sequence[str], config: Mapping[str, Any], host: Host
+                       ) -> Iterator[tuple[int, Frame | BadItem]]:
+    """:func:`open_inputs`, each item tagged with the position in ``inputs`` of the input it comes from.
+
+    Each run of consecutive inputs that one source accepts goes to that source's optional ``frames_of(uris)``
+    where it has one (:data:`visionkit.components.OPTIONAL_MEMBERS`), so it decodes ahead across them (the
+    files of ``photos/*.jpg`` expanded by the shell, a torchrun rank's share of a folder), else to
+    ``frames(uri)`` one input at a time. A source that raises a :class:`~visionkit.errors.VisionkitError` (it
+    should yield a bad item instead) gives a bad item with its message: in ``frames_of``, for the input it
+    tagged last (the first if none), and the inputs after that one are handed to it again, so none is lost."""
     sources = _Sources(config, host)
-    index = 0
-    for uri in inputs:
-        label, source = sources.first_named(uri)
+    renumber = _Renumber()
+    pos = 0
+    while pos < len(inputs):
+        label, source = sources.first_named(inputs[pos])
         if source is None:
-            yield BadItem(uri, f"{sources.nobody_reads(uri)}; check the extension or URL")
+            yield pos, BadItem(inputs[pos], f"{sources.nobody_reads(inputs[pos])}; check the extension or URL")
+            pos += 1
             continue
+        many = optional(source, "source", "frames_of")
+        if many is None:
+            yield from ((pos, item) for item in renumber.checked(label, inputs[pos], source))
+            pos += 1
+            continue
+        end = pos + 1
+        while end < len(inputs) and sources.first(inputs[end]) is source:
+            end += 1
+        group = list(inputs[pos:end])
+        at = 0  # the position in group of the input tagged last
+        try:
+            for tag, item in many(group):
+                if not isinstance(tag, int) or not at <= tag < len(group):
+                    raise PluginError(f"{label} tagged an item {tag!r} in frames_of for {len(group)} inputs, not a "
+                                      f"position in {at}..{len(group) - 1}; the plugin breaks the Source contract "
+                                      "(visionkit.components.OPTIONAL_MEMBERS)")
+                at = tag
+                yield pos + at, renumber.item(label, group[at], item)
+        except VisionkitError as exc:
+            yield pos + at, BadItem(group[at], str(exc))
+            pos += at + 1  # the inputs after it go on
+            continue
+        pos = end
+
+
+class _Renumber:
+    """Numbers frames across a whole run (``FrameMeta.index``) and checks that a source yields only frames and
+    bad items."""
+
+    def __init__(self) -> None:
+        self.index = 0
+
+    def item(self, label: str, uri: str, item: Any) -> Frame | BadItem:
+        if not isinstance(item, (Frame, BadItem)):
+            raise PluginError(f"{label} yielded {type(item).__name__} for {uri}, not a visionkit.Frame or "
+                              "visionkit.BadItem; the plugin breaks the Source contract (visionkit.components)")
+        if isinstance(item, Frame):
+            if item.meta.index != self.index:
+                item = Frame(item.image, replace(item.meta, index=self.index))
+            self.index += 1
+        return item
+
+    def checked(self, label: str, uri: str, source: Any) -> Iterator[Frame | BadItem]:
+        """The items of ``source.frames(uri)``, renumbered; a :class:`~visionkit.errors.VisionkitError` it
+        raises ends them with a bad item for ``uri``."""
         try:
             for item in source.frames(uri):
-                if not isinstance(item, (Frame, BadItem)):
-                    raise PluginError(f"{label} yielded {type(item).__name__} for {uri}, not a visionkit.Frame or "
-                                      "visionkit.BadItem; the plugin breaks the Source contract (visionkit.components)")
-                if isinstance(item, Frame):
-                    if item.meta.index != index:
-                        item = Frame(item.image, replace(item.meta, index=index))
-                    index += 1
-                yield item
+                yield self.item(label, uri, item)
         except VisionkitError as exc:
             yield BadItem(uri, str(exc))
 

@@ -15,7 +15,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,13 +76,13 @@ def expand_glob(pattern: str, extensions: tuple[str, ...]) -> list[Path]:
 @dataclass(frozen=True)
 class ImagesParams:
     """``recursive``: also read images in the subfolders of a folder input. ``decode_threads``: images of a
-    folder, glob or list decoded at once, in threads (OpenCV and Pillow release the GIL while they decode); the
+    folder, glob or list, or of files given one by one, decoded at once, in threads (OpenCV and Pillow release the GIL while they decode); the
     frames still come in order. ``null`` (auto): half the CPU cores, at most 8, at least 1 (1 on two cores, where
     the model workers use both; 8 on a 16-core GPU machine).
 
     ``jpeg_decoder`` (:mod:`visionkit.jpeg_decode`): ``opencv`` (default); ``nvjpeg`` decodes JPEGs on the GPU
-    (this process's current one, ``cuda:LOCAL_RANK`` under torchrun) in batches of up to 32 files of one
-    folder, glob or list (TorchCodec's nvJPEG, which applies the EXIF orientation there too), so that the
+    (this process's current one, ``cuda:LOCAL_RANK`` under torchrun) in batches of up to 32 files in a row, of
+    one input or of inputs given one by one (:meth:`ImageSource.frames_of`) (TorchCodec's nvJPEG, which applies the EXIF orientation there too), so that the
     frames reach a model on that GPU without a copy and the CPU is free of decoding (the sinks that draw copy
     a frame back); the files are still read and checked by ``decode_threads`` threads. ``torchcodec``: the
     same path on the CPU, in the decode thread alone (libjpeg-turbo, OpenCV's pixels; slower than OpenCV's
@@ -203,46 +203,54 @@ class ImageSource:
         return sum(1 for item in self._paths(uri) if not isinstance(item, BadItem))
 
     def frames(self, uri: str) -> Iterator[Frame | BadItem]:
+        for _, item in self.frames_of([uri]):
+            yield item
+
+    def frames_of(self, uris: Sequence[str]) -> Iterator[tuple[int, Frame | BadItem]]:
+        """The frames of every input in ``uris``, each tagged with its input's position, decoded ahead across
+        inputs (``decode_threads``, ``jpeg_decoder`` batches) as within one folder."""
         index = 0
-        for item in self._decoded(uri):
+        for tag, item in self._decoded(((tag, path) for tag, uri in enumerate(uris) for path in self._paths(uri))):
             if isinstance(item, BadItem):
-                yield item
+                yield tag, item
                 continue
             path, image = item
             meta = FrameMeta(source=str(path), index=index, width=int(image.shape[2]), height=int(image.shape[1]))
-            yield Frame(image, meta)
+            yield tag, Frame(image, meta)
             index += 1
 
-    def _decoded(self, uri: str) -> Iterator[tuple[Path, Any] | BadItem]:
-        """``(path, image)`` or a bad item per file, in order; with ``decode_threads`` > 1, up to twice that many
-        files are decoding ahead in a thread pool (the memory of those images is all it costs)."""
+    def _decoded(self, paths: Iterator[tuple[int, Path | BadItem]]) -> Iterator[tuple[int, tuple[Path, Any] | BadItem]]:
+        """``(tag, (path, image))`` or ``(tag, bad item)`` per file of ``paths``, in order; with ``decode_threads``
+        > 1, up to twice that many files are decoding ahead in a thread pool (the memory of those images is all
+        it costs)."""
         threads = self.params.threads()
         if self.params.jpeg_decoder != "opencv":
-            yield from self._decoded_in_batches(uri, threads)
+            yield from self._decoded_in_batches(paths, threads)
             return
         if threads == 1:
-            yield from (item if isinstance(item, BadItem) else _decode(item) for item in self._paths(uri))
+            yield from ((tag, item if isinstance(item, BadItem) else _decode(item)) for tag, item in paths)
             return
-        ahead: deque[Any] = deque()  # bad items and decodes in flight, in input order
+        ahead: deque[tuple[int, Any]] = deque()  # bad items and decodes in flight, in input order
 
-        def oldest() -> tuple[Path, Any] | BadItem:
-            first = ahead.popleft()
-            return first if isinstance(first, BadItem) else first.result()
+        def oldest() -> tuple[int, tuple[Path, Any] | BadItem]:
+            tag, first = ahead.popleft()
+            return tag, first if isinstance(first, BadItem) else first.result()
 
         with ThreadPoolExecutor(threads, thread_name_prefix="visionkit-decode-image") as pool:
             try:
-                for item in self._paths(uri):
-                    ahead.append(item if isinstance(item, BadItem) else pool.submit(_decode, item))
+                for tag, item in paths:
+                    ahead.append((tag, item if isinstance(item, BadItem) else pool.submit(_decode, item)))
                     if len(ahead) > 2 * threads:
                         yield oldest()
                 while ahead:
                     yield oldest()
             finally:
-                for job in ahead:  # a stopped run: drop what is queued, wait only for what is decoding
+                for _, job in ahead:  # a stopped run: drop what is queued, wait only for what is decoding
                     if not isinstance(job, BadItem):
                         job.cancel()
 
-    def _decoded_in_batches(self, uri: str, threads: int) -> Iterator[tuple[Path, Any] | BadItem]:
+    def _decoded_in_batches(self, paths: Iterator[tuple[int, Path | BadItem]], threads: int
+                            ) -> Iterator[tuple[int, tuple[Path, Any] | BadItem]]:
         """:meth:`_decoded` with ``jpeg_decoder`` nvjpeg or torchcodec: ``threads`` threads read and check the
         files (and decode the other formats with OpenCV), a batch ahead; the JPEGs of every :data:`_JPEG_BATCH`
         files in a row are decoded by one call, in this thread, on the decoder's device (on a GPU on a stream of
@@ -251,24 +259,25 @@ class ImageSource:
         if self._jpeg_stream is None:
             self._jpeg_stream = SideStream(device)
         stream = self._jpeg_stream
-        ahead: deque[Any] = deque()  # bad items and reads in flight, in input order
+        ahead: deque[tuple[int, Any]] = deque()  # bad items and reads in flight, in input order
 
-        def batch() -> Iterator[tuple[Path, Any] | BadItem]:
+        def batch() -> Iterator[tuple[int, tuple[Path, Any] | BadItem]]:
             """The oldest :data:`_JPEG_BATCH` items, decoded; the reads of the next batch go on meanwhile."""
             jobs = [ahead.popleft() for _ in range(min(_JPEG_BATCH, len(ahead)))]
-            items = [job if isinstance(job, BadItem) else job.result() for job in jobs]
-            yield from _decode_jpegs(items, device, stream, self._faults)
+            items = [job if isinstance(job, BadItem) else job.result() for _, job in jobs]
+            decoded = _decode_jpegs(items, device, stream, self._faults)
+            yield from ((tag, item) for (tag, _), item in zip(jobs, decoded, strict=True))
 
         with ThreadPoolExecutor(threads, thread_name_prefix="visionkit-read-image") as pool:
             try:
-                for item in self._paths(uri):
-                    ahead.append(item if isinstance(item, BadItem) else pool.submit(_read, item))
+                for tag, item in paths:
+                    ahead.append((tag, item if isinstance(item, BadItem) else pool.submit(_read, item)))
                     if len(ahead) >= 2 * _JPEG_BATCH:
                         yield from batch()
                 while ahead:
                     yield from batch()
             finally:
-                for job in ahead:
+                for _, job in ahead:
                     if not isinstance(job, BadItem):
                         job.cancel()
 

@@ -37,6 +37,7 @@ import glob
 import os
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -332,7 +333,7 @@ def run_sharded(
     """Run this rank's shard of ``inputs`` and merge on rank 0 (see the module doc); every rank returns the
     merged summary, the same as one process's. ``workers``, ``threads``, ``ordered``, ``stage`` and ``device``
     are :class:`visionkit.runner.Runner`'s."""
-    from visionkit.pipeline import build_sinks, open_inputs
+    from visionkit.pipeline import build_sinks, open_inputs_tagged
     from visionkit.runner import Runner, Sinks
     from visionkit.types import BadItem, Frame
     from visionkit.workflows.job_progress import job_progress
@@ -351,20 +352,31 @@ def run_sharded(
     sent = _Shard(info.rank)
 
     def items() -> Iterator[Frame | BadItem]:
-        for pos in shard(len(units), info.rank, info.world_size, batch_size):
-            unit = units[pos]
-            if isinstance(unit, BadItem):
-                sent.bad.append(((pos, 0), unit))
-                yield unit
+        """This rank's units through one :func:`~visionkit.pipeline.open_inputs_tagged` (one set of sources,
+        decoding ahead across the files), with the units that are bad items in their places."""
+        mine = shard(len(units), info.rank, info.world_size, batch_size)
+        readable = [pos for pos in mine if not isinstance(units[pos], BadItem)]
+        bad = deque(pos for pos in mine if isinstance(units[pos], BadItem))
+        seqs: dict[int, int] = {}
+
+        def bad_units_before(pos: int) -> Iterator[BadItem]:
+            while bad and bad[0] < pos:
+                at = bad.popleft()
+                sent.bad.append(((at, 0), units[at]))
+                yield units[at]
+
+        for tag, item in open_inputs_tagged([str(units[p]) for p in readable], config, host):
+            pos = readable[tag]
+            yield from bad_units_before(pos)
+            seq = seqs[pos] = seqs.get(pos, -1) + 1
+            if isinstance(item, BadItem):
+                sent.bad.append(((pos, seq), item))
+                yield item
                 continue
-            for seq, item in enumerate(open_inputs([unit], config, host)):
-                if isinstance(item, BadItem):
-                    sent.bad.append(((pos, seq), item))
-                    yield item
-                    continue
-                keys.append((pos, seq))
-                last_key[item.meta.source] = (pos, seq)
-                yield Frame(item.image, replace(item.meta, index=len(keys) - 1))
+            keys.append((pos, seq))
+            last_key[item.meta.source] = (pos, seq)
+            yield Frame(item.image, replace(item.meta, index=len(keys) - 1))
+        yield from bad_units_before(len(units))
 
     error: BaseException | None = None
     tracked: list[_Tracked] = []
