@@ -54,8 +54,8 @@ def takes_jpeg(data: bytes) -> bool:
 
 def decoder_device(decoder: str) -> torch.device:
     """The device ``jpeg_decoder`` decodes on: the CPU for ``torchcodec``, for ``nvjpeg`` this process's GPU
-    (``cuda:LOCAL_RANK`` under torchrun, else the current CUDA device: with ``--device cuda:1`` outside
-    torchrun, ``torch.cuda.set_device(1)`` first, or each frame is copied from GPU 0 to GPU 1). A
+    (``cuda:LOCAL_RANK`` under torchrun, else the calling thread's current CUDA device: a run's decode thread
+    is put on the run's device, ``--device cuda:1`` included, by :class:`visionkit.runner.Runner`). A
     :class:`~visionkit.errors.ConfigError` for ``nvjpeg`` without a GPU and for either without TorchCodec."""
     try:
         import torchcodec.decoders  # noqa: F401

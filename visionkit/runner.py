@@ -258,6 +258,11 @@ class Runner:
         stop = threading.Event()
 
         def produce() -> None:
+            if self.device is not None and self.device.type == "cuda":
+                # the sources are built and read in this thread: a GPU decoder (jpeg_decoder: nvjpeg) takes this
+                # thread's current device, which for a new thread is GPU 0, not --device cuda:1
+                with contextlib.suppress(Exception):
+                    torch.cuda.set_device(self.device)
             try:
                 source = iter(items)
                 while True:

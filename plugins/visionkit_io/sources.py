@@ -76,18 +76,19 @@ def expand_glob(pattern: str, extensions: tuple[str, ...]) -> list[Path]:
 @dataclass(frozen=True)
 class ImagesParams:
     """``recursive``: also read images in the subfolders of a folder input. ``decode_threads``: images of a
-    folder, glob or list, or of files given one by one, decoded at once, in threads (OpenCV and Pillow release the GIL while they decode); the
-    frames still come in order. ``null`` (auto): half the CPU cores, at most 8, at least 1 (1 on two cores, where
-    the model workers use both; 8 on a 16-core GPU machine).
+    folder, glob or list, or of files given one by one, decoded at once, in threads (OpenCV and Pillow release
+    the GIL while they decode); the frames still come in order. ``null`` (auto): half the CPU cores, at most 8,
+    at least 1 (1 on two cores, where the model workers use both; 8 on a 16-core GPU machine).
 
     ``jpeg_decoder`` (:mod:`visionkit.jpeg_decode`): ``opencv`` (default); ``nvjpeg`` decodes JPEGs on the GPU
-    (this process's current one, ``cuda:LOCAL_RANK`` under torchrun) in batches of up to 32 files in a row, of
-    one input or of inputs given one by one (:meth:`ImageSource.frames_of`) (TorchCodec's nvJPEG, which applies the EXIF orientation there too), so that the
-    frames reach a model on that GPU without a copy and the CPU is free of decoding (the sinks that draw copy
-    a frame back); the files are still read and checked by ``decode_threads`` threads. ``torchcodec``: the
-    same path on the CPU, in the decode thread alone (libjpeg-turbo, OpenCV's pixels; slower than OpenCV's
-    threads on many cores). Both need TorchCodec (``pip install 'visionkit[gpu]'``); other formats and the
-    JPEGs they do not take (CMYK, 12-bit) are decoded by OpenCV."""
+    (the run's, ``cuda:LOCAL_RANK`` under torchrun) in batches of up to 32 files in a row, of one input or of
+    inputs given one by one (:meth:`ImageSource.frames_of`), with TorchCodec's nvJPEG, which applies the EXIF
+    orientation there too, so that the frames reach a model on that GPU without a copy and the CPU is free of
+    decoding (the sinks that draw copy a frame back); the files are still read and checked by
+    ``decode_threads`` threads. ``torchcodec``: the same path on the CPU, in the decode thread alone
+    (libjpeg-turbo, OpenCV's pixels; slower than OpenCV's threads on many cores). Both need TorchCodec
+    (``pip install 'visionkit[gpu]'``); other formats and the JPEGs they do not take (CMYK, 12-bit) are decoded
+    by OpenCV."""
 
     recursive: bool = False
     decode_threads: int | None = None

@@ -19,6 +19,7 @@ Per-stage figures are milliseconds per frame; ``peak_rss_mb`` is the process's p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -122,7 +123,9 @@ def bench(
     pipe = Pipeline.from_config(config, device=device, batch_size=batch_size, workers=workers, precision=precision,
                                 compile=compile, overrides=overrides, host=host, **kwargs)
     start = time.perf_counter()
-    frames = [f for f in _open(uris, pipe.config, pipe.host) if not isinstance(f, BadItem)]
+    on_gpu = torch.cuda.device(pipe.device) if pipe.device.type == "cuda" else contextlib.nullcontext()
+    with on_gpu:  # a GPU decoder decodes on the current device: the run's, as in its decode thread
+        frames = [f for f in _open(uris, pipe.config, pipe.host) if not isinstance(f, BadItem)]
     decode_s = time.perf_counter() - start
     if not frames:
         from visionkit.errors import InputError
