@@ -323,3 +323,15 @@ def test_two_images_per_batch(host, tmp_path, raccoon):
         out = detector.eval()([image, small], proposals=given)
     assert len(out) == 2 and out[1]["boxes"].shape == (0, 4)
     assert (out[0]["boxes"][:, 2] <= image.shape[-1] + 1e-3).all()
+
+
+def test_bad_training_targets_are_named(host, tmp_path, raccoon):
+    """In training mode the head says what is wrong with its targets, naming the head or the target."""
+    image, target = raccoon
+    detector = build(host, tmp_path).train()
+    with pytest.raises(ValueError, match="head 'fast-rcnn' in training mode needs targets"):
+        detector([image])
+    with pytest.raises(ValueError, match="got 1 targets for 2 images"):
+        detector([image, image], [target])
+    with pytest.raises(ValueError, match=r"targets\[0\]\['boxes'\] must be \(M, 4\) xyxy, got \(4,\)"):
+        detector([image], [{**target, "boxes": target["boxes"][0]}])

@@ -266,3 +266,13 @@ def test_svm_stage_needs_the_svm_output_layer(host, tmp_path, raccoon):
     assert not detector.has_svm
     with pytest.raises(ValueError, match=r"output_layer: \{name: svm\}"):
         detector.fit_svms([raccoon])
+
+
+def test_bad_training_targets_are_named(host, tmp_path, raccoon):
+    """In training mode the head says what is wrong with its targets, naming the head or the target."""
+    image, target = raccoon
+    detector = build(host, tmp_path).train()
+    with pytest.raises(ValueError, match="head 'rcnn' in training mode needs targets"):
+        detector([image])
+    with pytest.raises(ValueError, match=r"targets\[0\]\['boxes'\] must be \(M, 4\) xyxy, got \(4,\)"):
+        detector([image], [{**target, "boxes": target["boxes"][0]}])

@@ -49,6 +49,7 @@ from visionkit.detection.region_head import (
     RegionHeadMixin,
     backbone_problem,
     check_region_head_parts,
+    check_targets,
     prefill_proposals,
     proposal_source,
 )
@@ -150,13 +151,7 @@ class FastRCNNDetector(RegionHeadMixin, nn.Module):
         proposals: Sequence[Any] | None = None,
     ) -> list[dict[str, torch.Tensor]] | dict[str, torch.Tensor]:
         if self.training:
-            if targets is None:
-                raise ValueError(f"head '{HEAD}' in training mode needs targets (boxes and labels per image)")
-            if len(targets) != len(images):
-                raise ValueError(f"got {len(targets)} targets for {len(images)} images")
-            for i, t in enumerate(targets):
-                if t["boxes"].dim() != 2 or t["boxes"].shape[-1] != 4:
-                    raise ValueError(f"targets[{i}]['boxes'] must be (M, 4) xyxy, got {tuple(t['boxes'].shape)}")
+            check_targets(HEAD, images, targets)
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         boxes = self.image_proposals(images, targets, proposals)
         image_list, targets = self.transform(images, targets)

@@ -53,6 +53,7 @@ from visionkit.detection.params import DEFAULT_BOX_WEIGHTS
 from visionkit.detection.region_head import (
     RegionHeadMixin,
     check_region_head_parts,
+    check_targets,
     prefill_proposals,
     proposal_source,
 )
@@ -199,13 +200,7 @@ class RCNNDetector(RegionHeadMixin, nn.Module):
         proposals: Sequence[Any] | None = None,
     ) -> list[dict[str, torch.Tensor]] | dict[str, torch.Tensor]:
         if self.training:
-            if targets is None:
-                raise ValueError(f"head '{HEAD}' in training mode needs targets (boxes and labels per image)")
-            if len(targets) != len(images):
-                raise ValueError(f"got {len(targets)} targets for {len(images)} images")
-            for i, t in enumerate(targets):
-                if t["boxes"].dim() != 2 or t["boxes"].shape[-1] != 4:
-                    raise ValueError(f"targets[{i}]['boxes'] must be (M, 4) xyxy, got {tuple(t['boxes'].shape)}")
+            check_targets(HEAD, images, targets)
         image_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         rois = self.image_proposals(images, targets, proposals)
         if self.training:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackboneParts", "RegionHeadMixin", "as_boxes", "backbone_arch", "backbone_parts", "backbone_problem",
-    "check_num_classes", "check_region_head_parts", "prefill_proposals", "proposal_source",
+    "check_num_classes", "check_region_head_parts", "check_targets", "prefill_proposals", "proposal_source",
 ]
 
 
@@ -89,6 +89,18 @@ def check_num_classes(head: str, num_classes: Any) -> None:
     """``num_classes`` counts the background: an int >= 2, else a :class:`ConfigError` naming ``head``."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ConfigError(f"head '{head}': num_classes counts the background and must be >= 2, got {num_classes!r}")
+
+
+def check_targets(head: str, images: Sequence[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]] | None) -> None:
+    """What a head checks of its ``targets`` in training mode: one per image, each ``boxes`` ``(M, 4)`` xyxy;
+    else a ``ValueError`` naming ``head`` or the target."""
+    if targets is None:
+        raise ValueError(f"head '{head}' in training mode needs targets (boxes and labels per image)")
+    if len(targets) != len(images):
+        raise ValueError(f"got {len(targets)} targets for {len(images)} images")
+    for i, t in enumerate(targets):
+        if t["boxes"].dim() != 2 or t["boxes"].shape[-1] != 4:
+            raise ValueError(f"targets[{i}]['boxes'] must be (M, 4) xyxy, got {tuple(t['boxes'].shape)}")
 
 
 def check_region_head_parts(head: str, backbone: Any, proposer: Any, num_classes: Any) -> tuple[str, int, list[str]]:
