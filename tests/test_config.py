@@ -107,8 +107,12 @@ def test_detect_refuses_a_config_threshold_the_flag_refuses(cli, tmp_path):
     image = ROOT / "samples" / "images" / "raccoon-57.jpg"
     result = cli("detect", image, "--config", config, "--weights", "none", "--out", tmp_path / "out", "--quiet")
     assert result.exit_code == 2
-    assert result.stderr.strip() == ("error: config: 'score_threshold' must be in [0, 1] (scores are probabilities, "
-                                     "as for --score-threshold), got 5.0")
+    assert result.stderr.strip() == (f"error: config {config}: 'score_threshold' must be in [0, 1] (scores are "
+                                     "probabilities, as for --score-threshold), got 5.0")  # the file is named
     assert not (tmp_path / "out").exists()
+    given = cli("detect", image, "--set", "score_threshold=5.0", "--weights", "none", "--out", tmp_path / "out")
+    assert given.exit_code == 2 and given.stderr.strip() == (
+        "error: config: 'score_threshold' must be in [0, 1] (scores are probabilities, as for --score-threshold), "
+        "got 5.0")  # from --set: no file to name
     flag = cli("detect", image, "--score-threshold", "5", "--weights", "none", "--out", tmp_path / "out")
     assert flag.exit_code == 2

@@ -120,7 +120,12 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
         return {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"config {path} must be a mapping of keys to values, got {type(data).__name__}")
-    return dict(data)
+    config = dict(data)
+    try:  # the file's own values, so that an error in it names it (one from --set or a flag is found later)
+        check_top_level(config, partial=True)
+    except ConfigError as exc:
+        raise ConfigError(f"config {path}: {str(exc).removeprefix('config: ')}") from None
+    return config
 
 
 def apply_overrides(config: Mapping[str, Any], sets: Iterable[str]) -> dict[str, Any]:
@@ -147,10 +152,11 @@ def apply_overrides(config: Mapping[str, Any], sets: Iterable[str]) -> dict[str,
     return out
 
 
-def check_top_level(config: Mapping[str, Any]) -> None:
+def check_top_level(config: Mapping[str, Any], *, partial: bool = False) -> None:
     """Reject unknown top-level keys, wrongly typed scalars and values out of range (the ranges the command-line
     flags enforce: ``batch_size >= 1``, ``workers`` ``auto`` or >= 1, ``score_threshold`` in [0, 1]; ``device``
-    is checked where it is used, by :func:`visionkit.pipeline.select_device`, for flags and configs alike)."""
+    is checked where it is used, by :func:`visionkit.pipeline.select_device`, for flags and configs alike).
+    ``partial``: one layer of a config (a file), whose component sections may leave ``name`` to the layers below."""
     for key, value in config.items():
         if key not in DEFAULT_CONFIG:
             hint = closest(key, TOP_LEVEL_KEYS)
@@ -160,7 +166,7 @@ def check_top_level(config: Mapping[str, Any]) -> None:
         if key in COMPONENT_KEYS and value is not None:
             if isinstance(value, str):
                 continue  # shorthand: head: faster-rcnn
-            if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
+            if not isinstance(value, Mapping) or (not partial and not isinstance(value.get("name"), str)):
                 raise ConfigError(f"config: '{key}' must be null, a component name, or a mapping with 'name'")
         if key in MULTI_KEYS and value is not None and not isinstance(value, Mapping):
             raise ConfigError(f"config: '{key}' must map {MULTI_KEYS[key]} names to their parameters")
